@@ -1,0 +1,4 @@
+# The packages the library's headers need. distoptConfig.cmake repeats each as find_dependency.
+find_package(Eigen3 3.4 REQUIRED NO_MODULE)
+find_package(xtensor REQUIRED)
+find_package(OpenMP REQUIRED COMPONENTS CXX)

@@ -1,0 +1,20 @@
+# Flags for the project's own tests, benchmarks and examples only. This target is not installed
+# and not exported: a consumer of distopt::distopt never inherits warnings or -march=native.
+option(DISTOPT_NATIVE "Build the project's own programs with -march=native" ON)
+option(DISTOPT_WARNINGS_AS_ERRORS "Treat warnings in the project's own code as errors" OFF)
+
+add_library(distopt_project_options INTERFACE)
+target_compile_options(distopt_project_options INTERFACE
+  -Wall -Wextra -Wpedantic -Wshadow -Wconversion
+  $<$<BOOL:${DISTOPT_WARNINGS_AS_ERRORS}>:-Werror>
+  $<$<BOOL:${DISTOPT_NATIVE}>:-march=native>)
+
+# GCC before 12.3 warns inside its own AVX-512 header: _mm512_undefined_ps() is written
+# `__m512 __Y = __Y;`, which -Wmaybe-uninitialized reports wherever Eigen's AVX-512 packets are
+# inlined (GCC PR 105593). Only that one flag, only on those compilers; -Wuninitialized stays.
+if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU" AND CMAKE_CXX_COMPILER_VERSION VERSION_LESS 12.3)
+  target_compile_options(distopt_project_options INTERFACE -Wno-maybe-uninitialized)
+endif()
+
+# Where the committed golden data lives, for tests that read it.
+set(DISTOPT_TEST_DATA_DIR ${PROJECT_SOURCE_DIR}/tests/data)
