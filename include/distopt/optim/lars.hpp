@@ -1,0 +1,138 @@
+// LARS: layer-wise adaptive rate scaling, with LARC's trust clipping as an option.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include <Eigen/Core>
+
+#include "distopt/core/concepts.hpp"
+#include "distopt/optim/optimizer.hpp"
+
+namespace distopt::optim {
+
+/// Hyperparameters of Lars (defaults as in You et al. and NVIDIA's LARC).
+struct LarsOptions {
+  double lr = 0.1;
+  double momentum = 0.9;
+  double trust_coefficient = 1e-3;  ///< eta
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+  bool nesterov = false;
+  bool trust_clip = false;          ///< LARC: trust <- min(trust / lr, 1)
+  NonFinite on_non_finite = NonFinite::raise;
+};
+
+/// LARS (You, Gitman, Ginsburg, "Large Batch Training of Convolutional Networks", 2017), per
+/// block with its own weight decay wd and learning rate lr (lr * lr_scale):
+///   trust = eta * ||w|| / (||g|| + wd * ||w|| + eps)   (1 when ||w|| or ||g|| is 0)
+///   trust <- min(trust / lr, 1)                        (trust_clip: NVIDIA apex's LARC)
+///   d = (g + wd * w) * trust
+///   b <- d on the first step, else mu * b + d;  d <- d + mu * b (nesterov) or b
+///   w <- w - lr * d
+/// Blocks whose `adapt` is off have trust 1, whose `decay` is off have wd 0; both default to off
+/// for 1-D blocks (biases), as the paper and common practice exclude them.
+/// Two passes: the per-block norms (fixed chunks, added in order: the same bits for any thread
+/// count), then one fused update.
+template <ParameterContainer P>
+class Lars : public detail::OptimizerBase<P> {
+  using Base = detail::OptimizerBase<P>;
+  using T = typename P::scalar_type;
+  using Norms = Eigen::Array<double, 3, 1>;  // ||w||^2, ||g||^2, non-finite items
+
+ public:
+  using options_type = LarsOptions;
+
+  Lars(const P& params, LarsOptions options = {})
+      : Base(params, "Lars", validate(options).lr, options.on_non_finite,
+             options.momentum > 0 ? std::vector<std::string>{"momentum_buffer"} : std::vector<std::string>{}),
+        options_(options),
+        coefficients_(params.blocks().size()),
+        sums_(params.blocks().size()) {}
+
+  [[nodiscard]] const LarsOptions& options() const noexcept { return options_; }
+
+  bool step(P& params) {
+    this->check_layout(params);
+    T* w_data = params.values().data();
+    const T* g_data = params.grads().data();
+
+    detail::block_sums<3>(this->work_, [&](const detail::WorkItem& item) {
+      const auto w = detail::segment(static_cast<const T*>(w_data), item);
+      const auto g = detail::segment(g_data, item);
+      // Finiteness asked directly: a huge finite gradient may square to infinity in T.
+      return Norms(static_cast<double>(w.square().sum()), static_cast<double>(g.square().sum()),
+                   detail::all_finite(g_data, item) ? 0.0 : 1.0);
+    }, slots_, sums_);
+    bool finite = true;
+    for (const Norms& s : sums_) finite = finite && s(2) == 0.0;
+    if (!this->accept_gradients(params, finite)) return false;
+
+    const auto blocks = params.blocks();
+    for (std::size_t b = 0; b < blocks.size(); ++b) {
+      const bool one_dimensional = blocks[b].rank() <= 1;
+      const double lr = this->lr_ * blocks[b].options.lr_scale;
+      const double wd = resolve(blocks[b].options.decay, !one_dimensional) ? options_.weight_decay : 0.0;
+      double trust = 1.0;
+      if (resolve(blocks[b].options.adapt, !one_dimensional)) {
+        const double w_norm = std::sqrt(sums_[b](0)), g_norm = std::sqrt(sums_[b](1));
+        if (w_norm > 0 && g_norm > 0)
+          trust = options_.trust_coefficient * w_norm / (g_norm + wd * w_norm + options_.eps);
+        if (options_.trust_clip && lr > 0) trust = std::min(trust / lr, 1.0);
+      }
+      coefficients_[b] = {static_cast<T>(lr), static_cast<T>(wd), static_cast<T>(trust)};
+    }
+
+    T* b_data = options_.momentum > 0 ? this->state_.data(0) : nullptr;
+    const T mu = static_cast<T>(options_.momentum);
+    const bool first = this->state_.step() == 0;
+    const bool nesterov = options_.nesterov;
+    detail::for_each_item(this->work_, [&](const detail::WorkItem& item) {
+      const auto [lr, wd, trust] = coefficients_[item.block];
+      auto w = detail::segment(w_data, item);
+      const auto g = detail::segment(g_data, item);
+      if (!b_data) {
+        w -= (lr * trust) * (g + wd * w);
+        return;
+      }
+      auto buf = detail::segment(b_data, item);
+      if (first)
+        buf = trust * (g + wd * w);
+      else
+        buf = mu * buf + trust * (g + wd * w);
+      if (nesterov)
+        w -= lr * (trust * (g + wd * w) + mu * buf);
+      else
+        w -= lr * buf;
+    });
+    this->state_.advance();
+    return true;
+  }
+
+ private:
+  static LarsOptions validate(const LarsOptions& o) {
+    detail::check_lr("Lars", o.lr);
+    require(std::isfinite(o.momentum) && o.momentum >= 0, "Lars: momentum must be >= 0, got ", o.momentum);
+    require(std::isfinite(o.trust_coefficient) && o.trust_coefficient > 0,
+            "Lars: trust_coefficient must be > 0, got ", o.trust_coefficient);
+    require(std::isfinite(o.eps) && o.eps > 0, "Lars: eps must be > 0, got ", o.eps);
+    require(std::isfinite(o.weight_decay) && o.weight_decay >= 0, "Lars: weight_decay must be >= 0, got ",
+            o.weight_decay);
+    require(!o.nesterov || o.momentum > 0, "Lars: nesterov needs momentum > 0, got momentum ", o.momentum);
+    return o;
+  }
+
+  struct Coefficients {
+    T lr;
+    T weight_decay;
+    T trust;
+  };
+
+  LarsOptions options_;
+  std::vector<Coefficients> coefficients_;
+  std::vector<Norms> slots_;
+  std::vector<Norms> sums_;
+};
+
+}  // namespace distopt::optim
