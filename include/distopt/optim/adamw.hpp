@@ -72,19 +72,24 @@ class AdamW : public detail::OptimizerBase<P> {
 
     detail::for_each_item(this->work_, [&](const detail::WorkItem& item) {
       const auto [decay, step_size] = coefficients_[item.block];
-      auto w = detail::segment(w_data, item);
-      const auto g = detail::segment(g_data, item);
-      auto m = detail::segment(m_data, item);
-      auto v = detail::segment(v_data, item);
-      m = b1 * m + one_minus_b1 * g;
-      v = b2 * v + one_minus_b2 * g.square();
-      if (v_max_data) {
-        auto v_max = detail::segment(v_max_data, item);
-        v_max = v_max.max(v);
-        w = w * decay - step_size * m / (v_max.sqrt() * inv_sqrt_correction2 + eps);
-      } else {
-        w = w * decay - step_size * m / (v.sqrt() * inv_sqrt_correction2 + eps);
-      }
+      detail::for_each_tile<T>(item, [&](std::ptrdiff_t i, auto width) {
+        constexpr int n = decltype(width)::value;
+        using Tile = Eigen::Array<T, n, 1>;
+        auto w = detail::tile<n>(w_data, i);
+        auto m = detail::tile<n>(m_data, i);
+        auto v = detail::tile<n>(v_data, i);
+        const Tile g = detail::tile<n>(g_data, i);
+        const Tile m_new = b1 * m + one_minus_b1 * g;
+        Tile v_new = b2 * v + one_minus_b2 * g.square();
+        m = m_new;
+        v = v_new;
+        if (v_max_data) {
+          auto v_max = detail::tile<n>(v_max_data, i);
+          v_new = v_max.max(v_new);
+          v_max = v_new;
+        }
+        w = w * decay - step_size * m_new / (v_new.sqrt() * inv_sqrt_correction2 + eps);
+      });
     });
     this->state_.advance();
     return true;

@@ -65,8 +65,15 @@ class Lamb : public detail::OptimizerBase<P> {
     double clip = 1;
     if (options_.max_grad_norm > 0) {
       detail::block_sums<3>(this->work_, [&](const detail::WorkItem& item) {
-        const auto g = detail::segment(g_data, item);
-        return Sums(static_cast<double>(g.square().sum()), detail::all_finite(g_data, item) ? 0.0 : 1.0, 0.0);
+        detail::TileSums<T, 2> sums;
+        detail::for_each_tile<T>(item, [&](std::ptrdiff_t i, auto width) {
+          constexpr int n = decltype(width)::value;
+          using Tile = Eigen::Array<T, n, 1>;
+          const Tile g = detail::tile<n>(g_data, i);
+          sums.add(0, Tile(g.square()));
+          sums.add(1, Tile(g * T(0)));
+        });
+        return Sums(sums.total(0), std::isnan(sums.total(1)) ? 1.0 : 0.0, 0.0);
       }, slots_, sums_);
       double total = 0, bad = 0;
       for (const Sums& s : sums_) {
@@ -96,16 +103,23 @@ class Lamb : public detail::OptimizerBase<P> {
       return (m * c1) / ((v * c2).sqrt() + eps) + wd * w;
     };
 
-    // Pass 1: ||w|| and ||u|| per block, from the moments as they will be, writing nothing.
+    // Pass 1: ||w|| and ||u|| per block, from the moments as they will be, writing nothing; and
+    // 0 * g, NaN exactly when some gradient is not finite.
     detail::block_sums<3>(this->work_, [&](const detail::WorkItem& item) {
-      const auto w = detail::segment(static_cast<const T*>(w_data), item);
-      const auto g = detail::segment(g_data, item);
-      const auto m = detail::segment(static_cast<const T*>(m_data), item);
-      const auto v = detail::segment(static_cast<const T*>(v_data), item);
-      const auto u = update(b1 * m + g_weight * g, b2 * v + g2_weight * g.square(), w,
-                            coefficients_[item.block].weight_decay);
-      return Sums(static_cast<double>(w.square().sum()), static_cast<double>(u.square().sum()),
-                  detail::all_finite(g_data, item) ? 0.0 : 1.0);
+      const T wd = coefficients_[item.block].weight_decay;
+      detail::TileSums<T, 3> sums;
+      detail::for_each_tile<T>(item, [&](std::ptrdiff_t i, auto width) {
+        constexpr int n = decltype(width)::value;
+        using Tile = Eigen::Array<T, n, 1>;
+        const Tile w = detail::tile<n>(static_cast<const T*>(w_data), i);
+        const Tile g = detail::tile<n>(g_data, i);
+        const Tile m = b1 * detail::tile<n>(static_cast<const T*>(m_data), i) + g_weight * g;
+        const Tile v = b2 * detail::tile<n>(static_cast<const T*>(v_data), i) + g2_weight * g.square();
+        sums.add(0, Tile(w.square()));
+        sums.add(1, Tile(update(m, v, w, wd).square()));
+        sums.add(2, Tile(g * T(0)));
+      });
+      return Sums(sums.total(0), sums.total(1), std::isnan(sums.total(2)) ? 1.0 : 0.0);
     }, slots_, sums_);
     if (options_.max_grad_norm <= 0) {
       double bad = 0;
@@ -125,13 +139,19 @@ class Lamb : public detail::OptimizerBase<P> {
     // Pass 2: the moments and the weights, in one fused pass.
     detail::for_each_item(this->work_, [&](const detail::WorkItem& item) {
       const auto [wd, step_size] = coefficients_[item.block];
-      auto w = detail::segment(w_data, item);
-      const auto g = detail::segment(g_data, item);
-      auto m = detail::segment(m_data, item);
-      auto v = detail::segment(v_data, item);
-      m = b1 * m + g_weight * g;
-      v = b2 * v + g2_weight * g.square();
-      w -= step_size * update(m, v, w, wd);
+      detail::for_each_tile<T>(item, [&](std::ptrdiff_t i, auto width) {
+        constexpr int n = decltype(width)::value;
+        using Tile = Eigen::Array<T, n, 1>;
+        auto w = detail::tile<n>(w_data, i);
+        auto m = detail::tile<n>(m_data, i);
+        auto v = detail::tile<n>(v_data, i);
+        const Tile g = detail::tile<n>(g_data, i);
+        const Tile m_new = b1 * m + g_weight * g;
+        const Tile v_new = b2 * v + g2_weight * g.square();
+        m = m_new;
+        v = v_new;
+        w -= step_size * update(m_new, v_new, Tile(w), wd);
+      });
     });
     this->state_.advance();
     return true;

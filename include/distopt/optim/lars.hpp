@@ -59,11 +59,19 @@ class Lars : public detail::OptimizerBase<P> {
     const T* g_data = params.grads().data();
 
     detail::block_sums<3>(this->work_, [&](const detail::WorkItem& item) {
-      const auto w = detail::segment(static_cast<const T*>(w_data), item);
-      const auto g = detail::segment(g_data, item);
-      // Finiteness asked directly: a huge finite gradient may square to infinity in T.
-      return Norms(static_cast<double>(w.square().sum()), static_cast<double>(g.square().sum()),
-                   detail::all_finite(g_data, item) ? 0.0 : 1.0);
+      // ||w||^2, ||g||^2, and 0 * g, which is NaN exactly when some g is not finite (asked
+      // directly: a huge finite gradient may square to infinity in T).
+      detail::TileSums<T, 3> sums;
+      detail::for_each_tile<T>(item, [&](std::ptrdiff_t i, auto width) {
+        constexpr int n = decltype(width)::value;
+        using Tile = Eigen::Array<T, n, 1>;
+        const Tile w = detail::tile<n>(static_cast<const T*>(w_data), i);
+        const Tile g = detail::tile<n>(g_data, i);
+        sums.add(0, Tile(w.square()));
+        sums.add(1, Tile(g.square()));
+        sums.add(2, Tile(g * T(0)));
+      });
+      return Norms(sums.total(0), sums.total(1), std::isnan(sums.total(2)) ? 1.0 : 0.0);
     }, slots_, sums_);
     bool finite = true;
     for (const Norms& s : sums_) finite = finite && s(2) == 0.0;
@@ -90,21 +98,20 @@ class Lars : public detail::OptimizerBase<P> {
     const bool nesterov = options_.nesterov;
     detail::for_each_item(this->work_, [&](const detail::WorkItem& item) {
       const auto [lr, wd, trust] = coefficients_[item.block];
-      auto w = detail::segment(w_data, item);
-      const auto g = detail::segment(g_data, item);
-      if (!b_data) {
-        w -= (lr * trust) * (g + wd * w);
-        return;
-      }
-      auto buf = detail::segment(b_data, item);
-      if (first)
-        buf = trust * (g + wd * w);
-      else
-        buf = mu * buf + trust * (g + wd * w);
-      if (nesterov)
-        w -= lr * (trust * (g + wd * w) + mu * buf);
-      else
-        w -= lr * buf;
+      detail::for_each_tile<T>(item, [&](std::ptrdiff_t i, auto width) {
+        constexpr int n = decltype(width)::value;
+        using Tile = Eigen::Array<T, n, 1>;
+        auto w = detail::tile<n>(w_data, i);
+        const Tile d = trust * (detail::tile<n>(g_data, i) + wd * w);
+        if (!b_data) {
+          w -= lr * d;
+          return;
+        }
+        auto buf = detail::tile<n>(b_data, i);
+        const Tile b = first ? d : Tile(mu * buf + d);
+        buf = b;
+        w -= nesterov ? Tile(lr * (d + mu * b)) : Tile(lr * b);
+      });
     });
     this->state_.advance();
     return true;

@@ -27,7 +27,7 @@ struct SgdmOptions {
 ///   w <- w - lr * g
 /// Per block: lr * lr_scale, and weight decay unless the block's `decay` is off (on by default,
 /// as PyTorch decays every parameter). One fused pass over the flat buffer, plus one read of the
-/// gradients to refuse non-finite ones.
+/// gradients to refuse non-finite ones (the update cannot be undone, so it must come first).
 template <ParameterContainer P>
 class Sgdm : public detail::OptimizerBase<P> {
   using Base = detail::OptimizerBase<P>;
@@ -63,21 +63,20 @@ class Sgdm : public detail::OptimizerBase<P> {
 
     detail::for_each_item(this->work_, [&](const detail::WorkItem& item) {
       const auto [lr, wd] = coefficients_[item.block];
-      auto w = detail::segment(w_data, item);
-      const auto g = detail::segment(g_data, item);
-      if (!b_data) {
-        w -= lr * (g + wd * w);
-        return;
-      }
-      auto buf = detail::segment(b_data, item);
-      if (first)
-        buf = g + wd * w;
-      else
-        buf = mu * buf + keep * (g + wd * w);
-      if (nesterov)
-        w -= lr * ((g + wd * w) + mu * buf);
-      else
-        w -= lr * buf;
+      detail::for_each_tile<T>(item, [&](std::ptrdiff_t i, auto width) {
+        constexpr int n = decltype(width)::value;
+        using Tile = Eigen::Array<T, n, 1>;
+        auto w = detail::tile<n>(w_data, i);
+        const Tile d = detail::tile<n>(g_data, i) + wd * w;
+        if (!b_data) {
+          w -= lr * d;
+          return;
+        }
+        auto buf = detail::tile<n>(b_data, i);
+        const Tile b = first ? d : Tile(mu * buf + keep * d);
+        buf = b;
+        w -= nesterov ? Tile(lr * (d + mu * b)) : Tile(lr * b);
+      });
     });
     this->state_.advance();
     return true;

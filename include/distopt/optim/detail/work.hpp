@@ -2,6 +2,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -63,13 +64,51 @@ void block_sums(std::span<const WorkItem> items, Partial&& partial,
   for (std::size_t i = 0; i < items.size(); ++i) sums[items[i].block] += slots[i];
 }
 
-/// Eigen array view of one item of a flat buffer (read-only when `T` is const).
+/// Elements per tile: one cache line, one AVX-512 register of floats (8 doubles).
 template <class T>
-[[nodiscard]] auto segment(T* data, const WorkItem& item) {
-  using Array = Eigen::Array<std::remove_const_t<T>, Eigen::Dynamic, 1>;
+inline constexpr int tile_width = static_cast<int>(64 / sizeof(T));
+
+/// Fixed-size Eigen view of N elements at data + i (read-only when `T` is const).
+template <int N, class T>
+[[nodiscard]] auto tile(T* data, std::ptrdiff_t i) {
+  using Array = Eigen::Array<std::remove_const_t<T>, N, 1>;
   using View = Eigen::Map<std::conditional_t<std::is_const_v<T>, const Array, Array>>;
-  return View(data + item.begin, item.end - item.begin);
+  return View(data + i);
 }
+
+/// Calls `body(i, width)` over an item: full tiles first (width an std::integral_constant equal to
+/// tile_width<T>), then the remaining elements one at a time (width 1). Writing an update once as
+/// a body over `tile<width>(...)` views gives one fused pass over memory, every intermediate in
+/// registers, that Eigen vectorises whatever the user's flags (square roots included).
+template <class T, class Body>
+void for_each_tile(const WorkItem& item, Body&& body) {
+  constexpr int width = tile_width<T>;
+  std::ptrdiff_t i = item.begin;
+  for (; i + width <= item.end; i += width) body(i, std::integral_constant<int, width>{});
+  for (; i < item.end; ++i) body(i, std::integral_constant<int, 1>{});
+}
+
+/// K running sums over the tiles of one item: per lane in T while tiles stream by, then added up
+/// in double. The order is fixed by the item, never by the thread that runs it.
+template <class T, int K>
+struct TileSums {
+  std::array<Eigen::Array<T, tile_width<T>, 1>, K> lanes;
+  std::array<double, K> tail{};
+
+  TileSums() {
+    for (auto& lane : lanes) lane.setZero();
+  }
+  template <int N>
+  void add(int k, const Eigen::Array<T, N, 1>& x) {
+    if constexpr (N == tile_width<T>)
+      lanes[static_cast<std::size_t>(k)] += x;
+    else
+      tail[static_cast<std::size_t>(k)] += static_cast<double>(x.sum());
+  }
+  [[nodiscard]] double total(int k) const {
+    return static_cast<double>(lanes[static_cast<std::size_t>(k)].sum()) + tail[static_cast<std::size_t>(k)];
+  }
+};
 
 /// True when every element of the item is finite. 0 * x is NaN exactly when x is NaN or infinite,
 /// so one vectorised sum answers for the whole item (assumes IEEE semantics: no -ffast-math).
