@@ -3,8 +3,8 @@
 // BM_Triad/<n>/<threads> is STREAM's triad a = b + s * c over n floats (12 bytes per element, as
 // STREAM counts). BM_Optim_Step/<optimizer>/<n>/<threads> reports bytes/s of the minimal traffic of
 // one step (SGDM 20 B per parameter: read w, g, b, write w, b; AdamW 28 B; LARS 28 B and LAMB 36 B:
-// their fused update plus a norm pass reading w and g) and `of_triad`, that figure over the triad's
-// at the same size and thread count, measured earlier in the same run.
+// their fused update plus a norm pass reading w and g), `best_GBps` from its fastest step, and
+// `of_triad`: that over the fastest triad at the same size and thread count in the same run.
 #include <distopt/distopt.hpp>
 
 #include <benchmark/benchmark.h>
@@ -20,30 +20,56 @@ namespace {
 using distopt::ParameterSet;
 namespace optim = distopt::optim;
 
-std::map<std::pair<std::int64_t, int>, double> triad_bytes_per_second;
-
 // Names are built with distopt::message: GCC 12 misreports std::string's operator+ (-Wrestrict,
 // GCC PR 105329).
 std::string size_label(std::int64_t n) { return distopt::message("1e", std::lround(std::log10(static_cast<double>(n)))); }
 
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+// STREAM's triad over n floats on the current team: a = b + s * c.
+struct Triad {
+  distopt::AlignedBuffer<float> a, b, c;
+  explicit Triad(std::int64_t n) : a(n), b(n), c(n) { run(); }  // first touch outside any timing
+  void run() {
+    const std::int64_t n = a.size();
+#pragma omp parallel for schedule(static)
+    for (std::int64_t i = 0; i < n; ++i) a[i] = b[i] + 3.0f * c[i];
+  }
+};
+
+// The fastest triad seen at (n, threads): best-of timing filters the bursts of noise a shared
+// machine adds, and every ratio below is a best over a best, measured the same way.
+std::map<std::pair<std::int64_t, int>, double> best_triad_seconds;
+
+double best_triad(std::int64_t n, int threads) {
+  auto& best = best_triad_seconds[{n, threads}];
+  if (best > 0) return best;
+  Triad triad(n);
+  best = 1e30;
+  const auto start = Clock::now();
+  for (int rep = 0; rep < 10 || seconds_since(start) < 1.0; ++rep) {
+    const auto t0 = Clock::now();
+    triad.run();
+    best = std::min(best, seconds_since(t0));
+  }
+  return best;
+}
+
 void BM_Triad(benchmark::State& state, std::int64_t n, int threads) {
   distopt::parallel::ThreadCount scope(threads);
-  distopt::AlignedBuffer<float> a(n), b(n), c(n);
-  const float s = 3.0f;
-  auto triad = [&] {
-#pragma omp parallel for schedule(static)
-    for (std::int64_t i = 0; i < n; ++i) a[i] = b[i] + s * c[i];
-  };
-  triad();  // first touch outside the timing
-  const auto start = std::chrono::steady_clock::now();
+  Triad triad(n);
+  double best = 1e30;
   for (auto _ : state) {
-    triad();
+    const auto t0 = Clock::now();
+    triad.run();
     benchmark::ClobberMemory();
+    best = std::min(best, seconds_since(t0));
   }
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  const double bytes = 12.0 * static_cast<double>(n) * static_cast<double>(state.iterations());
-  triad_bytes_per_second[{n, threads}] = bytes / seconds;
-  state.SetBytesProcessed(static_cast<std::int64_t>(bytes));
+  auto& reference = best_triad_seconds[{n, threads}];
+  reference = reference > 0 ? std::min(reference, best) : best;
+  state.SetBytesProcessed(12 * n * static_cast<std::int64_t>(state.iterations()));
+  state.counters["best_GBps"] = 12.0 * static_cast<double>(n) / best / 1e9;
 }
 
 ParameterSet make_params(std::int64_t n) {
@@ -62,16 +88,18 @@ void BM_Optim_Step(benchmark::State& state, std::int64_t n, int threads, double 
   ParameterSet params = make_params(n);
   Optimizer optimizer(params, options);
   optimizer.step(params);  // first touch of the state outside the timing
-  const auto start = std::chrono::steady_clock::now();
+  const double triad = best_triad(n, threads);
+  double best = 1e30;
   for (auto _ : state) {
+    const auto t0 = Clock::now();
     optimizer.step(params);
     benchmark::ClobberMemory();
+    best = std::min(best, seconds_since(t0));
   }
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  const double bytes = bytes_per_parameter * static_cast<double>(n) * static_cast<double>(state.iterations());
-  state.SetBytesProcessed(static_cast<std::int64_t>(bytes));
-  const auto triad = triad_bytes_per_second.find({n, threads});
-  if (triad != triad_bytes_per_second.end()) state.counters["of_triad"] = bytes / seconds / triad->second;
+  const double bytes_per_step = bytes_per_parameter * static_cast<double>(n);
+  state.SetBytesProcessed(static_cast<std::int64_t>(bytes_per_step * static_cast<double>(state.iterations())));
+  state.counters["best_GBps"] = bytes_per_step / best / 1e9;
+  state.counters["of_triad"] = (bytes_per_step / best) / (12.0 * static_cast<double>(n) / triad);
 }
 
 void register_all() {
@@ -82,7 +110,6 @@ void register_all() {
       benchmark::RegisterBenchmark(distopt::message("BM_Triad/", size_label(n), "/", t).c_str(),
                                    [n, t](benchmark::State& s) { BM_Triad(s, n, t); })
           ->UseRealTime()
-          ->MinTime(1.0)  // the reference of every ratio: worth a steadier figure
           ->Unit(benchmark::kMillisecond);
   for (std::int64_t n : sizes)
     for (int t : thread_counts) {

@@ -81,13 +81,14 @@ TEST_CASE("uniform() covers the unit interval evenly", "[core][rng]") {
   constexpr int n = 200000;
   std::array<int, 10> bins{};
   double sum = 0;
+  int outside = 0;
   for (int i = 0; i < n; ++i) {
     const float u = rng.uniform();
-    REQUIRE(u >= 0.0f);
-    REQUIRE(u < 1.0f);
+    outside += (u < 0.0f || u >= 1.0f) ? 1 : 0;
     sum += u;
-    ++bins[static_cast<std::size_t>(u * 10.0f)];
+    ++bins[std::min<std::size_t>(static_cast<std::size_t>(u * 10.0f), 9)];
   }
+  REQUIRE(outside == 0);
   CHECK(sum / n == Approx(0.5).margin(5 * std::sqrt(1.0 / 12 / n)));
   // Chi-square with 9 degrees of freedom: 27.9 is its 0.999 quantile.
   double chi2 = 0;
@@ -105,17 +106,23 @@ TEST_CASE("below(n) is uniform on 0 to n - 1 and rejects n = 0", "[core][rng]") 
   constexpr std::uint32_t n = 7;
   constexpr int draws = 70000;
   std::array<int, n> counts{};
+  int outside = 0;
   for (int i = 0; i < draws; ++i) {
     const std::uint32_t k = rng.below(n);
-    REQUIRE(k < n);
-    ++counts[k];
+    if (k < n)
+      ++counts[k];
+    else
+      ++outside;
   }
+  REQUIRE(outside == 0);
   double chi2 = 0;
   for (int c : counts) chi2 += (c - draws / double(n)) * (c - draws / double(n)) / (draws / double(n));
   CHECK(chi2 < 22.5);  // 0.999 quantile, 6 degrees of freedom
   CHECK(rng.below(1) == 0);
   // A range just above 2^31 rejects often: values still stay in range.
-  for (int i = 0; i < 1000; ++i) REQUIRE(rng.below(0x80000001u) < 0x80000001u);
+  int out_of_range = 0;
+  for (int i = 0; i < 1000; ++i) out_of_range += rng.below(0x80000001u) < 0x80000001u ? 0 : 1;
+  CHECK(out_of_range == 0);
   REQUIRE_THROWS_WITH(rng.below(0), Catch::Matchers::Contains("n must be positive, got 0"));
 }
 
@@ -125,10 +132,10 @@ TEST_CASE("normal() has mean 0 and variance 1", "[core][rng]") {
   double sum = 0, sum_sq = 0;
   for (int i = 0; i < n; ++i) {
     const double x = rng.normal();
-    REQUIRE(std::isfinite(x));
     sum += x;
     sum_sq += x * x;
   }
+  REQUIRE(std::isfinite(sum_sq));
   const double mean = sum / n;
   CHECK(std::abs(mean) < 5.0 / std::sqrt(n));
   CHECK(sum_sq / n - mean * mean == Approx(1.0).margin(0.02));
