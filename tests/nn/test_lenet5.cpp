@@ -95,7 +95,7 @@ TEST_CASE("LeNet5 follows PyTorch's 50-step SGDM trajectory within 1e-3", "[nn][
 TEST_CASE("LeNet5 gives the same bits with 1, 2 and 3 threads", "[nn][lenet5][determinism]") {
   const Preset preset = GENERATE(Preset::hsu, Preset::classic);
   distopt::Rng rng(5);
-  const std::ptrdiff_t batch = 50;  // 4 chunks of 16 and a short one
+  const std::ptrdiff_t batch = 50;  // chunks of 4 and a short one
   std::vector<float> images(static_cast<std::size_t>(batch * 3 * 32 * 32));
   for (float& v : images) v = static_cast<float>(rng.normal());
   std::vector<std::int32_t> labels(static_cast<std::size_t>(batch));

@@ -6,6 +6,7 @@
 
 #include "distopt/core/error.hpp"
 #include "distopt/nn/detail/gemm.hpp"
+#include "distopt/nn/detail/spans.hpp"
 
 namespace distopt::nn {
 
@@ -71,35 +72,45 @@ struct Conv2d {
                 continue;
               }
               const T* src = x + in.at(c, i, sy, 0);
+              const std::ptrdiff_t shift = kx - padding;
+              if (shift >= 0 && shift + ow <= in.width) {  // the whole run inside the image
+                detail::copy_run(out, src + shift, ow);
+                continue;
+              }
               for (std::ptrdiff_t xx = 0; xx < ow; ++xx) {
-                const std::ptrdiff_t sx = xx + kx - padding;
+                const std::ptrdiff_t sx = xx + shift;
                 out[xx] = (sx >= 0 && sx < in.width) ? src[sx] : T(0);
               }
             }
         }
   }
 
-  /// dx += col^-1(dcol): every patch element added back where im2col read it, in a fixed order.
+  /// dx += col^-1(dcol): every patch element added back where im2col read it, in a fixed order
+  /// (for each input row, the kernel columns kx = 0..k-1 in turn).
   template <class T>
   void col2im(const T* dcol, const PlaneLayout& in, T* dx) const {
     const std::ptrdiff_t oh = out_size(in.height), ow = out_size(in.width), n = in.images;
     const std::ptrdiff_t row_length = n * oh * ow;
     for (std::ptrdiff_t c = 0; c < in_channels; ++c)
-      for (std::ptrdiff_t ky = 0; ky < kernel; ++ky)
-        for (std::ptrdiff_t kx = 0; kx < kernel; ++kx) {
-          const T* row = dcol + ((c * kernel + ky) * kernel + kx) * row_length;
-          for (std::ptrdiff_t i = 0; i < n; ++i)
-            for (std::ptrdiff_t y = 0; y < oh; ++y) {
-              const std::ptrdiff_t sy = y + ky - padding;
-              if (sy < 0 || sy >= in.height) continue;
-              const T* src = row + (i * oh + y) * ow;
-              T* out = dx + in.at(c, i, sy, 0);
+      for (std::ptrdiff_t ky = 0; ky < kernel; ++ky) {
+        const T* rows = dcol + (c * kernel + ky) * kernel * row_length;  // kx = 0; kx rows follow
+        for (std::ptrdiff_t i = 0; i < n; ++i)
+          for (std::ptrdiff_t y = 0; y < oh; ++y) {
+            const std::ptrdiff_t sy = y + ky - padding;
+            if (sy < 0 || sy >= in.height) continue;
+            const T* src = rows + (i * oh + y) * ow;
+            T* out = dx + in.at(c, i, sy, 0);
+            if (padding == 0) {  // every run inside the image: out[kx + t] += row_kx[t]
+              detail::add_shifted_runs(out, src, row_length, kernel, ow);
+              continue;
+            }
+            for (std::ptrdiff_t kx = 0; kx < kernel; ++kx)
               for (std::ptrdiff_t xx = 0; xx < ow; ++xx) {
                 const std::ptrdiff_t sx = xx + kx - padding;
-                if (sx >= 0 && sx < in.width) out[sx] += src[xx];
+                if (sx >= 0 && sx < in.width) out[sx] += src[kx * row_length + xx];
               }
-            }
-        }
+          }
+      }
   }
 
   /// y [out, images * oh * ow] = W col(x) + b. `col` is scratch of patch() * images * oh * ow.
@@ -122,12 +133,8 @@ struct Conv2d {
   void backward(const T* weight, const T* dy, const PlaneLayout& in, const T* col, T* dcol, T* weight_grad,
                 T* bias_grad, T* dx, detail::Gemm<T>& gemm) const {
     const std::ptrdiff_t columns = in.images * out_size(in.height) * out_size(in.width);
-    for (std::ptrdiff_t o = 0; o < out_channels; ++o) {
-      const T* row = dy + o * columns;
-      T sum = 0;
-      for (std::ptrdiff_t j = 0; j < columns; ++j) sum += row[j];
-      bias_grad[o] += sum;
-    }
+    for (std::ptrdiff_t o = 0; o < out_channels; ++o)
+      bias_grad[o] += Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(dy + o * columns, columns).sum();
     gemm(false, true, out_channels, patch(), columns, T(1), dy, columns, col, columns, T(1), weight_grad, patch());
     if (dx == nullptr) return;
     gemm(true, false, patch(), columns, out_channels, T(1), weight, patch(), dy, columns, T(0), dcol, columns);

@@ -44,7 +44,7 @@ struct LeNet5Options {
   double label_smoothing = 0.0;
   /// Images per chunk of work. Part of the numerics (the order in which per-image gradients are
   /// added), never of the thread count: the same chunk gives the same bits for any threads.
-  std::ptrdiff_t chunk = 16;
+  std::ptrdiff_t chunk = 4;
 };
 
 /// LeNet-5: conv1 - max-pool - ReLU - conv2 - max-pool - ReLU - fc1 - ReLU - fc2 - ReLU - fc3, with

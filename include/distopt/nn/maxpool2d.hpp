@@ -25,13 +25,17 @@ struct MaxPool2d {
           const T* top = x + in.at(c, i, 2 * r, 0);
           const T* bottom = top + in.width;
           const std::ptrdiff_t o = out.at(c, i, r, 0);
+          // Branch-free so it vectorises: the better of each pair, then the better pair; a
+          // strict > at every comparison keeps the first position on ties.
+          T* pooled = y + o;
+          std::uint8_t* where = argmax + o;
           for (std::ptrdiff_t q = 0; q < ow; ++q) {
-            const T candidates[4] = {top[2 * q], top[2 * q + 1], bottom[2 * q], bottom[2 * q + 1]};
-            std::uint8_t best = 0;
-            for (std::uint8_t k = 1; k < 4; ++k)
-              if (candidates[k] > candidates[best]) best = k;
-            y[o + q] = candidates[best];
-            argmax[o + q] = best;
+            const T a = top[2 * q], b = top[2 * q + 1], c2 = bottom[2 * q], d = bottom[2 * q + 1];
+            const bool upper_right = b > a, lower_right = d > c2;
+            const T upper = upper_right ? b : a, lower = lower_right ? d : c2;
+            const bool lower_wins = lower > upper;
+            pooled[q] = lower_wins ? lower : upper;
+            where[q] = static_cast<std::uint8_t>(lower_wins ? (lower_right ? 3 : 2) : (upper_right ? 1 : 0));
           }
         }
   }
