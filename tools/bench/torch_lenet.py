@@ -44,34 +44,15 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 # conv1 channels, conv2 channels, fc1 width, fc2 width; 100 classes; 5x5 kernels throughout.
-PRESETS = {"hsu": (64, 64, 384, 192), "classic": (6, 16, 120, 84)}
-CLASSES = 100
-
-
-class LeNet5(nn.Module):
-    def __init__(self, preset):
-        super().__init__()
-        c1, c2, f1, f2 = PRESETS[preset]
-        self.conv1 = nn.Conv2d(3, c1, 5)
-        self.conv2 = nn.Conv2d(c1, c2, 5)
-        self.fc1 = nn.Linear(c2 * 5 * 5, f1)
-        self.fc2 = nn.Linear(f1, f2)
-        self.fc3 = nn.Linear(f2, CLASSES)
-
-    def forward(self, x):
-        x = F.max_pool2d(F.relu(self.conv1(x)), 2, 2)
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2, 2)
-        x = torch.flatten(x, 1)
-        x = F.relu(self.fc1(x))
-        x = F.relu(self.fc2(x))
-        return self.fc3(x)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from lenet_torch import CLASSES, PRESETS, LeNet5  # noqa: E402  (tools/lenet_torch.py)
 
 
 def blas_info():

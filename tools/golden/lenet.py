@@ -58,8 +58,10 @@ import sys
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from lenet_torch import CLASSES, PRESETS, LeNet5  # noqa: E402  (tools/lenet_torch.py)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OUT_DIR = os.path.join(REPO_ROOT, "tests", "data", "lenet")
@@ -67,7 +69,6 @@ OUT_DIR = os.path.join(REPO_ROOT, "tests", "data", "lenet")
 DT = torch.float64
 BATCH = 8
 NUM_BATCHES = 4
-CLASSES = 100
 IMAGE = [3, 32, 32]
 WEIGHT_SEED = 0
 DATA_SEED = 1
@@ -77,46 +78,14 @@ SGD = {"lr": 0.01, "momentum": 0.9, "weight_decay": 4e-4, "dampening": 0.0, "nes
 STEPS = 50
 LOGIT_STEPS = [10, 20, 30, 40, 50]
 
-# (conv1 out, conv2 out, fc1 out, fc2 out); conv2 output is 5x5 after the second pool.
-PRESETS = {
-    "hsu": {"conv1": 64, "conv2": 64, "fc1": 384, "fc2": 192},
-    "classic": {"conv1": 6, "conv2": 16, "fc1": 120, "fc2": 84},
-}
-
-
-class LeNet5(nn.Module):
-    def __init__(self, c1, c2, f1, f2):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, c1, 5)
-        self.conv2 = nn.Conv2d(c1, c2, 5)
-        self.fc1 = nn.Linear(c2 * 5 * 5, f1)
-        self.fc2 = nn.Linear(f1, f2)
-        self.fc3 = nn.Linear(f2, CLASSES)
-
-    def features(self, x):
-        """Pre-pool activations (after ReLU) of both conv layers, for the tie diagnostics."""
-        a1 = F.relu(self.conv1(x))
-        a2 = F.relu(self.conv2(F.max_pool2d(a1, 2, 2)))
-        return a1, a2
-
-    def forward(self, x):
-        x = F.max_pool2d(F.relu(self.conv1(x)), 2, 2)
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2, 2)
-        x = torch.flatten(x, 1)
-        x = F.relu(self.fc1(x))
-        x = F.relu(self.fc2(x))
-        return self.fc3(x)
-
-
 def f32(t):
     """Round a float64 tensor through float32 (the value the C++ float model will see)."""
     return t.to(torch.float32).to(DT)
 
 
 def make_model(preset):
-    p = PRESETS[preset]
     torch.manual_seed(WEIGHT_SEED)
-    model = LeNet5(p["conv1"], p["conv2"], p["fc1"], p["fc2"]).double()
+    model = LeNet5(preset).double()
     with torch.no_grad():
         for t in model.parameters():
             t.copy_(f32(t))
@@ -173,8 +142,7 @@ def pool_diagnostics(preset, model, x):
     may make the float32 C++ model pick another argmax), and in how many windows a float32
     forward of the same weights picks a different argmax than float64."""
     out = {}
-    p = PRESETS[preset]
-    m32 = LeNet5(p["conv1"], p["conv2"], p["fc1"], p["fc2"]).float()
+    m32 = LeNet5(preset).float()
     m32.load_state_dict({k: v.float() for k, v in model.state_dict().items()})
     with torch.no_grad():
         acts64 = model.features(x)

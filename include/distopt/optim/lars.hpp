@@ -92,25 +92,18 @@ class Lars : public detail::OptimizerBase<P> {
       coefficients_[b] = {static_cast<T>(lr), static_cast<T>(wd), static_cast<T>(trust)};
     }
 
-    T* b_data = options_.momentum > 0 ? this->state_.data(0) : nullptr;
-    const T mu = static_cast<T>(options_.momentum);
-    const bool first = this->state_.step() == 0;
-    const bool nesterov = options_.nesterov;
+    const detail::Momentum<T> momentum{.buffer = options_.momentum > 0 ? this->state_.data(0) : nullptr,
+                                       .mu = static_cast<T>(options_.momentum),
+                                       .keep = T(1),
+                                       .first = this->state_.step() == 0,
+                                       .nesterov = options_.nesterov};
     detail::for_each_item(this->work_, [&](const detail::WorkItem& item) {
       const auto [lr, wd, trust] = coefficients_[item.block];
       detail::for_each_tile<T>(item, [&](std::ptrdiff_t i, auto width) {
         constexpr int n = decltype(width)::value;
-        using Tile = Eigen::Array<T, n, 1>;
         auto w = detail::tile<n>(w_data, i);
-        const Tile d = trust * (detail::tile<n>(g_data, i) + wd * w);
-        if (!b_data) {
-          w -= lr * d;
-          return;
-        }
-        auto buf = detail::tile<n>(b_data, i);
-        const Tile b = first ? d : Tile(mu * buf + d);
-        buf = b;
-        w -= nesterov ? Tile(lr * (d + mu * b)) : Tile(lr * b);
+        const Eigen::Array<T, n, 1> d = trust * (detail::tile<n>(g_data, i) + wd * w);
+        detail::momentum_step<n>(w, d, lr, momentum, i);
       });
     });
     this->state_.advance();

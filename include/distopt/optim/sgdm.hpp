@@ -55,27 +55,18 @@ class Sgdm : public detail::OptimizerBase<P> {
 
     T* w_data = params.values().data();
     const T* g_data = params.grads().data();
-    T* b_data = options_.momentum > 0 ? this->state_.data(0) : nullptr;
-    const T mu = static_cast<T>(options_.momentum);
-    const T keep = static_cast<T>(1 - options_.dampening);
-    const bool first = this->state_.step() == 0;
-    const bool nesterov = options_.nesterov;
-
+    const detail::Momentum<T> momentum{.buffer = options_.momentum > 0 ? this->state_.data(0) : nullptr,
+                                       .mu = static_cast<T>(options_.momentum),
+                                       .keep = static_cast<T>(1 - options_.dampening),
+                                       .first = this->state_.step() == 0,
+                                       .nesterov = options_.nesterov};
     detail::for_each_item(this->work_, [&](const detail::WorkItem& item) {
       const auto [lr, wd] = coefficients_[item.block];
       detail::for_each_tile<T>(item, [&](std::ptrdiff_t i, auto width) {
         constexpr int n = decltype(width)::value;
-        using Tile = Eigen::Array<T, n, 1>;
         auto w = detail::tile<n>(w_data, i);
-        const Tile d = detail::tile<n>(g_data, i) + wd * w;
-        if (!b_data) {
-          w -= lr * d;
-          return;
-        }
-        auto buf = detail::tile<n>(b_data, i);
-        const Tile b = first ? d : Tile(mu * buf + keep * d);
-        buf = b;
-        w -= nesterov ? Tile(lr * (d + mu * b)) : Tile(lr * b);
+        const Eigen::Array<T, n, 1> d = detail::tile<n>(g_data, i) + wd * w;
+        detail::momentum_step<n>(w, d, lr, momentum, i);
       });
     });
     this->state_.advance();

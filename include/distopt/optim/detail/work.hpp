@@ -88,6 +88,33 @@ void for_each_tile(const WorkItem& item, Body&& body) {
   for (; i < item.end; ++i) body(i, std::integral_constant<int, 1>{});
 }
 
+/// torch.optim.SGD's momentum, shared by Sgdm and Lars.
+template <class T>
+struct Momentum {
+  T* buffer;  ///< the momentum buffer, or nullptr when momentum is 0
+  T mu;
+  T keep;     ///< 1 - dampening
+  bool first;
+  bool nesterov;
+};
+
+/// One tile of a momentum step from the direction d (the gradient with its decay, for LARS also
+/// scaled by the trust ratio):
+///   b <- d on the first step, else mu * b + keep * d;  w <- w - lr * (d + mu * b) (nesterov) or
+///   w - lr * b; without a buffer, w <- w - lr * d.
+template <int N, class T, class Weights>
+void momentum_step(Weights& w, const Eigen::Array<T, N, 1>& d, T lr, const Momentum<T>& m, std::ptrdiff_t i) {
+  using Tile = Eigen::Array<T, N, 1>;
+  if (m.buffer == nullptr) {
+    w -= lr * d;
+    return;
+  }
+  auto buf = tile<N>(m.buffer, i);
+  const Tile b = m.first ? d : Tile(m.mu * buf + m.keep * d);
+  buf = b;
+  w -= m.nesterov ? Tile(lr * (d + m.mu * b)) : Tile(lr * b);
+}
+
 /// K running sums over the tiles of one item: per lane in T while tiles stream by, then added up
 /// in double. The order is fixed by the item, never by the thread that runs it.
 template <class T, int K>
