@@ -1,30 +1,27 @@
-// A first look at the core: a parameter set shaped like LeNet-5 (Hsu et al. 2020), its blocks,
-// replicas, and deterministic randomness. Grows into the study driver as the library grows.
+// A first look at the library: the study's LeNet-5 (Hsu et al. 2020) and its parameter set, replicas
+// drawn from independent random streams, then a few SGDM steps on one fixed batch of random images
+// (the loss must fall: the model can memorise it). Grows into the study driver as the library grows.
 #include <distopt/distopt.hpp>
 
 #include <CLI/CLI.hpp>
 
+#include <chrono>
 #include <cstdio>
 
 int main(int argc, char** argv) {
   CLI::App app{"distopt quickstart: the ParameterSet of LeNet-5 and the seeded RNG"};
   std::uint64_t seed = 0;
   int workers = 4;
+  int steps = 20;
+  int batch = 64;
   app.add_option("--seed", seed, "seed of every random draw")->capture_default_str();
   app.add_option("--workers", workers, "replicas to make and average")->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--steps", steps, "SGDM steps on the fixed batch")->capture_default_str()->check(CLI::NonNegativeNumber);
+  app.add_option("--batch", batch, "images in the batch")->capture_default_str()->check(CLI::PositiveNumber);
   CLI11_PARSE(app, argc, argv);
 
-  distopt::ParameterSet params;
-  params.add("conv1.weight", {64, 3, 5, 5});
-  params.add("conv1.bias", {64});
-  params.add("conv2.weight", {64, 64, 5, 5});
-  params.add("conv2.bias", {64});
-  params.add("fc1.weight", {384, 1600});
-  params.add("fc1.bias", {384});
-  params.add("fc2.weight", {192, 384});
-  params.add("fc2.bias", {192});
-  params.add("fc3.weight", {100, 192});
-  params.add("fc3.bias", {100});
+  distopt::nn::LeNet5<float> net({.preset = distopt::nn::Preset::hsu, .seed = seed});
+  distopt::ParameterSet params = net.parameters();
 
   std::printf("distopt %d.%d.%d, %d OpenMP threads\n", distopt::version.major, distopt::version.minor,
               distopt::version.patch, distopt::parallel::max_threads());
@@ -49,5 +46,27 @@ int main(int argc, char** argv) {
   params.values() /= static_cast<float>(workers);
   std::printf("average of %d replicas: mean %.3e, max |w| %.3e\n", workers,
               static_cast<double>(params.values().mean()), static_cast<double>(params.values().cwiseAbs().maxCoeff()));
+
+  // Train on one fixed batch: the loss must fall as the model memorises it.
+  const distopt::Rng data = root.split(1000);
+  std::vector<float> images(static_cast<std::size_t>(batch) * 3 * 32 * 32);
+  std::vector<std::int32_t> labels(static_cast<std::size_t>(batch));
+  distopt::Rng draw = data;
+  for (float& v : images) v = static_cast<float>(draw.normal());
+  for (auto& l : labels) l = static_cast<std::int32_t>(draw.below(100));
+  distopt::optim::Sgdm sgdm(net.parameters(), {.lr = 0.01, .momentum = 0.9, .weight_decay = 4e-4});
+  const distopt::nn::Images<float> x{images.data(), batch, 3, 32, 32};
+  const auto start = std::chrono::steady_clock::now();
+  for (int step = 0; step < steps; ++step) {
+    net.parameters().zero_grad();
+    const auto stats = net.loss_and_gradient(x, labels);
+    sgdm.step(net.parameters());
+    if (step % 5 == 0 || step == steps - 1)
+      std::printf("step %3d  loss %.4f  top-1 %5.1f%%\n", step, stats.loss,
+                  100.0 * static_cast<double>(stats.correct1) / static_cast<double>(stats.count));
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::printf("%d training steps of %d images in %.2f s: %.0f images/s\n", steps, batch, seconds,
+              steps * batch / seconds);
   return 0;
 }

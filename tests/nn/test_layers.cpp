@@ -7,7 +7,9 @@
 #include <vector>
 
 #include "distopt/core/rng.hpp"
+#include "distopt/core/parallel.hpp"
 #include "distopt/nn/conv2d.hpp"
+#include "distopt/nn/flatten.hpp"
 #include "distopt/nn/lenet5.hpp"
 #include "distopt/nn/linear.hpp"
 #include "distopt/nn/loss.hpp"
@@ -212,4 +214,69 @@ TEST_CASE("Whole LeNet5 gradient matches finite differences (double)", "[nn][len
   CHECK(worst < 1e-5);
   INFO(nonzero << " of " << sampled << " sampled gradients are non-zero");
   CHECK(nonzero * 2 > sampled);  // dead ReLU units give exact zeros; most samples must not be
+}
+
+TEST_CASE("Flatten gives PyTorch's per-image order and its backward inverts it", "[nn][flatten]") {
+  const std::ptrdiff_t c = 3, n = 2, h = 2, w = 2;
+  Vec chunk(static_cast<std::size_t>(c * n * h * w));
+  for (std::size_t i = 0; i < chunk.size(); ++i) chunk[i] = static_cast<double>(i);  // CNHW
+  Vec rows(static_cast<std::size_t>((n + 1) * c * h * w), -1.0);
+  nn::Flatten::forward(chunk.data(), nn::PlaneLayout::cnhw(c, n, h, w), rows.data(), 1);
+  // Row 1 is image 0: channel 0's plane (0..3), channel 1's (8..11), channel 2's (16..19).
+  CHECK(rows[12] == 0.0);
+  CHECK(rows[16] == 8.0);
+  CHECK(rows[20] == 16.0);
+  CHECK(rows[24] == 4.0);  // row 2 is image 1
+  CHECK(rows[0] == -1.0);  // row 0 untouched
+  Vec back(chunk.size());
+  nn::Flatten::backward(rows.data(), 1, nn::PlaneLayout::cnhw(c, n, h, w), back.data());
+  CHECK(back == chunk);
+}
+
+TEST_CASE("LeNet5 initial weights follow PyTorch's default distributions", "[nn][lenet5][init]") {
+  const nn::LeNet5<float> net({.preset = nn::Preset::hsu, .seed = 11});
+  for (const auto& block : net.parameters().blocks()) {
+    const double fan_in = block.name.rfind("conv1", 0) == 0   ? 3 * 25
+                          : block.name.rfind("conv2", 0) == 0 ? 64 * 25
+                          : block.name.rfind("fc1", 0) == 0   ? 1600
+                          : block.name.rfind("fc2", 0) == 0   ? 384
+                                                              : 192;
+    const double bound = 1.0 / std::sqrt(fan_in);
+    const auto v = net.parameters().value(net.parameters().index_of(block.name));
+    INFO(block.name);
+    CHECK(v.maxCoeff() < bound);
+    CHECK(v.minCoeff() >= -bound);
+    // U(-b, b): mean 0 and variance b^2 / 3, within a few standard errors.
+    const double n = static_cast<double>(v.size());
+    const double mean = static_cast<double>(v.mean());
+    const double variance = static_cast<double>(v.array().square().mean()) - mean * mean;
+    CHECK(std::abs(mean) < 5 * bound / std::sqrt(3 * n));
+    CHECK(variance == Approx(bound * bound / 3).epsilon(n > 1000 ? 0.05 : 0.5));
+  }
+  // The seed decides the weights; each block has its own stream.
+  const nn::LeNet5<float> same({.preset = nn::Preset::hsu, .seed = 11}), other({.preset = nn::Preset::hsu, .seed = 12});
+  CHECK(same.parameters().values() == net.parameters().values());
+  CHECK(other.parameters().values() != net.parameters().values());
+}
+
+TEST_CASE("Inside a parallel region LeNet5 runs on the calling thread with the same bits", "[nn][lenet5][determinism]") {
+  const std::ptrdiff_t batch = 20;
+  const Vec source = random_vector(static_cast<std::size_t>(batch * 3 * 32 * 32), 21);
+  std::vector<float> images(source.begin(), source.end());
+  std::vector<std::int32_t> labels(static_cast<std::size_t>(batch), 5);
+  const nn::LeNet5<float> prototype({.preset = nn::Preset::classic});
+  auto gradient = [&](nn::LeNet5<float>& net) {
+    net.parameters().zero_grad();
+    (void)net.loss_and_gradient({images.data(), batch, 3, 32, 32}, labels);
+    return Eigen::VectorXf(net.parameters().grads());
+  };
+  nn::LeNet5<float> outside = prototype;
+  const Eigen::VectorXf expected = gradient(outside);
+  std::vector<nn::LeNet5<float>> replicas(2, prototype);  // two workers, as LocalTrainer hosts them
+  std::vector<Eigen::VectorXf> results(2);
+  distopt::parallel::ThreadCount scope(2);
+#pragma omp parallel for num_threads(2)
+  for (int k = 0; k < 2; ++k) results[static_cast<std::size_t>(k)] = gradient(replicas[static_cast<std::size_t>(k)]);
+  CHECK(results[0] == expected);
+  CHECK(results[1] == expected);
 }

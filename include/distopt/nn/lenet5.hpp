@@ -19,6 +19,7 @@
 #include "distopt/core/rng.hpp"
 #include "distopt/nn/conv2d.hpp"
 #include "distopt/nn/detail/gemm.hpp"
+#include "distopt/nn/flatten.hpp"
 #include "distopt/nn/init.hpp"
 #include "distopt/nn/linear.hpp"
 #include "distopt/nn/loss.hpp"
@@ -242,12 +243,12 @@ class LeNet5 {
   PlaneLayout conv1_out(std::ptrdiff_t n) const { return PlaneLayout::cnhw(conv1_.out_channels, n, size1_, size1_); }
   PlaneLayout pool1_out(std::ptrdiff_t n) const { return PlaneLayout::cnhw(conv1_.out_channels, n, pooled1_, pooled1_); }
   PlaneLayout conv2_out(std::ptrdiff_t n) const { return PlaneLayout::cnhw(conv2_.out_channels, n, size2_, size2_); }
+  PlaneLayout pool2_out(std::ptrdiff_t n) const { return PlaneLayout::cnhw(conv2_.out_channels, n, pooled2_, pooled2_); }
 
   void run_forward(const Images<T>& x) {
     reserve(x.count);
     const T* w = params_.values().data();
     const auto offset = [&](std::size_t block) { return params_.block(block).offset; };
-    const std::ptrdiff_t flat = fc1_.in_features, plane2 = pooled2_ * pooled2_;
 
     // Phase A: the convolutions, chunk by chunk.
     for_each_piece(x.count, options_.chunk, [&](std::ptrdiff_t begin, std::ptrdiff_t end, ThreadScratch& s) {
@@ -263,10 +264,7 @@ class LeNet5 {
                      s.gemm);
       MaxPool2d::forward(s.y2.data(), conv2_out(n), pooled2, ws_.argmax2.data() + begin * pooled2_size());
       Relu::forward(pooled2, n * pooled2_size());
-      // Flatten to PyTorch's per-image order (c, y, x) for fc1.
-      for (std::ptrdiff_t c = 0; c < conv2_.out_channels; ++c)
-        for (std::ptrdiff_t i = 0; i < n; ++i)
-          std::copy_n(pooled2 + (c * n + i) * plane2, plane2, ws_.a0.data() + (begin + i) * flat + c * plane2);
+      Flatten::forward(pooled2, pool2_out(n), ws_.a0.data(), begin);
     });
 
     // Phase B: the fully connected layers over the whole batch, in fixed row tiles.
@@ -308,7 +306,7 @@ class LeNet5 {
     const T* w = params_.values().data();
     T* g = params_.grads().data();
     const auto offset = [&](std::size_t block) { return params_.block(block).offset; };
-    const std::ptrdiff_t count = x.count, flat = fc1_.in_features, plane2 = pooled2_ * pooled2_;
+    const std::ptrdiff_t count = x.count;
 
     // Phase B backward: weight gradients over the whole batch in fixed output tiles, then input
     // gradients in fixed row tiles, layer by layer.
@@ -343,10 +341,8 @@ class LeNet5 {
       std::fill_n(slot, region, T(0));
       const T* pooled1 = ws_.pooled1.data() + begin * pooled1_size();
       const T* pooled2 = ws_.pooled2.data() + begin * pooled2_size();
-      // Un-flatten d_a0 into the chunk's channel-major layout, through pool2's ReLU.
-      for (std::ptrdiff_t c = 0; c < conv2_.out_channels; ++c)
-        for (std::ptrdiff_t i = 0; i < n; ++i)
-          std::copy_n(ws_.d_a0.data() + (begin + i) * flat + c * plane2, plane2, s.dp2.data() + (c * n + i) * plane2);
+      // Back to the chunk's channel-major layout, through pool2's ReLU.
+      Flatten::backward(ws_.d_a0.data(), begin, pool2_out(n), s.dp2.data());
       Relu::backward(pooled2, s.dp2.data(), n * pooled2_size());
       MaxPool2d::backward(s.dp2.data(), ws_.argmax2.data() + begin * pooled2_size(), conv2_out(n), s.dy2.data());
       conv2_.im2col(pooled1, pool1_out(n), s.col2.data());
