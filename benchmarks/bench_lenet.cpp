@@ -9,7 +9,6 @@
 //   over ours (> 1: faster than LibTorch). Both from best-of timings (the machine is shared).
 // BM_LeNet5_Forward/<preset>/<batch>/<threads>: logits only.
 #include <distopt/distopt.hpp>
-#include <distopt/nn/lenet5.hpp>
 
 #include <benchmark/benchmark.h>
 
