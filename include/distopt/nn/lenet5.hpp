@@ -159,7 +159,6 @@ class LeNet5 {
     AlignedBuffer<double> row_loss;
     AlignedBuffer<std::uint8_t> row_top1, row_top5;
     std::vector<ThreadScratch> threads;
-    std::vector<detail::Gemm<T>> tile_gemms;
   };
 
   static constexpr std::ptrdiff_t row_tile = 16;  // rows of a fully connected tile
