@@ -10,6 +10,7 @@
 #include "distopt/core/parallel.hpp"
 #include "distopt/core/parameter_set.hpp"
 #include "distopt/core/rng.hpp"
+#include "distopt/data/cifar.hpp"
 #include "distopt/nn/conv2d.hpp"
 #include "distopt/nn/flatten.hpp"
 #include "distopt/nn/init.hpp"
