@@ -97,7 +97,9 @@ LabelledImages make_dataset(std::size_t n) {
 void require_equal(const LabelledImages& a, const LabelledImages& b) {
   REQUIRE(a.size() == b.size());
   REQUIRE(a.images.shape() == b.images.shape());
-  REQUIRE(a.images == b.images);
+  // A bool, so that a failure does not print millions of pixels.
+  const bool same_pixels = a.images == b.images;
+  REQUIRE(same_pixels);
   REQUIRE(a.fine == b.fine);
   REQUIRE(a.coarse == b.coarse);
 }

@@ -210,7 +210,7 @@ inline void write_cifar100_records(const std::filesystem::path& file, const Labe
       std::uint8_t* record = buffer.data() + k * record_bytes;
       record[0] = data.coarse[first + k];
       record[1] = data.fine[first + k];
-      std::memcpy(record + 2, pixels + (first) * pixels_per_image, pixels_per_image);
+      std::memcpy(record + 2, pixels + (first + k) * pixels_per_image, pixels_per_image);
     }
     out.write(std::span<const std::uint8_t>(buffer.data(), count * record_bytes));
   }
