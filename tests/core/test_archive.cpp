@@ -27,6 +27,8 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "../support/files.hpp"
+
 using distopt::Archive;
 using distopt::npy_dtype;
 using Catch::Matchers::Contains;
@@ -36,42 +38,10 @@ namespace npz = distopt::detail::npz;
 
 namespace {
 
-using Bytes = std::vector<std::uint8_t>;
-
-// A directory of its own under the system temp directory, unique per test run (pid + random),
-// removed with everything in it at the end of the test case.
-class TempDir {
- public:
-  TempDir() {
-    std::random_device entropy;
-    path_ = fs::temp_directory_path() /
-            distopt::message("distopt-test-archive-", ::getpid(), "-", npz::hex(entropy(), 8), npz::hex(entropy(), 8));
-    fs::create_directories(path_);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  [[nodiscard]] const fs::path& path() const { return path_; }
-  [[nodiscard]] fs::path operator/(std::string_view name) const { return path_ / name; }
-
- private:
-  fs::path path_;
-};
-
-Bytes read_bytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  REQUIRE(in.good());
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-void write_bytes(const fs::path& path, std::span<const std::uint8_t> bytes) {
-  std::ofstream out(path, std::ios::binary);
-  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-  REQUIRE(out.good());
-}
+using test_support::Bytes;
+using test_support::read_bytes;
+using test_support::write_bytes;
+using TempDir = test_support::TempDir;
 
 std::string read_text(const fs::path& path) {
   std::ifstream in(path);

@@ -17,6 +17,8 @@
 
 #include <unistd.h>
 
+#include "../support/files.hpp"
+
 using distopt::message;
 using distopt::data::LabelledImages;
 using Catch::Matchers::Contains;
@@ -26,41 +28,10 @@ namespace cifar100 = distopt::data::cifar100;
 
 namespace {
 
-using Bytes = std::vector<std::uint8_t>;
-
-// A directory of its own under the system temp directory, unique per test run (pid + random),
-// removed with everything in it at the end of the test case.
-class TempDir {
- public:
-  TempDir() {
-    std::random_device entropy;
-    path_ = fs::temp_directory_path() / message("distopt-test-cifar-", ::getpid(), "-", entropy(), "-", entropy());
-    fs::create_directories(path_);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  [[nodiscard]] const fs::path& path() const { return path_; }
-  [[nodiscard]] fs::path operator/(std::string_view name) const { return path_ / name; }
-
- private:
-  fs::path path_;
-};
-
-Bytes read_bytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  REQUIRE(in.good());
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-void write_bytes(const fs::path& path, std::span<const std::uint8_t> bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-  REQUIRE(out.good());
-}
+using test_support::Bytes;
+using test_support::read_bytes;
+using test_support::write_bytes;
+using TempDir = test_support::TempDir;
 
 void write_text(const fs::path& path, std::string_view text) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
