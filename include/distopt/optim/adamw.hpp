@@ -71,7 +71,8 @@ class AdamW : public detail::OptimizerBase<P> {
     const T inv_sqrt_correction2 = static_cast<T>(1 / std::sqrt(correction2));
 
     detail::for_each_item(this->work_, [&](const detail::WorkItem& item) {
-      const auto [decay, step_size] = coefficients_[item.block];
+      // Plain locals, not a structured binding: clang before 16 cannot capture those in a lambda.
+      const T decay = coefficients_[item.block].decay, step_size = coefficients_[item.block].step_size;
       detail::for_each_tile<T>(item, [&](std::ptrdiff_t i, auto width) {
         constexpr int n = decltype(width)::value;
         using Tile = Eigen::Array<T, n, 1>;

@@ -138,7 +138,8 @@ class Lamb : public detail::OptimizerBase<P> {
 
     // Pass 2: the moments and the weights, in one fused pass.
     detail::for_each_item(this->work_, [&](const detail::WorkItem& item) {
-      const auto [wd, step_size] = coefficients_[item.block];
+      // Plain locals, not a structured binding: clang before 16 cannot capture those in a lambda.
+      const T wd = coefficients_[item.block].weight_decay, step_size = coefficients_[item.block].step_size;
       detail::for_each_tile<T>(item, [&](std::ptrdiff_t i, auto width) {
         constexpr int n = decltype(width)::value;
         using Tile = Eigen::Array<T, n, 1>;

@@ -98,7 +98,9 @@ class Lars : public detail::OptimizerBase<P> {
                                        .first = this->state_.step() == 0,
                                        .nesterov = options_.nesterov};
     detail::for_each_item(this->work_, [&](const detail::WorkItem& item) {
-      const auto [lr, wd, trust] = coefficients_[item.block];
+      // Plain locals, not a structured binding: clang before 16 cannot capture those in a lambda.
+      const T lr = coefficients_[item.block].lr, wd = coefficients_[item.block].weight_decay,
+              trust = coefficients_[item.block].trust;
       detail::for_each_tile<T>(item, [&](std::ptrdiff_t i, auto width) {
         constexpr int n = decltype(width)::value;
         auto w = detail::tile<n>(w_data, i);
