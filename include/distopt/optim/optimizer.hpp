@@ -86,9 +86,7 @@ class OptimizerBase {
         work_(make_work(params.blocks())),
         num_blocks_(params.blocks().size()),
         lr_(lr),
-        policy_(policy) {
-    check_lr(state_.kind().c_str(), lr);
-  }
+        policy_(policy) {}  // `lr` arrives checked: each optimizer validates its options first
 
   /// The params passed to `step` must be the layout the optimizer was built for.
   void check_layout(const P& params) const {
