@@ -1,0 +1,96 @@
+// Data pipeline throughput: the loader must never slow training down. Target: >= 20,000
+// augmented, normalised images/s on one thread, ten times LeNet-5's training rate on this
+// machine (bench_lenet), so one thread of preparation keeps up with the model on all cores.
+#include <distopt/distopt.hpp>
+
+#include <benchmark/benchmark.h>
+
+#include <cstring>
+
+namespace {
+
+namespace data = distopt::data;
+
+constexpr double target_images_per_second = 20'000;
+
+/// 50,000 random images, the size of CIFAR-100's training set, so the loader reads from memory
+/// rather than cache as it does in training.
+const data::LabelledImages& training_set() {
+  static const data::LabelledImages set = [] {
+    data::LabelledImages s;
+    constexpr std::size_t n = data::cifar100::train_records;
+    s.images = xt::xtensor<std::uint8_t, 4>::from_shape({n, 3, 32, 32});
+    distopt::Rng rng(1);
+    for (std::size_t i = 0; i < s.images.size(); i += 8) {
+      const std::uint64_t bits = rng.next_u64();
+      std::memcpy(s.images.data() + i, &bits, 8);
+    }
+    for (std::size_t i = 0; i < n; ++i) s.fine.push_back(static_cast<std::uint8_t>(i % 100)), s.coarse.push_back(static_cast<std::uint8_t>(i % 20));
+    return s;
+  }();
+  return set;
+}
+
+/// One thread preparing shuffled, augmented, normalised batches of 64, epoch after epoch;
+/// Arg(1) lets the background thread prepare them (the caller only waits).
+void BM_Data_LoaderAugmented(benchmark::State& state) {
+  const auto& set = training_set();
+  distopt::parallel::ThreadCount threads(1);
+  data::Loader loader(set, data::Normalizer(data::channel_statistics(set)),
+                      {.batch_size = 64, .seed = 3, .augmentation = data::Augmentation{}, .prefetch = state.range(0) != 0});
+  std::uint64_t epoch = 0;
+  std::int64_t images = 0;
+  for (auto _ : state) {
+    const data::Batch* batch = loader.next();
+    if (batch == nullptr) {
+      loader.start_epoch(++epoch);
+      batch = loader.next();
+    }
+    benchmark::DoNotOptimize(batch->images().data);
+    images += static_cast<std::int64_t>(batch->size());
+  }
+  state.SetItemsProcessed(images);
+  state.counters["of_target"] = benchmark::Counter(static_cast<double>(images) / target_images_per_second,
+                                                   benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_Data_LoaderAugmented)->ArgName("prefetch")->Arg(0)->Arg(1)->UseRealTime();
+
+/// Evaluation batches: normalisation only, in order.
+void BM_Data_LoaderPlain(benchmark::State& state) {
+  const auto& set = training_set();
+  distopt::parallel::ThreadCount threads(1);
+  data::Loader loader(set, data::Normalizer(data::channel_statistics(set)), {.batch_size = 256, .shuffle = false});
+  std::int64_t images = 0;
+  for (auto _ : state) {
+    const data::Batch* batch = loader.next();
+    if (batch == nullptr) {
+      loader.start_epoch(0);
+      batch = loader.next();
+    }
+    benchmark::DoNotOptimize(batch->images().data);
+    images += static_cast<std::int64_t>(batch->size());
+  }
+  state.SetItemsProcessed(images);
+}
+BENCHMARK(BM_Data_LoaderPlain)->UseRealTime();
+
+/// Stage 1's one-off costs on the whole training set: statistics and a content fingerprint.
+void BM_Data_ChannelStatistics(benchmark::State& state) {
+  const auto& set = training_set();
+  distopt::parallel::ThreadCount threads(static_cast<int>(state.range(0)));
+  for (auto _ : state) benchmark::DoNotOptimize(data::channel_statistics(set));
+  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(set.images.size()));
+}
+BENCHMARK(BM_Data_ChannelStatistics)->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+void BM_Data_Fingerprint(benchmark::State& state) {
+  const auto& set = training_set();
+  distopt::parallel::ThreadCount threads(static_cast<int>(state.range(0)));
+  for (auto _ : state) benchmark::DoNotOptimize(data::fingerprint(set));
+  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(set.images.size()));
+}
+BENCHMARK(BM_Data_Fingerprint)->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+}  // namespace
+
+BENCHMARK_MAIN();

@@ -1,0 +1,144 @@
+// From uint8 pixels to the float input of the model: normalisation and augmentation.
+//
+// The pipeline is torchvision's
+//   RandomCrop(32, padding=4) -> RandomHorizontalFlip() -> ToTensor() -> Normalize(mean, std)
+// fused into one pass per image: the crop and flip only move pixels, so they become index
+// arithmetic, and ToTensor + Normalize map each of the 256 byte values of a channel to one float,
+// so they become a table lookup that gives exactly PyTorch's float32 result,
+//   (float(v) / 255 - mean_c) / std_c,
+// for every pixel, padding included (torchvision pads the uint8 image with 0).
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "distopt/core/error.hpp"
+#include "distopt/core/parallel.hpp"
+#include "distopt/core/rng.hpp"
+#include "distopt/data/cifar.hpp"
+#include "distopt/data/statistics.hpp"
+
+namespace distopt::data {
+
+/// Per-channel normalisation x -> (x / 255 - mean_c) / std_c, as torchvision's ToTensor followed
+/// by Normalize(mean, std), in float32 like PyTorch. Throws std::invalid_argument naming the
+/// channel for a non-finite mean or a std that is not positive.
+class Normalizer {
+ public:
+  using Table = std::array<std::array<float, 256>, cifar100::channels>;
+
+  Normalizer() : Normalizer(ChannelStats{{0.0, 0.0, 0.0}, {1.0, 1.0, 1.0}}) {}
+  explicit Normalizer(const ChannelStats& stats) : stats_(stats) {
+    for (std::size_t c = 0; c < cifar100::channels; ++c) {
+      require(std::isfinite(stats.mean[c]), "Normalizer: mean of channel ", c, " is not finite: ", stats.mean[c]);
+      require(std::isfinite(stats.std[c]) && stats.std[c] > 0.0, "Normalizer: std of channel ", c,
+              " must be positive and finite, got ", stats.std[c]);
+      const auto mean = static_cast<float>(stats.mean[c]);
+      const auto std = static_cast<float>(stats.std[c]);
+      for (int v = 0; v < 256; ++v) table_[c][static_cast<std::size_t>(v)] = (static_cast<float>(v) / 255.0f - mean) / std;
+    }
+  }
+
+  [[nodiscard]] const ChannelStats& stats() const noexcept { return stats_; }
+  /// The float a byte value `v` of channel `c` becomes.
+  [[nodiscard]] float operator()(std::size_t c, std::uint8_t v) const noexcept { return table_[c][v]; }
+  [[nodiscard]] const Table& table() const noexcept { return table_; }
+
+ private:
+  ChannelStats stats_;
+  Table table_{};
+};
+
+/// Random crop with zero padding and random horizontal flip, the augmentation of the study
+/// (as torchvision's RandomCrop(32, padding) and RandomHorizontalFlip(0.5)).
+struct Augmentation {
+  int padding = 4;
+  bool horizontal_flip = true;
+
+  friend bool operator==(const Augmentation&, const Augmentation&) = default;
+};
+
+/// Where one sample's crop starts in the padded image (top, left in [0, 2 * padding]) and
+/// whether it is mirrored. The identity is {padding, padding, false}.
+struct CropFlip {
+  int top = 0;
+  int left = 0;
+  bool flip = false;
+
+  friend bool operator==(const CropFlip&, const CropFlip&) = default;
+};
+
+namespace detail::transforms {
+inline constexpr std::uint64_t stream = 0xA06;
+}
+
+/// The crop and flip of sample `sample` in epoch `epoch`: a pure function of (seed, epoch,
+/// sample), drawn from its own Philox stream, so an image is augmented the same way whichever
+/// thread, worker or batch prepares it. Throws std::invalid_argument for a padding outside [0, 32].
+[[nodiscard]] inline CropFlip draw_crop_flip(const Augmentation& augmentation, std::uint64_t seed,
+                                             std::uint64_t epoch, std::uint64_t sample) {
+  require(augmentation.padding >= 0 && augmentation.padding <= 32, "Augmentation.padding must be in [0, 32], got ",
+          augmentation.padding);
+  Rng rng = Rng(seed).split({detail::transforms::stream, epoch, sample});
+  const auto positions = static_cast<std::uint32_t>(2 * augmentation.padding + 1);
+  CropFlip cf;
+  cf.top = static_cast<int>(rng.below(positions));
+  cf.left = static_cast<int>(rng.below(positions));
+  cf.flip = augmentation.horizontal_flip && rng.bernoulli(0.5);
+  return cf;
+}
+
+/// Writes one [3, 32, 32] float image to `out` from the uint8 image `in`: crop the image padded
+/// by `padding` zeros at (crop.top, crop.left), mirror it if crop.flip, normalise.
+inline void transform_image(const std::uint8_t* in, float* out, const Normalizer& normalizer, int padding = 0,
+                            CropFlip crop = {}) {
+  constexpr int size = static_cast<int>(cifar100::width);
+  static_assert(cifar100::width == cifar100::height);
+  const int dy = crop.top - padding;
+  const int dx = crop.left - padding;
+  // Output columns [x_begin, x_end) read a pixel of the image (column x + dx, or size - 1 - x + dx
+  // when mirrored); the others read the zero padding.
+  const int x_begin = std::clamp(crop.flip ? dx : -dx, 0, size);
+  const int x_end = std::clamp(crop.flip ? size + dx : size - dx, 0, size);
+  for (std::size_t c = 0; c < cifar100::channels; ++c) {
+    const auto& lut = normalizer.table()[c];
+    const float pad = lut[0];
+    const std::uint8_t* plane = in + c * cifar100::height * cifar100::width;
+    for (int y = 0; y < size; ++y) {
+      float* row_out = out + (c * cifar100::height + static_cast<std::size_t>(y)) * cifar100::width;
+      const int sy = y + dy;
+      if (sy < 0 || sy >= size) {
+        std::fill(row_out, row_out + size, pad);
+        continue;
+      }
+      const std::uint8_t* row_in = plane + sy * size;
+      std::fill(row_out, row_out + x_begin, pad);
+      if (crop.flip) {
+        for (int x = x_begin; x < x_end; ++x) row_out[x] = lut[row_in[size - 1 - x + dx]];
+      } else {
+        for (int x = x_begin; x < x_end; ++x) row_out[x] = lut[row_in[x + dx]];
+      }
+      std::fill(row_out + x_end, row_out + size, pad);
+    }
+  }
+}
+
+/// The whole of `images` normalised, without augmentation: [N, 3, 32, 32] float32, what an
+/// evaluation pass feeds the model. Parallel over images; the same bits for any thread count.
+[[nodiscard]] inline xt::xtensor<float, 4> normalize(const xt::xtensor<std::uint8_t, 4>& images, const Normalizer& normalizer) {
+  auto out = xt::xtensor<float, 4>::from_shape(images.shape());
+  const std::uint8_t* in = images.data();
+  float* dst = out.data();
+  constexpr std::size_t pixels = cifar100::pixels_per_image;
+  parallel::for_each_chunk(static_cast<std::ptrdiff_t>(images.shape()[0]), 64, [&](std::ptrdiff_t begin, std::ptrdiff_t end) {
+    for (auto i = static_cast<std::size_t>(begin); i < static_cast<std::size_t>(end); ++i)
+      transform_image(in + i * pixels, dst + i * pixels, normalizer);
+  });
+  return out;
+}
+
+}  // namespace distopt::data
