@@ -6,6 +6,12 @@ set(DISTOPT_CMAKE_DIR ${CMAKE_INSTALL_DATADIR}/cmake/distopt)
 install(DIRECTORY include/distopt DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(TARGETS distopt EXPORT distoptTargets)
 install(EXPORT distoptTargets NAMESPACE distopt:: DESTINATION ${DISTOPT_CMAKE_DIR})
+# distopt::download in an export set of its own: the config loads it only when the consumer finds
+# libcurl and libarchive, so a consumer without them still gets distopt::distopt.
+if(TARGET distopt_download)
+  install(TARGETS distopt_download EXPORT distoptDownloadTargets)
+  install(EXPORT distoptDownloadTargets NAMESPACE distopt:: DESTINATION ${DISTOPT_CMAKE_DIR})
+endif()
 
 configure_package_config_file(cmake/distoptConfig.cmake.in
   ${CMAKE_CURRENT_BINARY_DIR}/distoptConfig.cmake

@@ -19,7 +19,7 @@ endif()
 step(${CMAKE_COMMAND} -S ${CONSUMER_SOURCE_DIR} -B ${WORK_DIR}/build
   -DCMAKE_CXX_COMPILER=${CXX_COMPILER} -DCMAKE_BUILD_TYPE=Release
   -DCMAKE_PREFIX_PATH=${prefix} -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF
-  -DEXPECTED_PREFIX=${prefix})
+  -DEXPECTED_PREFIX=${prefix} -DEXPECT_DOWNLOAD=${EXPECT_DOWNLOAD})
 step(${CMAKE_COMMAND} --build ${WORK_DIR}/build)
 step(${WORK_DIR}/build/consumer)
 message(STATUS "consumer said: ${step_output}")
