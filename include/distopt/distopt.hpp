@@ -34,4 +34,7 @@
 #include "distopt/optim/schedule.hpp"
 #include "distopt/optim/sgdm.hpp"
 #include "distopt/optim/state.hpp"
+#include "distopt/train/checkpoint.hpp"
+#include "distopt/train/metrics.hpp"
+#include "distopt/train/run.hpp"
 #include "distopt/version.hpp"

@@ -609,6 +609,11 @@ class Reader {
 /// Writes a file under a temporary name in the same directory and renames it over the target
 /// only once every byte is on disk: a crash or error at any point leaves the old file (or none),
 /// never a partial one. Destroying it before `commit` removes the temporary file.
+/// Fault injection for tests: when set, called before every write of an AtomicFile with the
+/// path being written, so a test can kill the process mid-write and check that the previous
+/// file survives. Null (and never touched) outside tests.
+inline void (*write_fault_hook)(const std::filesystem::path& target) = nullptr;
+
 class AtomicFile {
  public:
   AtomicFile(const std::filesystem::path& target, std::string_view context) : target_(target), context_(context) {
@@ -634,6 +639,7 @@ class AtomicFile {
   }
 
   void write(std::span<const std::uint8_t> bytes) {
+    if (write_fault_hook != nullptr) write_fault_hook(target_);
     while (!bytes.empty()) {
       const ::ssize_t written = ::write(fd_, bytes.data(), std::min<std::size_t>(bytes.size(), std::size_t{1} << 30));
       if (written < 0 && errno == EINTR) continue;

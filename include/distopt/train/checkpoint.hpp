@@ -1,0 +1,258 @@
+// Checkpoints: everything a run needs to continue to the same bits, in one NumPy-readable .npz.
+//
+// A checkpoint is an .npz archive (core/archive.hpp: written to a temporary file, fsync'ed and
+// renamed, so a crash mid-write leaves the previous checkpoint intact) holding
+//   model.<name>          the weights, <name> as in PyTorch's state_dict (conv1.weight, ...):
+//                         {k[6:]: torch.from_numpy(v) for k, v in np.load(f).items() if k.startswith("model.")}
+//   best.<name>           the weights of the best validation epoch so far (early stopping)
+//   optimizer.*           the optimizer's kind, step count and buffers (optim/state.hpp)
+//   progress.*            epochs done, global step, loader position, seed, early-stopping state
+//   history.*             per-epoch metrics so far (float64 arrays, one element per epoch)
+//   format                "distopt-checkpoint 1"
+// The schedule is a pure function of the global step and the loader a pure function of (seed,
+// epoch, batch), so these numbers are the whole of their state.
+#pragma once
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <limits>
+#include <optional>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include "distopt/core/archive.hpp"
+#include "distopt/core/error.hpp"
+#include "distopt/data/loader.hpp"
+#include "distopt/train/metrics.hpp"
+
+namespace distopt::train {
+
+/// Metrics of one finished epoch.
+struct EpochMetrics {
+  double train_loss = std::nan("");
+  double train_accuracy = std::nan("");
+  double validation_loss = std::nan("");
+  double validation_accuracy = std::nan("");
+  double validation_top5 = std::nan("");
+  double lr = std::nan("");
+  double seconds = std::nan("");
+
+  friend bool operator==(const EpochMetrics&, const EpochMetrics&) = default;
+};
+
+/// Where a run is, besides its weights and optimizer state.
+struct Progress {
+  std::uint64_t epochs_done = 0;        ///< epochs completed
+  std::int64_t step = 0;                ///< optimizer steps taken (the schedule's t)
+  data::LoaderPosition loader;          ///< the next batch the loader hands out
+  std::uint64_t seed = 0;               ///< the loader's seed (order and augmentation)
+  std::int64_t best_epoch = -1;         ///< 1-based epoch of the best validation accuracy, -1: none yet
+  double best_accuracy = -std::numeric_limits<double>::infinity();
+  double best_loss = std::numeric_limits<double>::infinity();
+  std::uint64_t epochs_without_improvement = 0;
+  std::vector<EpochMetrics> history;
+};
+
+namespace detail::checkpoint {
+
+inline constexpr std::string_view format = "distopt-checkpoint 1";
+
+inline void require_field(const Archive& archive, const std::string& field) {
+  require(archive.contains(field), "checkpoint '", archive.source(), "': field '", field, "' is missing");
+}
+
+template <class Params>
+void check_layout(const Archive& archive, const Params& params, std::string_view prefix) {
+  for (const auto& block : params.blocks()) {
+    const std::string field = std::string(prefix) + block.name;
+    require(archive.contains(field), "checkpoint '", archive.source(), "': field '", field,
+            "' is missing (a checkpoint of another model?)");
+    require(archive.shape(field) == block.shape, "checkpoint '", archive.source(), "': field '", field, "' has shape ",
+            archive.shape(field), ", this model needs ", block.shape);
+  }
+}
+
+template <class Params>
+void put_values(Archive& archive, const Params& params, const typename Params::scalar_type* values, std::string_view prefix) {
+  using T = typename Params::scalar_type;
+  for (const auto& block : params.blocks())
+    archive.put<T>(std::string(prefix) + block.name,
+                   std::span<const T>(values + block.offset, static_cast<std::size_t>(block.size)), block.shape);
+}
+
+template <class Params>
+void get_values(const Archive& archive, const Params& params, typename Params::scalar_type* values, std::string_view prefix) {
+  using T = typename Params::scalar_type;
+  for (const auto& block : params.blocks())
+    archive.get_into<T>(std::string(prefix) + block.name, std::span<T>(values + block.offset, static_cast<std::size_t>(block.size)));
+}
+
+}  // namespace detail::checkpoint
+
+/// Writes a checkpoint of `params` (and `best`, the best weights, same layout, if not empty),
+/// `optimizer` and `progress` to `file`, atomically.
+template <class Params, class Optimizer>
+void save_checkpoint(const std::filesystem::path& file, const Params& params, std::span<const typename Params::scalar_type> best,
+                     const Optimizer& optimizer, const Progress& progress) {
+  using namespace detail::checkpoint;
+  Archive archive;
+  archive.put_string("format", format);
+  put_values(archive, params, params.values().data(), "model.");
+  if (!best.empty()) {
+    require(best.size() == static_cast<std::size_t>(params.size()), "save_checkpoint: best weights hold ", best.size(),
+            " values, the model ", params.size());
+    put_values(archive, params, best.data(), "best.");
+  }
+  optimizer.save_state(archive, "optimizer.");
+  archive.put_scalar<std::uint64_t>("progress.epochs_done", progress.epochs_done);
+  archive.put_scalar<std::int64_t>("progress.step", progress.step);
+  archive.put_scalar<std::uint64_t>("progress.loader_epoch", progress.loader.epoch);
+  archive.put_scalar<std::uint64_t>("progress.loader_batch", progress.loader.batch);
+  archive.put_scalar<std::uint64_t>("progress.seed", progress.seed);
+  archive.put_scalar<std::int64_t>("progress.best_epoch", progress.best_epoch);
+  archive.put_scalar<double>("progress.best_accuracy", progress.best_accuracy);
+  archive.put_scalar<double>("progress.best_loss", progress.best_loss);
+  archive.put_scalar<std::uint64_t>("progress.epochs_without_improvement", progress.epochs_without_improvement);
+  const auto column = [&](const char* name, double EpochMetrics::*field) {
+    std::vector<double> values;
+    for (const auto& e : progress.history) values.push_back(e.*field);
+    archive.put<double>(std::string("history.") + name, std::span<const double>(values),
+                        {static_cast<std::ptrdiff_t>(values.size())});
+  };
+  column("train_loss", &EpochMetrics::train_loss);
+  column("train_accuracy", &EpochMetrics::train_accuracy);
+  column("validation_loss", &EpochMetrics::validation_loss);
+  column("validation_accuracy", &EpochMetrics::validation_accuracy);
+  column("validation_top5", &EpochMetrics::validation_top5);
+  column("lr", &EpochMetrics::lr);
+  column("seconds", &EpochMetrics::seconds);
+  archive.save(file);
+}
+
+/// Reads a checkpoint written by save_checkpoint into `params`, `best` (resized; empty if the
+/// checkpoint has none), `optimizer` and `progress`. Everything is checked before anything
+/// changes: std::invalid_argument naming the file and the field for a checkpoint of another
+/// model (a missing block or another shape) or another optimizer; std::runtime_error naming the
+/// file, member and byte offset for a truncated or corrupt file (from Archive::load).
+template <class Params, class Optimizer>
+void load_checkpoint(const std::filesystem::path& file, Params& params, std::vector<typename Params::scalar_type>& best,
+                     Optimizer& optimizer, Progress& progress) {
+  using namespace detail::checkpoint;
+  const Archive archive = Archive::load(file);
+  require_field(archive, "format");
+  require(archive.get_string("format") == format, "checkpoint '", file.string(), "': field 'format' is '",
+          archive.get_string("format"), "', expected '", format, "'");
+  check_layout(archive, params, "model.");
+  const bool has_best = archive.contains("best." + params.blocks().front().name);
+  if (has_best) check_layout(archive, params, "best.");
+  for (const char* field : {"progress.epochs_done", "progress.step", "progress.loader_epoch", "progress.loader_batch",
+                            "progress.seed", "progress.best_epoch", "progress.best_accuracy", "progress.best_loss",
+                            "progress.epochs_without_improvement", "history.train_loss", "history.train_accuracy",
+                            "history.validation_loss", "history.validation_accuracy", "history.validation_top5",
+                            "history.lr", "history.seconds"})
+    require_field(archive, field);
+  Progress loaded;
+  loaded.epochs_done = archive.get_scalar<std::uint64_t>("progress.epochs_done");
+  loaded.step = archive.get_scalar<std::int64_t>("progress.step");
+  loaded.loader = {archive.get_scalar<std::uint64_t>("progress.loader_epoch"), archive.get_scalar<std::uint64_t>("progress.loader_batch")};
+  loaded.seed = archive.get_scalar<std::uint64_t>("progress.seed");
+  loaded.best_epoch = archive.get_scalar<std::int64_t>("progress.best_epoch");
+  loaded.best_accuracy = archive.get_scalar<double>("progress.best_accuracy");
+  loaded.best_loss = archive.get_scalar<double>("progress.best_loss");
+  loaded.epochs_without_improvement = archive.get_scalar<std::uint64_t>("progress.epochs_without_improvement");
+  const auto column = [&](const char* name) {
+    const auto values = archive.get<double>(std::string("history.") + name);
+    require(values.size() == loaded.epochs_done, "checkpoint '", file.string(), "': field 'history.", name, "' holds ",
+            values.size(), " epochs, progress.epochs_done says ", loaded.epochs_done);
+    return values;
+  };
+  const auto train_loss = column("train_loss"), train_accuracy = column("train_accuracy");
+  const auto validation_loss = column("validation_loss"), validation_accuracy = column("validation_accuracy");
+  const auto validation_top5 = column("validation_top5"), lr = column("lr"), seconds = column("seconds");
+  for (std::size_t e = 0; e < loaded.epochs_done; ++e)
+    loaded.history.push_back({train_loss[e], train_accuracy[e], validation_loss[e], validation_accuracy[e], validation_top5[e],
+                              lr[e], seconds[e]});
+
+  // The optimizer checks its kind and layout and changes nothing on failure; it goes first, so
+  // every later step can no longer fail.
+  Optimizer candidate = optimizer;
+  try {
+    candidate.load_state(archive, "optimizer.");
+  } catch (const std::invalid_argument& e) {
+    fail("checkpoint '", file.string(), "': ", e.what());
+  }
+  optimizer = std::move(candidate);
+  get_values(archive, params, params.values().data(), "model.");
+  best.assign(has_best ? static_cast<std::size_t>(params.size()) : 0, typename Params::scalar_type{});
+  if (has_best) get_values(archive, params, best.data(), "best.");
+  progress = std::move(loaded);
+}
+
+/// The checkpoints of one run, `<root>/train/<optimizer>/<batch_size>/<lr>/<weight_decay>/<epoch>.npz`
+/// (the study's layout; <epoch> counts from 1): the latest, and pruning to the last N plus the best.
+class CheckpointFolder {
+ public:
+  CheckpointFolder(const std::filesystem::path& root, std::string_view optimizer, std::size_t batch_size, double lr,
+                   double weight_decay)
+      : path_(root / "train" / std::string(optimizer) / std::to_string(batch_size) / format_number(lr, 10) /
+              format_number(weight_decay, 10)) {}
+  explicit CheckpointFolder(std::filesystem::path path) : path_(std::move(path)) {}
+
+  [[nodiscard]] const std::filesystem::path& path() const noexcept { return path_; }
+  [[nodiscard]] std::filesystem::path file(std::uint64_t epoch) const { return path_ / (std::to_string(epoch) + ".npz"); }
+
+  /// Creates the folder and proves it writable (a small file written, renamed, removed), so an
+  /// output folder that cannot be written fails before any training. std::runtime_error names it.
+  void prepare() const {
+    std::error_code ec;
+    std::filesystem::create_directories(path_, ec);
+    require<std::runtime_error>(!ec, "checkpoint folder '", path_.string(), "' cannot be created: ", ec.message());
+    const std::filesystem::path probe = path_ / ".write-test";
+    Archive empty;
+    empty.put_string("probe", "ok");
+    empty.save(probe);
+    std::filesystem::remove(probe, ec);
+  }
+
+  /// Epochs that have a checkpoint, ascending (temporary files of an interrupted save are ignored).
+  [[nodiscard]] std::vector<std::uint64_t> epochs() const {
+    std::vector<std::uint64_t> out;
+    std::error_code ec;
+    if (!std::filesystem::is_directory(path_, ec)) return out;
+    for (const auto& entry : std::filesystem::directory_iterator(path_, ec)) {
+      const std::string name = entry.path().filename().string();
+      if (!name.ends_with(".npz") || name.size() == 4) continue;
+      std::uint64_t epoch = 0;
+      const auto stem = std::string_view(name).substr(0, name.size() - 4);
+      const auto [end, err] = std::from_chars(stem.data(), stem.data() + stem.size(), epoch);
+      if (err == std::errc() && end == stem.data() + stem.size()) out.push_back(epoch);
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+
+  [[nodiscard]] std::optional<std::uint64_t> latest() const {
+    const auto all = epochs();
+    return all.empty() ? std::nullopt : std::optional(all.back());
+  }
+
+  /// Removes checkpoints older than the last `keep_last`, except epoch `keep` (the best).
+  void prune(std::size_t keep_last, std::optional<std::uint64_t> keep = std::nullopt) const {
+    const auto all = epochs();
+    if (all.size() <= keep_last) return;
+    for (std::size_t i = 0; i + keep_last < all.size(); ++i) {
+      if (keep && all[i] == *keep) continue;
+      std::error_code ec;
+      std::filesystem::remove(file(all[i]), ec);
+    }
+  }
+
+ private:
+  std::filesystem::path path_;
+};
+
+}  // namespace distopt::train
