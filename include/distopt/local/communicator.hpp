@@ -1,0 +1,89 @@
+// Communicators: how LocalTrainer's workers agree on an average, and what that would cost on a network.
+#pragma once
+
+#include <cmath>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "distopt/core/error.hpp"
+
+namespace distopt::local {
+
+/// What LocalTrainer needs to average across processes.
+///
+/// Contract: `ranks()` processes take part, this one is `rank()`; LocalTrainer hosts on each rank
+/// the workers of `first_worker(K)` .. `first_worker(K) + local_workers(K)`, adds their buffers in
+/// worker order into one double buffer, and calls `allreduce_sum(buffer)`, after which every rank
+/// holds the sum over all ranks. The in-process communicator has one rank and does nothing; an MPI
+/// communicator performs one MPI_Allreduce over the flat buffer.
+template <class C>
+concept Communicator = requires(C& c, const C& cc, std::span<double> buffer, std::size_t workers) {
+  { cc.rank() } -> std::convertible_to<int>;
+  { cc.ranks() } -> std::convertible_to<int>;
+  { cc.first_worker(workers) } -> std::convertible_to<std::size_t>;
+  { cc.local_workers(workers) } -> std::convertible_to<std::size_t>;
+  c.allreduce_sum(buffer);
+};
+
+/// All K workers in this process: the average is a sum in worker order, nothing to send.
+struct InProcess {
+  [[nodiscard]] int rank() const noexcept { return 0; }
+  [[nodiscard]] int ranks() const noexcept { return 1; }
+  [[nodiscard]] std::size_t first_worker(std::size_t) const noexcept { return 0; }
+  [[nodiscard]] std::size_t local_workers(std::size_t workers) const noexcept { return workers; }
+  void allreduce_sum(std::span<double>) noexcept {}
+};
+static_assert(Communicator<InProcess>);
+
+/// A simple model of a network for the communication accounting: every message pays `latency`
+/// seconds, and a link carries `bandwidth` bytes per second. Defaults: 10 Gbit/s Ethernet with
+/// 20 microseconds per message, a common cluster interconnect.
+struct NetworkModel {
+  double latency = 20e-6;
+  double bandwidth = 1.25e9;
+
+  /// Time of a ring all-reduce of `bytes` among `k` processes (Patarasuk and Yuan 2009):
+  /// 2 (k - 1) messages of bytes / k each, so 2 (k - 1) latency + 2 (k - 1) / k * bytes / bandwidth.
+  [[nodiscard]] double ring_allreduce_seconds(double bytes, std::size_t k) const {
+    require(std::isfinite(latency) && latency >= 0, "NetworkModel.latency must be >= 0, got ", latency);
+    require(std::isfinite(bandwidth) && bandwidth > 0, "NetworkModel.bandwidth must be positive, got ", bandwidth);
+    if (k <= 1) return 0.0;
+    const double steps = 2.0 * static_cast<double>(k - 1);
+    return steps * latency + steps / static_cast<double>(k) * bytes / bandwidth;
+  }
+};
+
+/// Communication of a run so far: all-reduce rounds, the values and bytes each worker would send
+/// and receive (ring all-reduce: 2 (K - 1) / K of the buffer each way), and the modelled time.
+struct CommunicationCost {
+  std::int64_t rounds = 0;
+  std::int64_t allreduce_values = 0;   ///< values reduced (parameters, plus averaged buffers)
+  double bytes_per_worker = 0;         ///< sent by each worker (and as much received)
+  double modelled_seconds = 0;
+  double measured_seconds = 0;         ///< time spent averaging in this process
+
+  CommunicationCost& operator+=(const CommunicationCost& o) {
+    rounds += o.rounds;
+    allreduce_values += o.allreduce_values;
+    bytes_per_worker += o.bytes_per_worker;
+    modelled_seconds += o.modelled_seconds;
+    measured_seconds += o.measured_seconds;
+    return *this;
+  }
+};
+
+/// The cost of one all-reduce of `values` elements of `value_bytes` each among `k` workers.
+[[nodiscard]] inline CommunicationCost allreduce_cost(std::int64_t values, std::size_t value_bytes, std::size_t k,
+                                                      const NetworkModel& network) {
+  const double bytes = static_cast<double>(values) * static_cast<double>(value_bytes);
+  CommunicationCost c;
+  c.rounds = 1;
+  c.allreduce_values = values;
+  c.bytes_per_worker = k <= 1 ? 0.0 : 2.0 * static_cast<double>(k - 1) / static_cast<double>(k) * bytes;
+  c.modelled_seconds = network.ring_allreduce_seconds(bytes, k);
+  return c;
+}
+
+}  // namespace distopt::local
