@@ -40,7 +40,9 @@ namespace distopt::local {
 /// optimizer on `batch_size` samples of their own shard, then the outer policy combines them.
 /// Post-local SGD (Lin et al. 2020): with `switch_step`, the workers average after every step
 /// until that global step, then every H. `seed` fixes the shards (when not given), each worker's
-/// loader order and augmentation. `threads` hosts the workers (0: all of OpenMP's).
+/// loader order and augmentation; without `shuffle` each worker reads its shard in the order
+/// given, epoch after epoch (what a reference implementation can replay). `threads` hosts the
+/// workers (0: all of OpenMP's).
 struct LocalOptions {
   std::size_t workers = 4;
   std::size_t local_steps = 8;
@@ -49,6 +51,7 @@ struct LocalOptions {
   InnerBuffers inner_buffers = InnerBuffers::maintain;
   std::uint64_t seed = 0;
   std::optional<data::Augmentation> augmentation = data::Augmentation{};
+  bool shuffle = true;
   int threads = 0;
   NetworkModel network{};
 };
@@ -117,8 +120,8 @@ class LocalTrainer {
       auto worker = std::make_unique<Worker>(Worker{k, model, inner, nullptr});
       worker->loader = std::make_unique<data::Loader>(
           train, normalizer,
-          data::LoaderOptions{.batch_size = options_.batch_size, .seed = worker_seed(options_.seed, k),
-                              .augmentation = options_.augmentation},
+          data::LoaderOptions{.batch_size = options_.batch_size, .shuffle = options_.shuffle,
+                              .seed = worker_seed(options_.seed, k), .augmentation = options_.augmentation},
           shards_[k]);
       workers_.push_back(std::move(worker));
     }
