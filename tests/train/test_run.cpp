@@ -302,3 +302,26 @@ TEST_CASE("metrics: JSON Lines records, CSV quoting", "[train][metrics]") {
   CHECK(std::string(csv.begin(), csv.end()) == "name,value\n\"a,b\",1\n\"q\"\"x\",2\n");
   CHECK_THROWS_WITH(train::write_csv(dir / "t.csv", {"a"}, {{"1", "2"}}), Contains("t.csv"));
 }
+
+TEST_CASE("run_training: a fresh run refuses a folder holding an earlier run, unless told to overwrite", "[train][checkpoint]") {
+  test_support::TempDir dir("fresh");
+  auto options = base_options();
+  options.epochs = 2;
+  options.out = dir.path();
+  {
+    Model m = small_model();
+    optim::Sgdm opt(m.parameters(), {.lr = 0.02});
+    REQUIRE(train::run_training(m, opt, optim::Constant{0.02}, sets().run(), options).status == "completed");
+  }
+  Model m = small_model();
+  optim::Sgdm opt(m.parameters(), {.lr = 0.02});
+  options.epochs = 1;
+  CHECK_THROWS_WITH(train::run_training(m, opt, optim::Constant{0.02}, sets().run(), options),
+                    Contains("earlier run") && Contains("resume") && Contains("overwrite"));
+  options.overwrite = true;
+  const auto result = train::run_training(m, opt, optim::Constant{0.02}, sets().run(), options);
+  CHECK(result.status == "completed");
+  CHECK(train::CheckpointFolder(result.checkpoints).epochs() == std::vector<std::uint64_t>{1});
+  options.hyperparameters = {{"lr", 0.02}};
+  CHECK_THROWS_WITH(train::run_training(m, opt, optim::Constant{0.02}, sets().run(), options), Contains("'lr'"));
+}

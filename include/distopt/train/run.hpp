@@ -175,6 +175,7 @@ struct RunOptions {
   std::size_t keep_last = 2;    ///< checkpoints kept besides the best
   bool keep_best = true;
   bool resume = false;          ///< continue from the latest checkpoint in the run's folder, if any
+  bool overwrite = false;       ///< without resume: delete an earlier run's checkpoints in the folder (else refuse)
   std::optional<std::size_t> stop_after{};  ///< end the process's work after this many epochs (as if killed): for resume tests
 };
 
@@ -208,6 +209,11 @@ RunResult run_training(M& model, O& optimizer, const optim::Schedule& schedule, 
   require(sets.train != nullptr && sets.train->size() > 0, "run_training: no training data");
   require(options.epochs > 0, "RunOptions.epochs must be positive");
   require(options.batch_size > 0, "RunOptions.batch_size must be positive");
+  for (const auto& [name, value] : options.hyperparameters)
+    for (const char* reserved : {"loss", "accuracy", "validation_loss", "validation_accuracy", "validation_top5",
+                                 "best_validation_accuracy", "lr", "seconds", "images_per_second", "top5", "best_epoch",
+                                 "test_loss", "test_accuracy", "test_top5"})
+      require(name != reserved, "RunOptions.hyperparameters: '", name, "' is a name the records already use (e.g. base_lr instead)");
   auto& params = model.parameters();
   using T = typename std::remove_cvref_t<decltype(params)>::scalar_type;
 
@@ -216,6 +222,13 @@ RunResult run_training(M& model, O& optimizer, const optim::Schedule& schedule, 
     folder.emplace(options.out, options.optimizer_name, options.batch_size, optimizer.options().lr,
                    optimizer.options().weight_decay);
     folder->prepare();
+    // A fresh run into a folder holding an earlier run's checkpoints would interleave the two
+    // (and pruning keeps the highest epochs, the old ones): refuse unless told what to do.
+    if (!options.resume && !folder->epochs().empty()) {
+      require(options.overwrite, "run_training: '", folder->path().string(), "' holds checkpoints of an earlier run (epochs up to ",
+              folder->epochs().back(), "); set RunOptions.resume to continue it or RunOptions.overwrite to replace it");
+      for (const auto epoch : folder->epochs()) std::filesystem::remove(folder->file(epoch));
+    }
   }
 
   data::Loader loader(*sets.train, sets.normalizer,
@@ -285,7 +298,7 @@ RunResult run_training(M& model, O& optimizer, const optim::Schedule& schedule, 
                                .set("validation_loss", epoch.validation_loss)
                                .set("validation_accuracy", epoch.validation_accuracy)
                                .set("validation_top5", epoch.validation_top5)
-                               .set("best_validation_accuracy", has_validation ? progress.best_accuracy : std::nan(""))
+                               .set("best_validation_accuracy", has_validation && progress.best_epoch > 0 ? progress.best_accuracy : std::nan(""))
                                .set("lr", epoch.lr)
                                .set("seconds", epoch.seconds)
                                .set("images_per_second", static_cast<double>(totals.samples) / totals.seconds)));
@@ -305,7 +318,7 @@ RunResult run_training(M& model, O& optimizer, const optim::Schedule& schedule, 
   result.epochs_done = progress.epochs_done;
   result.steps = progress.step;
   result.best_epoch = progress.best_epoch;
-  result.best_validation_accuracy = has_validation ? progress.best_accuracy : std::nan("");
+  result.best_validation_accuracy = has_validation && progress.best_epoch > 0 ? progress.best_accuracy : std::nan("");
   result.history = progress.history;
   if (status == "completed" || status == "early_stopped") {
     if (!best.empty()) std::copy(best.begin(), best.end(), params.values().data());

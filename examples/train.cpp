@@ -1,0 +1,457 @@
+// The command-line trainer: one training run of the study's LeNet-5 on CIFAR-100 (or the synthetic
+// stand-in), with any of the library's optimizers and schedules, checkpoints, resume, metrics in
+// JSON Lines, a one-row summary.csv and, with --plot, a PNG of the curves (tools/plot.py).
+//
+//   train --synthetic-train 5000 --synthetic-test 1000 --epochs 3 --optimizer sgdm --lr 0.01 --plot
+//
+// Everything a run writes goes under --out:
+//   <out>/data/synthetic-<seed>-<n_train>-<n_test>/cifar-100-binary/  the generated data (made once)
+//   <out>/prepared/<data key>-v<validation ratio>/                    split + statistics (data/cache.hpp)
+//   <out>/train/<optimizer>/<batch_size>/<lr>/<weight_decay>/         the run folder: <epoch>.npz
+//                                                                     checkpoints, metrics.jsonl,
+//                                                                     summary.csv, metrics.png
+// Exit status: 0 when the run finished, early-stopped or diverged (a diverged run is a result of a
+// hyperparameter search, not a failure of the program: the summary says "diverged"), 1 on any
+// error (one line on stderr), 2 or more for a bad command line (CLI11).
+#include <distopt/core/error.hpp>
+#include <distopt/core/parallel.hpp>
+#include <distopt/data/cache.hpp>
+#include <distopt/data/cifar.hpp>
+#include <distopt/data/synthetic.hpp>
+#include <distopt/nn/lenet5.hpp>
+#include <distopt/optim/adamw.hpp>
+#include <distopt/optim/lamb.hpp>
+#include <distopt/optim/lars.hpp>
+#include <distopt/optim/schedule.hpp>
+#include <distopt/optim/sgdm.hpp>
+#include <distopt/train/checkpoint.hpp>
+#include <distopt/train/metrics.hpp>
+#include <distopt/train/run.hpp>
+
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <exception>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <string>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include <spawn.h>
+#include <sys/wait.h>
+
+extern char** environ;
+
+#ifndef DISTOPT_TOOLS_DIR
+#define DISTOPT_TOOLS_DIR "tools"
+#endif
+#ifndef DISTOPT_PYTHON
+#define DISTOPT_PYTHON "/usr/bin/python3"
+#endif
+
+namespace {
+
+namespace fs = std::filesystem;
+using distopt::message;
+using distopt::train::format_number;
+
+/// Everything the command line sets.
+struct Config {
+  std::string data = "synthetic";
+  std::size_t synthetic_train = distopt::data::cifar100::train_records;
+  std::size_t synthetic_test = distopt::data::cifar100::test_records;
+  std::string model = "lenet5";
+  std::string optimizer = "sgdm";
+  double lr = std::nan("");            ///< NaN: the optimizer's default (default_lr)
+  double weight_decay = std::nan("");  ///< NaN: the optimizer's default (default_weight_decay)
+  double momentum = 0.9;
+  std::size_t batch_size = 64;
+  std::size_t epochs = 10;
+  std::string scheduler = "cosine";
+  std::size_t warmup = 0;
+  std::size_t step_size = 0;            ///< step: epochs between decays; 0: a third of the epochs
+  std::vector<std::size_t> milestones;  ///< multistep: epochs; empty: half and three quarters
+  double gamma = 0.1;
+  double power = 1.0;
+  std::size_t accumulation_steps = 0;
+  std::size_t patience = 0;
+  double validation_ratio = 0.1;
+  bool no_augmentation = false;
+  std::uint64_t seed = 0;
+  int threads = 0;
+  std::string out = "out";
+  bool resume = false;
+  bool overwrite = false;
+  std::size_t keep_last = 2;
+  std::size_t log_every = 50;
+  bool plot = false;
+};
+
+double default_lr(const std::string& optimizer) {
+  if (optimizer == "sgdm") return 0.01;  // the study (Hsu et al. 2020, Table 1)
+  if (optimizer == "lars") return 0.1;
+  return 1e-3;  // adamw, lamb
+}
+
+double default_weight_decay(const std::string& optimizer) {
+  return optimizer == "adamw" || optimizer == "lamb" ? 1e-2 : 4e-4;
+}
+
+/// A number in [low, high), for CLI11 (whose Range is closed).
+CLI::Validator half_open(double low, double high) {
+  return CLI::Validator(
+      [low, high](std::string& text) -> std::string {
+        double v = 0;
+        if (!CLI::detail::lexical_cast(text, v) || !std::isfinite(v)) return message("'", text, "' is not a number");
+        if (v < low || v >= high) return message(v, " is not in [", low, ", ", high, ")");
+        return {};
+      },
+      message("in [", low, ", ", high, ")"));
+}
+
+/// Training images left after the validation split: the same rounding as data::split_indices, so
+/// the schedule (which counts steps) is known before any data is read, and a bad combination of
+/// flags fails before minutes of data generation.
+std::size_t train_split_size(std::size_t n, double ratio) {
+  return n - static_cast<std::size_t>(std::llround(ratio * static_cast<double>(n)));
+}
+
+/// The learning-rate schedule the flags describe, in optimizer steps: epochs times steps_per_epoch,
+/// with `warmup` epochs of linear warmup first (the schedule then starts from its own step 0, so
+/// the decay spans the epochs after the warmup and the multistep milestones stay absolute epochs).
+distopt::optim::Schedule make_schedule(const Config& c, double lr, std::int64_t steps_per_epoch) {
+  using namespace distopt::optim;
+  distopt::require(c.warmup < c.epochs, "--warmup (", c.warmup, " epochs) must be below --epochs (", c.epochs, ")");
+  const auto epochs_after_warmup = static_cast<std::int64_t>(c.epochs - c.warmup);
+  const std::int64_t decay_steps = epochs_after_warmup * steps_per_epoch;
+  const auto warmup_steps = static_cast<std::int64_t>(c.warmup) * steps_per_epoch;
+  const Schedule base = [&]() -> Schedule {
+    if (c.scheduler == "constant") return Constant{.lr = lr};
+    if (c.scheduler == "cosine") return Cosine{.lr = lr, .t_max = decay_steps};
+    if (c.scheduler == "polynomial") return Polynomial{.lr = lr, .total_steps = decay_steps, .power = c.power};
+    if (c.scheduler == "step") {
+      const std::size_t every = c.step_size > 0 ? c.step_size : std::max<std::size_t>(1, c.epochs / 3);
+      return StepDecay{.lr = lr, .step_size = static_cast<std::int64_t>(every) * steps_per_epoch, .gamma = c.gamma};
+    }
+    std::vector<std::size_t> epochs = c.milestones;
+    if (epochs.empty()) epochs = {std::max<std::size_t>(c.warmup + 1, c.epochs / 2), std::max<std::size_t>(c.warmup + 2, 3 * c.epochs / 4)};
+    std::vector<std::int64_t> steps;
+    for (const std::size_t e : epochs) {
+      distopt::require(e > c.warmup, "--milestones: epoch ", e, " is not after the ", c.warmup, " warmup epochs");
+      const std::int64_t s = static_cast<std::int64_t>(e - c.warmup) * steps_per_epoch;
+      if (steps.empty() || s > steps.back()) steps.push_back(s);
+    }
+    return MultiStep{.lr = lr, .milestones = steps, .gamma = c.gamma};
+  }();
+  // Warmup from a tenth of the rate: a step at lr 0 would be wasted.
+  return c.warmup > 0 ? warmup(warmup_steps, 0.1, base) : base;
+}
+
+/// "1e-05"-style numbers in the hyperparameter columns: short and exact enough to tell runs apart.
+std::string number(double v) { return format_number(v, 10); }
+
+/// The CIFAR-100 (real or synthetic) the run trains on, and the key its prepared cache is filed under.
+struct Source {
+  distopt::data::Cifar100 data;
+  std::string key;
+  fs::path folder;
+};
+
+Source load_source(const Config& c, const fs::path& out) {
+  namespace data = distopt::data;
+  Source s;
+  if (c.data != "synthetic") {
+    s.folder = c.data;
+    s.key = message("cifar100-", c.seed);
+    s.data = data::load_cifar100(s.folder);
+    return s;
+  }
+  s.key = message("synthetic-", c.seed, "-", c.synthetic_train, "-", c.synthetic_test);
+  s.folder = out / "data" / s.key;
+  const data::Cifar100Options sizes{.train_records = c.synthetic_train, .test_records = c.synthetic_test};
+  const fs::path root = s.folder / data::cifar100::folder_name;
+  bool complete = true;
+  for (const char* name : {"train.bin", "test.bin", "fine_label_names.txt", "coarse_label_names.txt"})
+    complete = complete && fs::exists(root / name);
+  if (complete) {
+    try {
+      s.data = data::load_cifar100(s.folder, sizes);
+      std::cerr << "data: reusing " << root.string() << '\n';
+      return s;
+    } catch (const std::exception& e) {
+      // Our own generated files, damaged: drawing them again gives the same bytes.
+      std::cerr << "data: regenerating " << root.string() << " (" << e.what() << ")\n";
+    }
+  }
+  std::cerr << "data: generating " << c.synthetic_train << " + " << c.synthetic_test << " synthetic images into "
+            << root.string() << '\n';
+  data::make_synthetic_cifar100(
+      s.folder, data::SyntheticOptions{.seed = c.seed, .train_records = c.synthetic_train, .test_records = c.synthetic_test});
+  s.data = data::load_cifar100(s.folder, sizes);
+  return s;
+}
+
+/// Runs `program args...` without a shell (paths need no quoting) and returns its exit status.
+int run_program(const std::vector<std::string>& args) {
+  std::vector<char*> argv;
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  pid_t pid = 0;
+  if (const int err = ::posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ); err != 0)
+    distopt::fail<std::runtime_error>("cannot start '", args[0], "': ", std::generic_category().message(err));
+  int status = 0;
+  if (::waitpid(pid, &status, 0) < 0) distopt::fail<std::runtime_error>("waitpid for '", args[0], "' failed");
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+}
+
+/// Checkpoints of an earlier run in `folder`: a fresh run must not mix with them (pruning and a
+/// later --resume would pick up the older, longer run's files).
+std::vector<fs::path> checkpoint_files(const fs::path& folder) {
+  std::vector<fs::path> files;
+  for (const std::uint64_t epoch : distopt::train::CheckpointFolder(folder).epochs())
+    files.push_back(distopt::train::CheckpointFolder(folder).file(epoch));
+  return files;
+}
+
+/// The terminal's progress lines without the hyperparameters every record repeats (they stay in
+/// metrics.jsonl, where a search or plot.py needs them).
+class TerseProgress final : public distopt::train::MetricSink {
+ public:
+  explicit TerseProgress(std::vector<std::string> hidden) : hidden_(std::move(hidden)) {}
+  void write(const distopt::train::Record& record) override {
+    distopt::train::Record shown = record;
+    std::erase_if(shown.values, [&](const auto& v) { return std::find(hidden_.begin(), hidden_.end(), v.first) != hidden_.end(); });
+    std::erase_if(shown.labels, [](const auto& l) { return l.first == "optimizer"; });
+    progress_.write(shown);
+  }
+
+ private:
+  std::vector<std::string> hidden_;
+  distopt::train::ProgressSink progress_{std::cerr};
+};
+
+template <class Optimizer>
+int train(const Config& c, double lr, double weight_decay, distopt::nn::LeNet5<float>& model, Optimizer& optimizer) {
+  namespace train = distopt::train;
+  const fs::path out = c.out;
+
+  // Everything that can be checked without data is checked first.
+  const std::size_t n_train_total = c.data == "synthetic" ? c.synthetic_train : distopt::data::cifar100::train_records;
+  const std::size_t n_train = train_split_size(n_train_total, c.validation_ratio);
+  distopt::require(n_train > 0, "--validation-ratio ", c.validation_ratio, " leaves no training images of ", n_train_total);
+  const auto steps_per_epoch = static_cast<std::int64_t>((n_train + c.batch_size - 1) / c.batch_size);
+  const distopt::optim::Schedule schedule = make_schedule(c, lr, steps_per_epoch);
+
+  const train::CheckpointFolder run(out, c.optimizer, c.batch_size, lr, weight_decay);
+  const fs::path metrics_file = run.path() / "metrics.jsonl";
+  if (!c.resume) {
+    const auto stale = checkpoint_files(run.path());
+    if (!stale.empty() && !c.overwrite)
+      distopt::fail("run folder '", run.path().string(), "' already holds ", stale.size(),
+                    " checkpoint(s) of an earlier run: pass --resume to continue it or --overwrite to start again");
+    for (const auto& f : stale) fs::remove(f);
+  }
+
+  Source source = load_source(c, out);
+  const distopt::data::SplitOptions split{.validation_ratio = c.validation_ratio, .seed = c.seed};
+  const fs::path prepared_folder = out / "prepared" / message(source.key, "-v", number(c.validation_ratio));
+  bool cached = false;
+  const distopt::data::PreparedData prepared = distopt::data::load_or_prepare(prepared_folder, source.data, split, &cached);
+  source.data = {};  // the prepared copy is all the run needs
+  std::cerr << "prepared: " << (cached ? "loaded " : "wrote ") << prepared_folder.string() << "  (" << prepared.train.size()
+            << " train, " << prepared.validation.size() << " validation, " << prepared.test.size() << " test)\n";
+  distopt::require(prepared.train.size() == n_train, "the train split holds ", prepared.train.size(),
+                   " images, the schedule was built for ", n_train);
+
+  train::RunOptions options{
+      .epochs = c.epochs,
+      .batch_size = c.batch_size,
+      .step = {.accumulation_steps = c.accumulation_steps, .log_every = c.log_every},
+      .patience = c.patience,
+      .seed = c.seed,
+      .augmentation = c.no_augmentation ? std::nullopt : std::optional(distopt::data::Augmentation{}),
+      .optimizer_name = c.optimizer,
+      // Not "lr": the epoch records already carry the scheduled lr under that name.
+      .hyperparameters = {{"base_lr", lr},
+                          {"weight_decay", weight_decay},
+                          {"momentum", c.momentum},
+                          {"batch_size", static_cast<double>(c.batch_size)},
+                          {"warmup_epochs", static_cast<double>(c.warmup)}},
+      .out = out,
+      .keep_last = c.keep_last,
+      .resume = c.resume,
+  };
+  std::vector<std::string> hyperparameter_names;
+  for (const auto& h : options.hyperparameters) hyperparameter_names.push_back(h.first);
+  train::Metrics metrics;
+  metrics.add(std::make_shared<train::JsonLinesSink>(metrics_file, /*append=*/c.resume));
+  metrics.add(std::make_shared<TerseProgress>(std::move(hyperparameter_names)));
+
+  std::cerr << "training " << c.model << " (" << model.parameters().num_parameters() << " parameters) with " << c.optimizer
+            << " lr " << number(lr) << " wd " << number(weight_decay) << ", batch " << c.batch_size << ", " << steps_per_epoch
+            << " steps per epoch, " << c.scheduler << " schedule, " << distopt::parallel::max_threads() << " threads\n";
+  const train::RunResult result = train::run_training(model, optimizer, schedule, train::RunData::from(prepared), options, metrics);
+
+  const std::vector<std::string> header = {
+      "status", "epochs_done", "steps", "best_epoch", "best_validation_accuracy", "test_loss", "test_top1", "test_top5",
+      "seconds", "message", "data", "n_train", "n_validation", "n_test", "model", "optimizer", "lr", "weight_decay",
+      "momentum", "batch_size", "epochs", "scheduler", "warmup", "step_size", "milestones", "gamma", "power",
+      "accumulation_steps", "patience", "validation_ratio", "augmentation", "seed", "threads"};
+  std::string milestones;
+  for (std::size_t i = 0; i < c.milestones.size(); ++i) milestones += message(i ? " " : "", c.milestones[i]);
+  const std::vector<std::string> row = {
+      result.status, message(result.epochs_done), message(result.steps), message(result.best_epoch),
+      // No epoch finished (diverged in the first): no best, rather than the -inf the search starts from.
+      result.best_epoch > 0 ? number(result.best_validation_accuracy) : "nan", number(result.test.loss), number(result.test.accuracy),
+      number(result.test.top5), format_number(result.seconds, 4), result.message,
+      c.data == "synthetic" ? source.key : source.folder.string(), message(prepared.train.size()),
+      message(prepared.validation.size()), message(prepared.test.size()), c.model, c.optimizer, number(lr),
+      number(weight_decay), number(c.momentum), message(c.batch_size), message(c.epochs), c.scheduler, message(c.warmup),
+      message(c.step_size), milestones, number(c.gamma), number(c.power), message(c.accumulation_steps),
+      message(c.patience), number(c.validation_ratio), c.no_augmentation ? "off" : "on", message(c.seed),
+      message(distopt::parallel::max_threads())};
+  const fs::path summary_file = run.path() / "summary.csv";
+  train::write_csv(summary_file, header, {row});
+
+  std::printf("status     %s after %llu epochs (%lld steps, %.1f s)%s%s\n", result.status.c_str(),
+              static_cast<unsigned long long>(result.epochs_done), static_cast<long long>(result.steps), result.seconds,
+              result.message.empty() ? "" : ": ", result.message.c_str());
+  if (result.status == "completed" || result.status == "early_stopped") {
+    std::printf("test       loss %.4f  top-1 %.4f  top-5 %.4f", result.test.loss, result.test.accuracy, result.test.top5);
+    if (result.best_epoch > 0)
+      std::printf("  (weights of epoch %lld, best validation top-1 %.4f)", static_cast<long long>(result.best_epoch),
+                  result.best_validation_accuracy);
+    std::printf("\n");
+  }
+  std::printf("data       %s\n", (c.data == "synthetic" ? (source.folder / distopt::data::cifar100::folder_name) : source.folder).c_str());
+  std::printf("prepared   %s\n", prepared_folder.c_str());
+  std::printf("run        %s\n", run.path().c_str());
+  std::string kept;
+  for (const std::uint64_t e : run.epochs()) kept += message(kept.empty() ? "" : " ", e, ".npz");
+  std::printf("checkpoints %s\n", kept.empty() ? "(none)" : kept.c_str());
+  std::printf("metrics    %s\n", metrics_file.c_str());
+  std::printf("summary    %s\n", summary_file.c_str());
+
+  if (c.plot) {
+    std::fflush(stdout);  // our lines before the child's
+    const fs::path png = run.path() / "metrics.png";
+    const int status = run_program({DISTOPT_PYTHON, message(DISTOPT_TOOLS_DIR, "/plot.py"), metrics_file.string(), "-o",
+                                    png.string(), "--title", message(c.model, " ", c.optimizer, " bs ", c.batch_size, " lr ",
+                                                                     number(lr), " wd ", number(weight_decay))});
+    distopt::require<std::runtime_error>(status == 0, "plot: ", DISTOPT_PYTHON, " ", DISTOPT_TOOLS_DIR, "/plot.py exited with ", status);
+    std::printf("plot       %s\n", png.c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Config c;
+  CLI::App app{"distopt train: one training run of LeNet-5 on CIFAR-100 or its synthetic stand-in, with checkpoints, "
+               "resume, metrics (JSON Lines), a summary.csv and an optional plot"};
+  app.footer(
+      "Output: <out>/train/<optimizer>/<batch_size>/<lr>/<weight_decay>/ holds <epoch>.npz checkpoints, metrics.jsonl,\n"
+      "summary.csv and metrics.png (--plot); <out>/data and <out>/prepared cache the data between runs.\n"
+      "Exit status: 0 when the run completed, stopped early or DIVERGED (a non-finite loss is a result for a\n"
+      "hyperparameter search, not an error: the output and summary.csv say status 'diverged'); 1 with a one-line\n"
+      "message on any error; 2 or more for a bad command line.");
+  app.get_formatter()->column_width(34);
+
+  app.add_option("--data", c.data,
+                 "'synthetic' (generated into <out>/data), or a folder holding CIFAR-100's cifar-100-binary/ "
+                 "(the full 50000 + 10000 records)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"synthetic"}) | CLI::ExistingDirectory);
+  app.add_option("--synthetic-train", c.synthetic_train, "training images to generate (synthetic data)")
+      ->capture_default_str()->check(CLI::Range(100, 1'000'000));
+  app.add_option("--synthetic-test", c.synthetic_test, "test images to generate (synthetic data)")
+      ->capture_default_str()->check(CLI::Range(1, 1'000'000));
+  app.add_option("--model", c.model, "lenet5 (Hsu et al. 2020: 64/64 channels, 384/192 units) or lenet5-classic (6/16, 120/84)")
+      ->capture_default_str()->check(CLI::IsMember({"lenet5", "lenet5-classic"}));
+  app.add_option("--optimizer", c.optimizer, "sgdm, adamw, lars or lamb; also names the run folder")
+      ->capture_default_str()->check(CLI::IsMember({"sgdm", "adamw", "lars", "lamb"}));
+  app.add_option("--lr", c.lr, "peak learning rate [default: 0.01 sgdm, 0.1 lars, 0.001 adamw and lamb]")
+      ->check(CLI::Range(1e-12, 1e3));
+  app.add_option("--weight-decay", c.weight_decay, "weight decay [default: 4e-4 sgdm and lars, 0.01 adamw and lamb]")
+      ->check(CLI::Range(0.0, 10.0));
+  app.add_option("--momentum", c.momentum, "momentum of sgdm and lars; Adam's beta1 for adamw and lamb")
+      ->capture_default_str()->check(half_open(0.0, 1.0));
+  app.add_option("--batch-size", c.batch_size, "images per optimizer step")
+      ->capture_default_str()->check(CLI::Range(1, 1 << 20));
+  app.add_option("--epochs", c.epochs, "epochs to train in all (with --resume: up to this many)")
+      ->capture_default_str()->check(CLI::Range(1, 100'000));
+  app.add_option("--scheduler", c.scheduler,
+                 "learning-rate schedule over the epochs after warmup: constant, cosine (to 0), step (times --gamma every "
+                 "--step-size epochs), multistep (times --gamma at each --milestones epoch), polynomial (to 0, --power)")
+      ->capture_default_str()->check(CLI::IsMember({"constant", "cosine", "step", "multistep", "polynomial"}));
+  app.add_option("--warmup", c.warmup, "epochs of linear warmup from lr/10 before the schedule (0: none)")
+      ->capture_default_str()->check(CLI::Range(0, 100'000));
+  app.add_option("--step-size", c.step_size, "step: epochs between decays (0: a third of --epochs)")
+      ->capture_default_str()->check(CLI::Range(0, 100'000));
+  app.add_option("--milestones", c.milestones, "multistep: epochs at which the lr is multiplied by --gamma [default: "
+                                               "half and three quarters of --epochs]")
+      ->delimiter(',')->check(CLI::Range(1, 100'000));
+  app.add_option("--gamma", c.gamma, "step, multistep: decay factor")->capture_default_str()->check(CLI::Range(0.0, 1.0));
+  app.add_option("--power", c.power, "polynomial: exponent")->capture_default_str()->check(CLI::Range(0.0, 100.0));
+  app.add_option("--accumulation-steps", c.accumulation_steps,
+                 "micro-batches per step, gradients accumulated (0: automatic, batches above 4096 in pieces of <= 4096)")
+      ->capture_default_str()->check(CLI::Range(0, 1 << 20));
+  app.add_option("--patience", c.patience, "early stopping: stop after this many epochs without a better validation accuracy (0: never)")
+      ->capture_default_str()->check(CLI::Range(0, 100'000));
+  app.add_option("--validation-ratio", c.validation_ratio, "share of the training set held out for validation (0: none)")
+      ->capture_default_str()->check(CLI::Range(0.0, 0.9));
+  app.add_flag("--no-augmentation", c.no_augmentation, "train without random crops and flips");
+  app.add_option("--seed", c.seed, "seed of the synthetic data, the split, the initial weights, the order and augmentation")
+      ->capture_default_str();
+  app.add_option("--threads", c.threads, "OpenMP threads (0: OMP_NUM_THREADS or all cores)")
+      ->capture_default_str()->check(CLI::Range(0, 1024));
+  app.add_option("--out", c.out, "output root")->capture_default_str();
+  app.add_flag("--resume", c.resume, "continue from the run folder's latest checkpoint (same flags; a larger --epochs trains on, "
+                                     "but cosine and polynomial decays are then recomputed for the new length); "
+                                     "metrics.jsonl is appended to");
+  app.add_flag("--overwrite", c.overwrite, "without --resume: delete an earlier run's checkpoints in the run folder first");
+  app.add_option("--keep-last", c.keep_last, "checkpoints kept besides the best epoch's")
+      ->capture_default_str()->check(CLI::Range(1, 1'000'000));
+  app.add_option("--log-every", c.log_every, "a 'step' record (loss, accuracy, lr, images/s) every this many steps (0: none)")
+      ->capture_default_str()->check(CLI::Range(0, 1'000'000));
+  app.add_flag("--plot", c.plot, "after the run, draw metrics.png in the run folder (" DISTOPT_PYTHON " tools/plot.py)");
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    if (std::isnan(c.lr)) c.lr = default_lr(c.optimizer);
+    if (std::isnan(c.weight_decay)) c.weight_decay = default_weight_decay(c.optimizer);
+    distopt::require(!(c.resume && c.overwrite), "--resume and --overwrite exclude each other");
+    std::optional<distopt::parallel::ThreadCount> threads;
+    if (c.threads > 0) threads.emplace(c.threads);
+
+    namespace optim = distopt::optim;
+    distopt::nn::LeNet5<float> model(
+        {.preset = c.model == "lenet5" ? distopt::nn::Preset::hsu : distopt::nn::Preset::classic, .seed = c.seed});
+    const auto& params = model.parameters();
+    if (c.optimizer == "sgdm") {
+      optim::Sgdm optimizer(params, {.lr = c.lr, .momentum = c.momentum, .weight_decay = c.weight_decay});
+      return train(c, c.lr, c.weight_decay, model, optimizer);
+    }
+    if (c.optimizer == "adamw") {
+      optim::AdamW optimizer(params, {.lr = c.lr, .beta1 = c.momentum, .weight_decay = c.weight_decay});
+      return train(c, c.lr, c.weight_decay, model, optimizer);
+    }
+    if (c.optimizer == "lars") {
+      optim::Lars optimizer(params, {.lr = c.lr, .momentum = c.momentum, .weight_decay = c.weight_decay});
+      return train(c, c.lr, c.weight_decay, model, optimizer);
+    }
+    optim::Lamb optimizer(params, {.lr = c.lr, .beta1 = c.momentum, .weight_decay = c.weight_decay});
+    return train(c, c.lr, c.weight_decay, model, optimizer);
+  } catch (const std::exception& e) {
+    std::cerr << "train: error: " << e.what() << '\n';
+    return 1;
+  }
+}

@@ -1,0 +1,147 @@
+#!/usr/bin/python3
+"""Training curves of one or several runs, from their metrics.jsonl (train/metrics.hpp).
+
+    /usr/bin/python3 tools/plot.py RUN_OR_JSONL [RUN_OR_JSONL ...] -o out.png [--title T] [--metric M ...]
+
+Each argument is a run folder (holding metrics.jsonl) or the file itself. One panel per metric,
+one line per run, labelled by its folder below `train/` (optimizer/batch/lr/wd) and, when it
+did not complete, its status:
+  loss, accuracy     training (solid) and validation (dashed) per epoch
+  lr                 per step from the "step" records, else per epoch
+  anything else      that field of the "epoch" records per epoch (validation_top5,
+                     images_per_second, seconds, best_validation_accuracy, ...)
+Tolerated: null values (a diverged run writes NaN as null), records repeated after a --resume
+(the last one of an epoch or step wins), a half-written last line (a killed run).
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
+
+DEFAULT_METRICS = ["loss", "accuracy", "lr"]
+
+
+def metrics_file(path):
+    if os.path.isdir(path):
+        path = os.path.join(path, "metrics.jsonl")
+    if not os.path.isfile(path):
+        sys.exit(f"plot.py: no metrics file '{path}'")
+    return path
+
+
+def read_run(path):
+    """The run's epoch records (last per epoch), step records (last per step) and summary."""
+    epochs, steps, summary = {}, {}, None
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                print(f"plot.py: {path} line {number} skipped: {e}", file=sys.stderr)
+                continue
+            event = record.get("event")
+            if event == "epoch":
+                epochs[record["epoch"]] = record
+            elif event == "step":
+                steps[record["step"]] = record
+            elif event == "summary":
+                summary = record
+    return [epochs[e] for e in sorted(epochs)], [steps[s] for s in sorted(steps)], summary
+
+
+def value(record, name):
+    v = record.get(name)
+    return math.nan if v is None else float(v)
+
+
+def label_of(path, epochs, summary):
+    folder = os.path.dirname(os.path.abspath(path))
+    parts = folder.split(os.sep)
+    below = parts[len(parts) - parts[::-1].index("train"):] if "train" in parts else []
+    if below:  # the library's layout: train/<optimizer>/<batch_size>/<lr>/<weight_decay>
+        label = "/".join(below)
+    else:
+        label = os.path.basename(folder)
+        records = epochs or ([summary] if summary else [])
+        if records and "optimizer" in records[-1]:
+            label = f"{label} ({records[-1]['optimizer']})"
+    if summary and summary.get("status") not in (None, "completed"):
+        label += f" [{summary['status']}]"
+    return label
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", metavar="RUN_OR_JSONL", help="a run folder or its metrics.jsonl")
+    parser.add_argument("-o", "--output", required=True, help="the PNG to write")
+    parser.add_argument("--title", default=None, help="figure title")
+    parser.add_argument("--metric", action="append", default=None,
+                        help=f"a panel (repeatable): loss, accuracy, lr or a field of the epoch records "
+                             f"[default: {' '.join(DEFAULT_METRICS)}]")
+    args = parser.parse_args()
+
+    panels = args.metric or DEFAULT_METRICS
+    runs = []
+    for arg in args.runs:
+        path = metrics_file(arg)
+        epochs, steps, summary = read_run(path)
+        runs.append((label_of(path, epochs, summary), epochs, steps))
+    seen = {}
+    for i, (label, epochs, steps) in enumerate(runs):  # two runs with one label: number them
+        seen[label] = seen.get(label, 0) + 1
+        if seen[label] > 1:
+            runs[i] = (f"{label} #{seen[label]}", epochs, steps)
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, panel in zip(axes[0], panels):
+        for i, (label, epochs, steps) in enumerate(runs):
+            colour = colours[i % len(colours)]
+            x = [r["epoch"] for r in epochs]
+            if panel in ("loss", "accuracy"):
+                ax.plot(x, [value(r, panel) for r in epochs], "-o", color=colour, markersize=3, label=f"{label} train")
+                ax.plot(x, [value(r, f"validation_{panel}") for r in epochs], "--s", color=colour, markersize=3,
+                        label=f"{label} validation")
+                ax.set_xlabel("epoch")
+            elif panel == "lr":
+                points = [(r["step"], value(r, "lr")) for r in steps] + [(r["step"], value(r, "lr")) for r in epochs]
+                points = sorted(dict(points).items())
+                ax.plot([p[0] for p in points], [p[1] for p in points], "-", color=colour, label=label)
+                ax.set_xlabel("step")
+            else:
+                ax.plot(x, [value(r, panel) for r in epochs], "-o", color=colour, markersize=3, label=label)
+                ax.set_xlabel("epoch")
+        ax.set_title({"loss": "loss (cross-entropy)", "accuracy": "top-1 accuracy", "lr": "learning rate"}.get(panel, panel))
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="small")
+        if panel != "lr":
+            ax.xaxis.get_major_locator().set_params(integer=True)
+    if args.title:
+        fig.suptitle(args.title)
+    fig.tight_layout()
+    out_dir = os.path.dirname(os.path.abspath(args.output))
+    os.makedirs(out_dir, exist_ok=True)
+    # Written beside the target and renamed: a reader never sees half a PNG.
+    temp = os.path.join(out_dir, f".{os.path.basename(args.output)}.tmp-{os.getpid()}.png")
+    try:
+        fig.savefig(temp, dpi=110)
+        os.replace(temp, args.output)
+    finally:
+        if os.path.exists(temp):
+            os.remove(temp)
+    print(f"plot.py: wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
