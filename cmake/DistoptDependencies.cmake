@@ -5,3 +5,5 @@ find_package(OpenMP REQUIRED COMPONENTS CXX)
 # Optional: only distopt::download (data/download.hpp) needs these; without them it is not defined.
 find_package(CURL)
 find_package(LibArchive)
+# Optional: only distopt::mpi (local/mpi.hpp) needs it.
+find_package(MPI COMPONENTS CXX)

@@ -13,6 +13,12 @@ if(TARGET distopt_download)
   install(EXPORT distoptDownloadTargets NAMESPACE distopt:: DESTINATION ${DISTOPT_CMAKE_DIR})
 endif()
 
+# distopt::mpi likewise, loaded only when the consumer finds MPI.
+if(TARGET distopt_mpi)
+  install(TARGETS distopt_mpi EXPORT distoptMpiTargets)
+  install(EXPORT distoptMpiTargets NAMESPACE distopt:: DESTINATION ${DISTOPT_CMAKE_DIR})
+endif()
+
 configure_package_config_file(cmake/distoptConfig.cmake.in
   ${CMAKE_CURRENT_BINARY_DIR}/distoptConfig.cmake
   INSTALL_DESTINATION ${DISTOPT_CMAKE_DIR})

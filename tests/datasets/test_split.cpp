@@ -116,3 +116,26 @@ TEST_CASE("subset and split copy images and both labels of the chosen samples", 
   }(), 3);
   CHECK(counts == std::vector<std::size_t>{2, 2, 2});
 }
+
+TEST_CASE("concatenate puts the second set's samples after the first's", "[data][split]") {
+  const auto a = test_support::random_images(test_support::class_labels({2, 3}), 11);
+  const auto b = test_support::random_images(test_support::class_labels({1, 1, 2}), 12);
+  const LabelledImages both = concatenate(a, b);
+  REQUIRE(both.size() == 9);
+  REQUIRE(both.fine.size() == 9);
+  REQUIRE(both.coarse.size() == 9);
+  bool same = true;
+  for (std::size_t k = 0; k < 9; ++k) {
+    const LabelledImages& from = k < 5 ? a : b;
+    const std::size_t i = k < 5 ? k : k - 5;
+    same = same && std::memcmp(both.images.data() + k * 3072, from.images.data() + i * 3072, 3072) == 0;
+    same = same && both.fine[k] == from.fine[i] && both.coarse[k] == from.coarse[i];
+  }
+  CHECK(same);
+  CHECK(concatenate(LabelledImages{}, b).fine == b.fine);
+  CHECK(concatenate(a, LabelledImages{}).size() == 5);
+
+  LabelledImages broken = b;
+  broken.coarse.pop_back();
+  CHECK_THROWS_WITH(concatenate(a, broken), Contains("second") && Contains("3 coarse"));
+}

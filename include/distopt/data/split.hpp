@@ -128,4 +128,27 @@ struct TrainValidation {
   return {subset(data, indices.train), subset(data, indices.validation)};
 }
 
+/// The samples of `a` followed by those of `b`, images and both labels: for retraining the best
+/// trial of a search on train + validation before its one look at the test set. Throws
+/// std::invalid_argument naming the set whose label count differs from its image count, or if
+/// the two sets' images differ in shape.
+[[nodiscard]] inline LabelledImages concatenate(const LabelledImages& a, const LabelledImages& b) {
+  for (const auto& [set, name] : {std::pair{&a, "first"}, std::pair{&b, "second"}})
+    require(set->fine.size() == set->size() && set->coarse.size() == set->size(), "concatenate: the ", name, " set has ",
+            set->size(), " images, ", set->fine.size(), " fine and ", set->coarse.size(), " coarse labels");
+  const auto& sa = a.images.shape();
+  const auto& sb = b.images.shape();
+  require(sa[1] == sb[1] && sa[2] == sb[2] && sa[3] == sb[3], "concatenate: images of shape [", sa[1], ", ", sa[2], ", ",
+          sa[3], "] and [", sb[1], ", ", sb[2], ", ", sb[3], "]");
+  LabelledImages out;
+  out.images = xt::xtensor<std::uint8_t, 4>::from_shape({a.size() + b.size(), sa[1], sa[2], sa[3]});
+  if (a.images.size() > 0) std::memcpy(out.images.data(), a.images.data(), a.images.size());
+  if (b.images.size() > 0) std::memcpy(out.images.data() + a.images.size(), b.images.data(), b.images.size());
+  out.fine = a.fine;
+  out.fine.insert(out.fine.end(), b.fine.begin(), b.fine.end());
+  out.coarse = a.coarse;
+  out.coarse.insert(out.coarse.end(), b.coarse.begin(), b.coarse.end());
+  return out;
+}
+
 }  // namespace distopt::data

@@ -14,6 +14,8 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -61,6 +63,26 @@ struct LocalOptions {
 [[nodiscard]] inline std::uint64_t worker_seed(std::uint64_t seed, std::size_t worker) {
   return Rng(seed).split({0x10CA1, static_cast<std::uint64_t>(worker)}).next_u64();
 }
+
+namespace detail {
+
+/// Copies every array of `from` into `into` (the workers of the other ranks, on rank 0).
+inline void merge_into(Archive& into, const Archive& from) {
+  for (const std::string& name : from.names()) {
+    const std::string_view dtype = from.dtype(name);
+    const auto copy = [&]<class T>(std::type_identity<T>) { into.put<T>(name, from.get<T>(name), from.shape(name)); };
+    if (dtype == npy_dtype<float>) copy(std::type_identity<float>{});
+    else if (dtype == npy_dtype<double>) copy(std::type_identity<double>{});
+    else if (dtype == npy_dtype<std::int32_t>) copy(std::type_identity<std::int32_t>{});
+    else if (dtype == npy_dtype<std::int64_t>) copy(std::type_identity<std::int64_t>{});
+    else if (dtype == npy_dtype<std::uint8_t>) copy(std::type_identity<std::uint8_t>{});
+    else if (dtype == npy_dtype<std::uint32_t>) copy(std::type_identity<std::uint32_t>{});
+    else if (dtype == npy_dtype<std::uint64_t>) copy(std::type_identity<std::uint64_t>{});
+    else fail("merge_into: array '", name, "' of ", from.source(), " has dtype ", dtype);
+  }
+}
+
+}  // namespace detail
 
 /// What one round did.
 struct RoundReport {
@@ -126,7 +148,23 @@ class LocalTrainer {
       workers_.push_back(std::move(worker));
     }
     average_.assign(static_cast<std::size_t>(global_.parameters().size()), 0.0);
+    if constexpr (requires { comm_.require_same(std::uint64_t{}, std::string_view{}); }) {
+      comm_.require_same(options_.workers, "LocalOptions.workers (K)");
+      comm_.require_same(options_.local_steps, "LocalOptions.local_steps (H)");
+      comm_.require_same(options_.batch_size, "LocalOptions.batch_size");
+      comm_.require_same(options_.seed, "LocalOptions.seed");
+      comm_.require_same(static_cast<std::uint64_t>(global_.parameters().size()), "the parameter count (model layout)");
+    }
+    // One initial model for all: rank 0's (the same already when every rank seeds alike).
+    if constexpr (requires { comm_.broadcast(std::span<scalar_type>{}); }) {
+      auto x = global_.parameters().values();
+      comm_.broadcast(std::span<scalar_type>(x.data(), static_cast<std::size_t>(x.size())));
+    }
   }
+
+  /// This process's rank among the communicator's (0 in process): only rank 0 evaluates and
+  /// writes metrics and checkpoints.
+  [[nodiscard]] int rank() const { return comm_.rank(); }
 
   [[nodiscard]] Model& global_model() noexcept { return global_; }
   [[nodiscard]] const Model& global_model() const noexcept { return global_; }
@@ -208,8 +246,19 @@ class LocalTrainer {
       parallel::ThreadCount all(threads);
       for (std::size_t w = 0; w < n; ++w) run_worker(w);
     }
+    // Every rank learns whether any worker anywhere failed, so all stop together (never one rank
+    // waiting in an all-reduce the others left).
+    double local_stats[4] = {0, 0, 0, 0};
+    for (std::size_t w = 0; w < n; ++w) {
+      local_stats[0] += errors[w] ? 1.0 : 0.0;
+      local_stats[1] += loss[w];
+      local_stats[2] += static_cast<double>(correct[w]);
+      local_stats[3] += static_cast<double>(samples[w]);
+    }
+    comm_.allreduce_sum(std::span<double>(local_stats, 4));
     for (const auto& error : errors)
       if (error) std::rethrow_exception(error);
+    if (local_stats[0] > 0) throw train::Diverged(message("a worker on another rank failed (", local_stats[0], " workers in all)"));
 
     const auto sync_start = clock::now();
     const double gamma = schedule(step_ + static_cast<std::int64_t>(h) - 1);
@@ -226,11 +275,9 @@ class LocalTrainer {
     report.first_step = step_;
     report.local_steps = h;
     report.gamma = gamma;
-    double loss_sum = 0;
-    std::int64_t correct_sum = 0;
-    for (std::size_t w = 0; w < n; ++w) loss_sum += loss[w], correct_sum += correct[w], report.samples += samples[w];
-    report.loss = loss_sum / static_cast<double>(report.samples);
-    report.accuracy = static_cast<double>(correct_sum) / static_cast<double>(report.samples);
+    report.samples = static_cast<std::int64_t>(local_stats[3]);
+    report.loss = local_stats[1] / local_stats[3];
+    report.accuracy = local_stats[2] / local_stats[3];
     report.seconds = std::chrono::duration<double>(end - start).count();
     report.sync_seconds = std::chrono::duration<double>(end - sync_start).count();
     report.communication = cost;
@@ -287,9 +334,10 @@ class LocalTrainer {
     RunResult result;
     result.status = "completed";
     std::uint64_t epochs_done = 0;
+    const bool root = comm_.rank() == 0;
     if (!options.out.empty()) {
       folder.emplace(options.out);
-      folder->prepare();
+      if (root) folder->prepare();
       if (options.resume)
         if (const auto latest = folder->latest()) epochs_done = load(folder->file(*latest));
     }
@@ -318,7 +366,7 @@ class LocalTrainer {
       epoch_correct += r.accuracy * static_cast<double>(r.samples);
       epoch_samples += static_cast<double>(r.samples);
       epoch_seconds += r.seconds;
-      metrics.write(label(train::Record{.event = "round", .epoch = epochs_done + 1, .step = step_}
+      if (root) metrics.write(label(train::Record{.event = "round", .epoch = epochs_done + 1, .step = step_}
                               .set("loss", r.loss)
                               .set("accuracy", r.accuracy)
                               .set("lr", r.gamma)
@@ -332,14 +380,14 @@ class LocalTrainer {
       ++epochs_this_process;
       train::EpochMetrics epoch{.train_loss = epoch_loss / epoch_samples, .train_accuracy = epoch_correct / epoch_samples,
                                 .lr = r.gamma, .seconds = epoch_seconds};
-      if (validation != nullptr && validation->size() > 0) {
+      if (root && validation != nullptr && validation->size() > 0) {
         const train::Evaluation v = train::evaluate(global_, *validation, normalizer, options.eval_batch);
         epoch.validation_loss = v.loss;
         epoch.validation_accuracy = v.accuracy;
         epoch.validation_top5 = v.top5;
       }
       result.history.push_back(epoch);
-      metrics.write(label(train::Record{.event = "epoch", .epoch = epochs_done, .step = step_}
+      if (root) metrics.write(label(train::Record{.event = "epoch", .epoch = epochs_done, .step = step_}
                               .set("loss", epoch.train_loss)
                               .set("accuracy", epoch.train_accuracy)
                               .set("validation_loss", epoch.validation_loss)
@@ -354,13 +402,13 @@ class LocalTrainer {
         train::Progress progress;
         progress.epochs_done = epochs_done;
         save(folder->file(epochs_done), progress);
-        folder->prune(options.keep_last);
+        if (root) folder->prune(options.keep_last);
       }
     }
     result.epochs_done = epochs_done;
     result.steps = step_;
     result.communication = communication_;
-    if (result.status == "completed" && test != nullptr && test->size() > 0) {
+    if (root && result.status == "completed" && test != nullptr && test->size() > 0) {
       result.test = train::evaluate(global_, *test, normalizer, options.eval_batch);
       metrics.write(label(train::Record{.event = "test", .epoch = epochs_done, .step = step_}
                               .set("loss", result.test.loss)
@@ -379,15 +427,18 @@ class LocalTrainer {
         .set("modelled_communication_seconds", communication_.modelled_seconds)
         .set("sync_seconds", result.sync_seconds)
         .set("seconds", result.seconds);
-    metrics.write(summary);
-    metrics.flush();
+    if (root) {
+      metrics.write(summary);
+      metrics.flush();
+    }
     return result;
   }
 
   // --- checkpoints: global model, outer state, every worker's optimizer and loader ---------------
 
   /// Writes everything a resumed trainer needs to continue to the same bits (atomically, .npz).
-  void save(const std::filesystem::path& file, const train::Progress& progress = {}) const {
+  /// With several ranks it is collective: every rank's workers go to rank 0, which writes the file.
+  void save(const std::filesystem::path& file, const train::Progress& progress = {}) {
     Archive archive;
     archive.put_string("format", "distopt-local-checkpoint 1");
     archive.put_string("outer.kind", outer_.name());
@@ -411,6 +462,13 @@ class LocalTrainer {
       if (options_.inner_buffers != InnerBuffers::reset)
         train::detail::checkpoint::put_values(archive, w->model.parameters(), w->model.parameters().values().data(),
                                               prefix + "model.");
+    }
+    if constexpr (requires { comm_.gather_bytes(std::vector<std::uint8_t>{}); }) {
+      if (comm_.ranks() > 1) {
+        const auto parts = comm_.gather_bytes(archive.to_bytes());
+        if (comm_.rank() != 0) return;
+        for (std::size_t r = 1; r < parts.size(); ++r) detail::merge_into(archive, Archive::from_bytes(parts[r], message("rank ", r)));
+      }
     }
     archive.save(file);
   }

@@ -1,0 +1,120 @@
+// Run under mpirun: LocalTrainer over MpiCommunicator must give the in-process trainer's model
+// (computed on every rank as the reference) for LocalSGD and SlowMo, and a checkpoint written by
+// rank 0 must hold every rank's workers. Exit status 0 on every rank when all checks pass.
+#include <mpi.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+#include "distopt/local/local_trainer.hpp"
+#include "distopt/local/mpi.hpp"
+#include "distopt/optim/sgdm.hpp"
+#include "../support/tiny_task.hpp"
+
+using namespace distopt;
+using Model = nn::LeNet5<float>;
+using Sgd = optim::Sgdm<ParameterSet>;
+
+namespace {
+
+int failures = 0;
+int rank = 0;
+
+void check(bool ok, const std::string& what) {
+  if (!ok) {
+    ++failures;
+    std::fprintf(stderr, "rank %d: FAILED: %s\n", rank, what.c_str());
+  }
+}
+
+template <class Outer, class Comm>
+std::vector<float> train_run(Outer outer, local::InnerBuffers buffers, Comm comm, const data::LabelledImages& set,
+                         const data::Normalizer& normalizer, const std::filesystem::path& checkpoint = {}) {
+  Model start = test_support::tiny_lenet();
+  local::LocalTrainer trainer(start, Sgd(start.parameters(), {.lr = 0.05, .momentum = 0.9, .weight_decay = 1e-4}), outer, set,
+                              normalizer, {.workers = 4, .local_steps = 3, .batch_size = 8, .inner_buffers = buffers, .seed = 5},
+                              std::nullopt, comm);
+  trainer.run_steps(optim::Cosine{.lr = 0.05, .t_max = 30}, 12);
+  if (!checkpoint.empty()) trainer.save(checkpoint);
+  const auto v = trainer.global_model().parameters().values();
+  return {v.data(), v.data() + v.size()};
+}
+
+double max_relative(const std::vector<float>& a, const std::vector<float>& b) {
+  double worst = 0;
+  for (std::size_t i = 0; i < a.size(); ++i)
+    worst = std::max(worst, std::abs(static_cast<double>(a[i]) - b[i]) / (1e-3 + std::abs(static_cast<double>(b[i]))));
+  return worst;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  MPI_Init(&argc, &argv);
+  {
+    local::MpiCommunicator comm;
+    rank = comm.rank();
+    if (argc > 1 && std::string(argv[1]) == "--rank-1-dies") {
+      // Fault injection: rank 1 dies after its first round; the job must end, not hang in the
+      // next all-reduce (ctest checks mpirun's report and a timeout).
+      const auto set = test_support::template_images(96, 1);
+      const data::Normalizer normalizer(data::channel_statistics(set));
+      Model start = test_support::tiny_lenet();
+      local::LocalTrainer trainer(start, Sgd(start.parameters(), {.lr = 0.05}), local::LocalSgd{}, set, normalizer,
+                                  {.workers = 4, .local_steps = 2, .batch_size = 8}, std::nullopt, comm);
+      (void)trainer.round(optim::Constant{0.05});
+      if (rank == 1) std::abort();
+      for (int r = 0; r < 100; ++r) (void)trainer.round(optim::Constant{0.05});
+      return 0;
+    }
+    check(comm.ranks() == 2, "the test runs on 2 ranks");
+    const auto set = test_support::template_images(96, 1);
+    const data::Normalizer normalizer(data::channel_statistics(set));
+    int identical = 0;
+    for (const auto buffers : {local::InnerBuffers::maintain, local::InnerBuffers::average}) {
+      const auto ref_local = train_run(local::LocalSgd{}, buffers, local::InProcess{}, set, normalizer);
+      const auto mpi_local = train_run(local::LocalSgd{}, buffers, comm, set, normalizer);
+      check(max_relative(mpi_local, ref_local) <= 1e-5, "LocalSGD: MPI within 1e-5 of in-process");
+      identical += mpi_local == ref_local ? 1 : 0;
+      const auto ref_slowmo = train_run(local::SlowMo({.alpha = 1.0, .beta = 0.6}), buffers, local::InProcess{}, set, normalizer);
+      const auto mpi_slowmo = train_run(local::SlowMo({.alpha = 1.0, .beta = 0.6}), buffers, comm, set, normalizer);
+      check(max_relative(mpi_slowmo, ref_slowmo) <= 1e-5, "SlowMo: MPI within 1e-5 of in-process");
+      identical += mpi_slowmo == ref_slowmo ? 1 : 0;
+      check(mpi_slowmo != mpi_local, "SlowMo differs from LocalSGD");
+    }
+    if (rank == 0) std::printf("%d of 4 MPI trajectories are bit-identical to the in-process ones\n", identical);
+
+    // A checkpoint written by rank 0 holds all 4 workers, and both ranks resume from it.
+    const std::filesystem::path file = std::filesystem::temp_directory_path() / ("distopt-mpi-" + std::to_string(::getpid()) + ".npz");
+    std::string shared = file.string();
+    int length = static_cast<int>(shared.size());
+    MPI_Bcast(&length, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    shared.resize(static_cast<std::size_t>(length));
+    MPI_Bcast(shared.data(), length, MPI_CHAR, 0, MPI_COMM_WORLD);
+    (void)train_run(local::SlowMo({.alpha = 1.0, .beta = 0.6}), local::InnerBuffers::maintain, comm, set, normalizer, shared);
+    MPI_Barrier(MPI_COMM_WORLD);
+    const Archive archive = Archive::load(shared);
+    for (int k = 0; k < 4; ++k)
+      check(archive.contains("worker." + std::to_string(k) + ".optimizer.kind"), "worker " + std::to_string(k) + " in the checkpoint");
+    MPI_Barrier(MPI_COMM_WORLD);
+    if (rank == 0) std::filesystem::remove(shared);
+
+    // Mismatched settings between ranks stop with a clear error on every rank.
+    bool refused = false;
+    try {
+      Model start = test_support::tiny_lenet();
+      local::LocalTrainer trainer(start, Sgd(start.parameters(), {.lr = 0.05}), local::LocalSgd{}, set, normalizer,
+                                  {.workers = 4, .local_steps = static_cast<std::size_t>(3 + rank), .batch_size = 8}, std::nullopt, comm);
+    } catch (const std::invalid_argument& e) {
+      refused = std::string(e.what()).find("local_steps") != std::string::npos;
+    }
+    check(refused, "ranks with different H are refused naming the field");
+  }
+  int total = 0;
+  MPI_Allreduce(&failures, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+  if (rank == 0) std::printf("%s\n", total == 0 ? "mpi equivalence: all checks passed" : "mpi equivalence: FAILED");
+  MPI_Finalize();
+  return total == 0 ? 0 : 1;
+}
