@@ -24,6 +24,7 @@
 #include <distopt/optim/lars.hpp>
 #include <distopt/optim/schedule.hpp>
 #include <distopt/optim/sgdm.hpp>
+#include <distopt/study/plots.hpp>
 #include <distopt/train/checkpoint.hpp>
 #include <distopt/train/metrics.hpp>
 #include <distopt/train/run.hpp>
@@ -43,11 +44,6 @@
 #include <system_error>
 #include <utility>
 #include <vector>
-
-#include <spawn.h>
-#include <sys/wait.h>
-
-extern char** environ;
 
 #ifndef DISTOPT_TOOLS_DIR
 #define DISTOPT_TOOLS_DIR "tools"
@@ -198,19 +194,6 @@ Source load_source(const Config& c, const fs::path& out) {
   return s;
 }
 
-/// Runs `program args...` without a shell (paths need no quoting) and returns its exit status.
-int run_program(const std::vector<std::string>& args) {
-  std::vector<char*> argv;
-  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  pid_t pid = 0;
-  if (const int err = ::posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ); err != 0)
-    distopt::fail<std::runtime_error>("cannot start '", args[0], "': ", std::generic_category().message(err));
-  int status = 0;
-  if (::waitpid(pid, &status, 0) < 0) distopt::fail<std::runtime_error>("waitpid for '", args[0], "' failed");
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
-}
-
 /// Checkpoints of an earlier run in `folder`: a fresh run must not mix with them (pruning and a
 /// later --resume would pick up the older, longer run's files).
 std::vector<fs::path> checkpoint_files(const fs::path& folder) {
@@ -340,12 +323,10 @@ int train(const Config& c, double lr, double weight_decay, distopt::nn::LeNet5<f
   std::printf("summary    %s\n", summary_file.c_str());
 
   if (c.plot) {
-    std::fflush(stdout);  // our lines before the child's
     const fs::path png = run.path() / "metrics.png";
-    const int status = run_program({DISTOPT_PYTHON, message(DISTOPT_TOOLS_DIR, "/plot.py"), metrics_file.string(), "-o",
-                                    png.string(), "--title", message(c.model, " ", c.optimizer, " bs ", c.batch_size, " lr ",
-                                                                     number(lr), " wd ", number(weight_decay))});
-    distopt::require<std::runtime_error>(status == 0, "plot: ", DISTOPT_PYTHON, " ", DISTOPT_TOOLS_DIR, "/plot.py exited with ", status);
+    distopt::study::PlotScripts{DISTOPT_TOOLS_DIR, DISTOPT_PYTHON}.require_ok(
+        "plot.py", {metrics_file.string(), "-o", png.string(), "--title",
+                    message(c.model, " ", c.optimizer, " bs ", c.batch_size, " lr ", number(lr), " wd ", number(weight_decay))});
     std::printf("plot       %s\n", png.c_str());
   }
   return 0;
