@@ -22,8 +22,9 @@
 
 namespace distopt::study {
 
-/// How big the study runs. `quick` shrinks data, epochs and grids so all six stages finish in
-/// about ten minutes on two cores; `full` is the study's own scale (150 epochs, full grids).
+/// How big the study runs. `quick` shrinks data, epochs and grids (all six stages took 37 minutes on
+/// two cores shared with other jobs; the target is 15 on an idle machine); `full` is the study's
+/// own scale (150 epochs, full grids).
 struct Scale {
   bool quick = true;
   std::size_t synthetic_train = 6'000;   ///< synthetic set sizes (real CIFAR-100 is 50,000 / 10,000)
