@@ -5,8 +5,9 @@
 // tables are gathered into <results>/REPORT.md and the main ones printed.
 #include "study_cli.hpp"
 
+#include <distopt/study/plots.hpp>
+
 #include <chrono>
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -14,8 +15,6 @@
 #include <string>
 #include <vector>
 
-#include <sys/wait.h>
-#include <unistd.h>
 
 namespace fs = std::filesystem;
 
@@ -30,25 +29,17 @@ const std::vector<std::pair<std::string, std::string>> stages = {
     {"stage6_slowmo", "SlowMo against LocalSGD and the centralized baseline"},
 };
 
-/// Runs `program` with `args`, inheriting stdout and stderr; returns its exit status.
+/// Runs a stage program, inheriting stdout and stderr; its exit status, 127 if it cannot start.
 int run(const fs::path& program, const std::vector<std::string>& args) {
-  std::vector<char*> argv;
-  std::string name = program.string();
-  argv.push_back(name.data());
-  std::vector<std::string> copies = args;
-  for (auto& a : copies) argv.push_back(a.data());
-  argv.push_back(nullptr);
+  std::vector<std::string> command{program.string()};
+  command.insert(command.end(), args.begin(), args.end());
   std::cout << std::flush;
-  const pid_t child = ::fork();
-  if (child < 0) return 127;
-  if (child == 0) {
-    ::execv(name.c_str(), argv.data());
-    std::perror(name.c_str());
-    ::_exit(127);
+  try {
+    return distopt::study::run_program(command);
+  } catch (const std::exception& e) {
+    std::cerr << "reproduce: " << e.what() << '\n';
+    return 127;
   }
-  int status = 0;
-  ::waitpid(child, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 std::string read_text(const fs::path& file) {

@@ -13,7 +13,7 @@
 #include "distopt/nn/lenet5.hpp"
 #include "distopt/optim/sgdm.hpp"
 #include "distopt/train/search.hpp"
-#include "../support/data.hpp"
+#include "../support/tiny_task.hpp"
 #include "../support/files.hpp"
 
 using namespace distopt;
@@ -25,27 +25,13 @@ namespace {
 
 using Model = nn::LeNet5<float>;
 
-/// 10 classes, each a noisy version of its own random template (as in test_run.cpp): learnable
-/// in an epoch or two.
-data::LabelledImages make_set(std::size_t n, std::uint64_t seed) {
-  std::vector<std::uint8_t> labels;
-  for (std::size_t i = 0; i < n; ++i) labels.push_back(static_cast<std::uint8_t>(i % 10));
-  auto set = test_support::random_images(labels, seed);
-  const auto templates = test_support::random_images({0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, 99);
-  for (std::size_t i = 0; i < n; ++i)
-    for (std::size_t k = 0; k < 3072; ++k) {
-      auto& p = set.images.data()[i * 3072 + k];
-      p = static_cast<std::uint8_t>((3 * templates.images.data()[labels[i] * 3072 + k] + p) / 4);
-    }
-  return set;
-}
-
 struct Sets {
   data::LabelledImages train, validation, test;
 };
 
 const Sets& sets() {
-  static const Sets s{make_set(100, 1), make_set(40, 2), make_set(40, 3)};
+  static const Sets s{test_support::template_images(100, 1), test_support::template_images(40, 2),
+                      test_support::template_images(40, 3)};
   return s;
 }
 

@@ -197,8 +197,7 @@ class LocalTrainer {
   RoundReport round(const optim::Schedule& schedule, std::optional<std::size_t> max_steps = std::nullopt) {
     using clock = std::chrono::steady_clock;
     const auto start = clock::now();
-    const std::size_t h = max_steps ? std::min(*max_steps, next_round_steps(step_ + static_cast<std::int64_t>(*max_steps)))
-                                    : next_round_steps(step_ + static_cast<std::int64_t>(options_.local_steps));
+    const std::size_t h = next_round_steps(step_ + static_cast<std::int64_t>(max_steps.value_or(options_.local_steps)));
     require(h > 0, "LocalTrainer::round: no local steps to take");
     auto x = global_.parameters().values();
     const std::size_t n = workers_.size();
