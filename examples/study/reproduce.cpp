@@ -63,7 +63,7 @@ int main(int argc, char** argv) {
   flags.finish();
   const auto& config = flags.config;
 
-  std::vector<std::string> args = {flags.full ? "--full" : "--quick", "--results", config.results.string(), "--work",
+  std::vector<std::string> args = {"--" + flags.scale, "--results", config.results.string(), "--work",
                                    config.work.string(), "--seed", std::to_string(config.seed), "--threads",
                                    std::to_string(config.threads)};
   if (!config.data.empty()) args.insert(args.end(), {"--data", config.data.string()});

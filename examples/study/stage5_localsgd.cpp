@@ -12,6 +12,11 @@
 // with the best validation accuracy, which stage 6 (SlowMo) starts from. Checkpoints and a
 // result.csv per run go to <work>/stage5_localsgd/<run>/: a re-run reuses finished runs and
 // resumes a cut one from its last epoch.
+//
+// Under an MPI launcher the same program trains each cell across the ranks (built with MPI):
+//   mpirun -np 2 stage5_localsgd --threads 1
+// every rank hosts a block of the K workers; rank 0 alone reads and writes files, runs the
+// centralized reference and draws the tables, in which the all-reduce time is measured over MPI.
 #include "study_cli.hpp"
 
 #include <distopt/core/error.hpp>
@@ -54,16 +59,17 @@ constexpr std::size_t batch_size = study::local_batch_size;  // per worker, as t
 const study::PlotScripts plots{DISTOPT_TOOLS_DIR, DISTOPT_PYTHON};
 
 /// LocalSGD with K workers and H local steps in <work>/stage5_localsgd/K<k>_H<h>, or its earlier result.
-Row run_localsgd(const study::LocalRuns& runs, std::size_t k, std::size_t h) {
+template <class Comm>
+Row run_localsgd(const study::LocalRuns& runs, std::size_t k, std::size_t h, Comm& comm) {
   const std::string id = message("K", k, "_H", h);
   return runs.run_local(id, runs.config.work / stage_name / id, study::localsgd_description(k, h), message("LocalSGD K=", k, " H=", h),
-                        local::LocalSgd{}, k, h, local::InnerBuffers::maintain);
+                        local::LocalSgd{}, k, h, local::InnerBuffers::maintain, comm);
 }
 
 const std::vector<std::string> summary_header = {
     "run", "K", "H", "lr", "momentum", "weight_decay", "batch_size", "status", "epochs", "steps", "validation_accuracy",
     "best_validation_accuracy", "best_epoch", "test_accuracy", "test_loss", "rounds", "bytes_per_worker", "modelled_seconds",
-    "sync_seconds", "seconds", "message"};
+    "sync_seconds", "allreduce_seconds", "ranks", "seconds", "message"};
 
 /// Saves the row beside the run's checkpoints: the marker that the run is finished.
 void save_result(const study::LocalRuns& runs, const Row& row) {
@@ -81,32 +87,42 @@ double mean_finite(const std::vector<double>& values) {
 
 std::string megabytes(double bytes) { return format_number(bytes / 1e6, 4); }
 
-void stage(const study::Config& config) {
+/// A run's total seconds in `column` per communication round, in milliseconds.
+std::string per_round_ms(const Row& r, const std::string& column) {
+  return format_number(r.number(column) / r.number("rounds") * 1e3, 3);
+}
+
+template <class Comm>
+void stage(const study::Config& config, Comm& comm) {
   const auto start = std::chrono::steady_clock::now();
+  const bool root = comm.rank() == 0;
   const study::Scale& scale = config.scale;
   distopt::require(!scale.workers.empty() && !scale.local_steps.empty(), "Scale.workers and Scale.local_steps must not be empty");
   const fs::path results = config.results / stage_name;
-  fs::create_directories(results);
+  if (root) fs::create_directories(results);
 
-  const distopt::data::PreparedData prepared = study::prepare_data(config);
-  std::printf("data: %zu train, %zu validation, %zu test images\n", prepared.train.size(), prepared.validation.size(),
-              prepared.test.size());
-  const study::SgdmSetting inner = study::stage3_best_sgdm(config);
-  std::printf("inner optimizer: SGDM lr %s momentum %s weight decay %s, from %s\n", exact(inner.lr).c_str(),
-              exact(inner.momentum).c_str(), exact(inner.weight_decay).c_str(), inner.source.c_str());
+  const distopt::data::PreparedData prepared = study::prepare_data(config, comm);
+  const study::SgdmSetting inner = study::stage3_best_sgdm(config, comm);
+  if (root) {
+    std::printf("data: %zu train, %zu validation, %zu test images\n", prepared.train.size(), prepared.validation.size(),
+                prepared.test.size());
+    std::printf("inner optimizer: SGDM lr %s momentum %s weight decay %s, from %s\n", exact(inner.lr).c_str(),
+                exact(inner.momentum).c_str(), exact(inner.weight_decay).c_str(), inner.source.c_str());
+  }
   const study::LocalRuns ctx{config, prepared, distopt::data::Normalizer(prepared.stats), inner, scale.epochs_final,
-                    std::make_shared<train::JsonLinesSink>(results / "metrics.jsonl", /*append=*/true)};
+                             root ? std::make_shared<train::JsonLinesSink>(results / "metrics.jsonl", /*append=*/true) : nullptr};
 
   // Every cell, then the reference: each saved as soon as it ends, so a cut stage loses one run at most.
   std::vector<Row> rows;
   std::map<std::pair<std::size_t, std::size_t>, Row> grid;
   for (const std::size_t k : scale.workers)
     for (const std::size_t h : scale.local_steps) {
-      Row row = run_localsgd(ctx, k, h);
-      save_result(ctx, row);
+      Row row = run_localsgd(ctx, k, h, comm);
+      if (root) save_result(ctx, row);
       grid[{k, h}] = row;
       rows.push_back(std::move(row));
     }
+  if (!root) return;  // the rest is rank 0's: the centralized reference, tables and plots
   Row central = ctx.run_centralized(config.work / stage_name / "centralized");
   save_result(ctx, central);
   rows.push_back(central);
@@ -135,9 +151,9 @@ void stage(const study::Config& config) {
       rounds.push_back(r.cell("rounds"));
       cost_rows.push_back({message(k), message(h), r.cell("status"), study::percent(r.number("validation_accuracy")),
                            study::percent(r.number("test_accuracy")), r.cell("steps"), r.cell("rounds"),
-                           megabytes(r.number("bytes_per_worker")),
-                           format_number(r.number("modelled_seconds"), 4), format_number(r.number("sync_seconds"), 3),
-                           format_number(r.number("seconds"), 4)});
+                           megabytes(r.number("bytes_per_worker")), r.cell("ranks").empty() ? "1" : r.cell("ranks"),
+                           per_round_ms(r, "modelled_seconds"), per_round_ms(r, "allreduce_seconds"),
+                           per_round_ms(r, "sync_seconds"), format_number(r.number("seconds"), 4)});
     }
     accuracy_rows.push_back(std::move(acc));
     rounds_rows.push_back(std::move(rounds));
@@ -145,8 +161,8 @@ void stage(const study::Config& config) {
   const std::string accuracy_table = study::markdown_table(grid_header, accuracy_rows);
   const std::string rounds_table = study::markdown_table(grid_header, rounds_rows);
   const std::string cost_table = study::markdown_table(
-      {"K", "H", "status", "validation %", "test %", "steps per worker", "rounds", "MB sent per worker", "modelled all-reduce s",
-       "measured sync s", "wall s"},
+      {"K", "H", "status", "validation %", "test %", "steps per worker", "rounds", "MB sent per worker", "processes",
+       "modelled all-reduce ms/round", "measured all-reduce ms/round", "measured sync ms/round", "wall s"},
       cost_rows);
 
   // Observations, from the numbers.
@@ -199,7 +215,10 @@ void stage(const study::Config& config) {
      << "Library accounting (local/communicator.hpp): a ring all-reduce of the float32 model per round, each worker sending "
         "2 (K - 1) / K of it; modelled time with "
      << format_number(network.latency * 1e6, 4) << " us latency per message and " << format_number(network.bandwidth * 8 / 1e9, 4)
-     << " Gbit/s links. Measured sync is the in-process averaging time.\n\n"
+     << " Gbit/s links. Measured, per round: the time inside the all-reduce, which sums the workers' double-precision "
+        "partial sums across the processes (nothing to send in one process; under mpirun, among the ranks rather than "
+        "the K workers, over whatever links MPI uses), and the whole synchronisation (summing the workers, the all-reduce "
+        "and the outer step).\n\n"
      << cost_table << "\n";
   if (best != nullptr)
     md << "Best (K, H) for stage 6, by final validation accuracy (ties: fewer rounds): K = " << best->cell("K") << ", H = " << best->cell("H")
@@ -237,5 +256,5 @@ int main(int argc, char** argv) {
   flags.add(app);
   CLI11_PARSE(app, argc, argv);
   flags.finish();
-  return study_cli::run_stage(flags, stage_name, [&] { stage(flags.config); });
+  return study_cli::run_local_stage(flags, stage_name, [&](auto& comm) { stage(flags.config, comm); });
 }

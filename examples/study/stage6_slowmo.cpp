@@ -11,6 +11,7 @@
 // completed for this configuration), else K = 4, H = 16.
 // Writes <results>/stage6_slowmo/: metrics.jsonl, summary.csv, table.md and slowmo.png
 // (tools/plot_bars.py); checkpoints and a result.csv per run in <work>/stage6_slowmo/<run>/.
+// Like stage 5, it runs unchanged under an MPI launcher (`mpirun -np 2 stage6_slowmo --threads 1`).
 #include "study_cli.hpp"
 
 #include <distopt/core/error.hpp>
@@ -33,6 +34,7 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -58,13 +60,13 @@ const study::PlotScripts plots{DISTOPT_TOOLS_DIR, DISTOPT_PYTHON};
 const std::vector<std::string> result_header = {
     "run", "K", "H", "inner_buffers", "lr", "momentum", "weight_decay", "batch_size", "status", "epochs", "steps",
     "validation_accuracy", "best_validation_accuracy", "best_epoch", "test_accuracy", "test_loss", "rounds",
-    "bytes_per_worker", "modelled_seconds", "sync_seconds", "seconds", "message"};
+    "bytes_per_worker", "modelled_seconds", "sync_seconds", "allreduce_seconds", "ranks", "seconds", "message"};
 
 /// Columns of the stage's summary.csv.
 const std::vector<std::string> summary_header = {
     "run", "kind", "K", "H", "alpha", "beta", "inner_buffers", "lr", "momentum", "weight_decay", "batch_size", "status",
     "epochs", "steps", "validation_accuracy", "best_validation_accuracy", "best_epoch", "test_accuracy", "test_loss", "rounds",
-    "bytes_per_worker", "modelled_seconds", "sync_seconds", "seconds", "source", "message"};
+    "bytes_per_worker", "modelled_seconds", "sync_seconds", "allreduce_seconds", "ranks", "seconds", "source", "message"};
 
 /// Saves the row in its run folder: the marker that the run is finished.
 void save_result(const fs::path& folder, const Row& row) { study::write_rows(folder / "result.csv", result_header, {row}); }
@@ -112,63 +114,64 @@ std::pair<std::size_t, std::size_t> choose_setting(const study::Config& config, 
   return {setting.workers, setting.local_steps};
 }
 
-void stage(const study::Config& config, const Setting& setting) {
+template <class Comm>
+void stage(const study::Config& config, const Setting& setting, Comm& comm) {
   const auto start = std::chrono::steady_clock::now();
+  const bool root = comm.rank() == 0;
   const study::Scale& scale = config.scale;
   distopt::require(!scale.slowmo_alphas.empty() && !scale.slowmo_betas.empty(),
                    "Scale.slowmo_alphas and Scale.slowmo_betas must not be empty");
   const fs::path results = config.results / stage_name;
   const fs::path work = config.work / stage_name;
-  fs::create_directories(results);
+  if (root) fs::create_directories(results);
 
+  // Rank 0 reads stage 5's choice; every rank must train the same K and H.
   std::string why;
-  // Plain variables, not a structured binding: clang 14 cannot capture those in the lambdas below.
-  const std::pair<std::size_t, std::size_t> chosen = choose_setting(config, setting, why);
-  const std::size_t k = chosen.first, h = chosen.second;
-  std::printf("SlowMo at K = %zu workers, H = %zu local steps, from %s\n", k, h, why.c_str());
-  const distopt::data::PreparedData prepared = study::prepare_data(config);
-  std::printf("data: %zu train, %zu validation, %zu test images\n", prepared.train.size(), prepared.validation.size(),
-              prepared.test.size());
+  std::size_t chosen[2] = {0, 0};
+  if (root) std::tie(chosen[0], chosen[1]) = choose_setting(config, setting, why);
+  distopt::local::broadcast_value(comm, chosen);
+  distopt::local::broadcast_value(comm, why);
+  const std::size_t k = chosen[0], h = chosen[1];
+  const distopt::data::PreparedData prepared = study::prepare_data(config, comm);
   distopt::require(k <= prepared.train.size(), "K = ", k, " workers for ", prepared.train.size(), " training images");
-  const study::SgdmSetting inner = study::stage3_best_sgdm(config);
-  std::printf("inner optimizer: SGDM lr %s momentum %s weight decay %s, from %s\n", exact(inner.lr).c_str(),
-              exact(inner.momentum).c_str(), exact(inner.weight_decay).c_str(), inner.source.c_str());
+  const study::SgdmSetting inner = study::stage3_best_sgdm(config, comm);
+  if (root) {
+    std::printf("SlowMo at K = %zu workers, H = %zu local steps, from %s\n", k, h, why.c_str());
+    std::printf("data: %zu train, %zu validation, %zu test images\n", prepared.train.size(), prepared.validation.size(),
+                prepared.test.size());
+    std::printf("inner optimizer: SGDM lr %s momentum %s weight decay %s, from %s\n", exact(inner.lr).c_str(),
+                exact(inner.momentum).c_str(), exact(inner.weight_decay).c_str(), inner.source.c_str());
+  }
   const study::LocalRuns ctx{config, prepared, distopt::data::Normalizer(prepared.stats), inner, scale.epochs_final,
-                    std::make_shared<train::JsonLinesSink>(results / "metrics.jsonl", /*append=*/true), /*width=*/26};
+                             root ? std::make_shared<train::JsonLinesSink>(results / "metrics.jsonl", /*append=*/true) : nullptr,
+                             /*width=*/26};
 
-  // The references first: LocalSGD at K, H and the centralized run, from stage 5 when it has them.
+  // The LocalSGD reference at K, H first: from stage 5 when it ran it with this configuration.
   Row localsgd;
   {
     const fs::path stage5_folder = config.work / stage5_name / message("K", k, "_H", h);
     const std::string description = study::localsgd_description(k, h);
-    if (auto done = study::RunFolder(stage5_folder, ctx.stamp(description)).finished()) {
-      localsgd = *done;
-      localsgd["source"] = message("stage 5 (", stage5_folder.string(), ")");
-      std::printf("  %-26s from stage 5: test acc %s%%\n", "localsgd", study::percent(localsgd.number("test_accuracy")).c_str());
+    std::optional<Row> done;
+    if (root) done = study::RunFolder(stage5_folder, ctx.stamp(description)).finished();
+    bool from_stage5 = done.has_value();
+    distopt::local::broadcast_value(comm, from_stage5);
+    if (from_stage5) {
+      if (root) {
+        localsgd = *done;
+        localsgd["source"] = message("stage 5 (", stage5_folder.string(), ")");
+        std::printf("  %-26s from stage 5: test acc %s%%\n", "localsgd", study::percent(localsgd.number("test_accuracy")).c_str());
+      }
     } else {
       const fs::path folder = work / message("localsgd_K", k, "_H", h);
-      localsgd = ctx.run_local("localsgd", folder, description, description, local::LocalSgd{}, k, h, local::InnerBuffers::maintain);
+      localsgd = ctx.run_local("localsgd", folder, description, description, local::LocalSgd{}, k, h, local::InnerBuffers::maintain,
+                               comm);
       localsgd["run"] = "localsgd";
-      save_result(folder, localsgd);
+      if (root) save_result(folder, localsgd);
       localsgd["source"] = "run here";
     }
     localsgd["run"] = "localsgd";
     localsgd["kind"] = "localsgd";
     localsgd["inner_buffers"] = "maintain";
-  }
-  Row central;
-  {
-    const fs::path stage5_folder = config.work / stage5_name / "centralized";
-    if (auto done = study::RunFolder(stage5_folder, ctx.stamp("centralized sgdm")).finished()) {
-      central = *done;
-      central["source"] = message("stage 5 (", stage5_folder.string(), ")");
-      std::printf("  %-26s from stage 5: test acc %s%%\n", "centralized", study::percent(central.number("test_accuracy")).c_str());
-    } else {
-      central = ctx.run_centralized(work / "centralized");
-      save_result(work / "centralized", central);
-      central["source"] = "run here";
-    }
-    central["kind"] = "centralized";
   }
 
   // SlowMo runs: the alpha x beta grid (maintain), then the buffer strategies at (1, 0.5).
@@ -188,8 +191,8 @@ void stage(const study::Config& config, const Setting& setting) {
     const fs::path folder = work / id;
     const std::string description = message("slowmo K=", k, " H=", h, " alpha=", exact(alpha), " beta=", exact(beta),
                                             " inner_buffers=", study::buffers_name(buffers));
-    Row row = ctx.run_local(id, folder, description, description, local::SlowMo({.alpha = alpha, .beta = beta}), k, h, buffers);
-    save_result(folder, row);
+    Row row = ctx.run_local(id, folder, description, description, local::SlowMo({.alpha = alpha, .beta = beta}), k, h, buffers, comm);
+    if (root) save_result(folder, row);
     row["kind"] = "slowmo";
     row["alpha"] = exact(alpha);
     row["beta"] = exact(beta);
@@ -204,6 +207,23 @@ void stage(const study::Config& config, const Setting& setting) {
   std::vector<Row> strategies;
   for (const auto b : {local::InnerBuffers::reset, local::InnerBuffers::maintain, local::InnerBuffers::average})
     strategies.push_back(slowmo_run(buffer_alpha, buffer_beta, b));
+  if (!root) return;  // the rest is rank 0's: the centralized reference, tables and plots
+
+  // The centralized reference last (one process: under MPI the other ranks are done by now).
+  Row central;
+  {
+    const fs::path stage5_folder = config.work / stage5_name / "centralized";
+    if (auto done = study::RunFolder(stage5_folder, ctx.stamp("centralized sgdm")).finished()) {
+      central = *done;
+      central["source"] = message("stage 5 (", stage5_folder.string(), ")");
+      std::printf("  %-26s from stage 5: test acc %s%%\n", "centralized", study::percent(central.number("test_accuracy")).c_str());
+    } else {
+      central = ctx.run_centralized(work / "centralized");
+      save_result(work / "centralized", central);
+      central["source"] = "run here";
+    }
+    central["kind"] = "centralized";
+  }
 
   std::vector<Row> rows = slowmo;
   rows.push_back(localsgd);
@@ -241,9 +261,11 @@ void stage(const study::Config& config, const Setting& setting) {
     strategy_rows.push_back({r.cell("inner_buffers"), r.cell("status"), study::percent(r.number("validation_accuracy")),
                              study::percent(r.number("test_accuracy")), r.cell("rounds"),
                              format_number(r.number("bytes_per_worker") / 1e6, 4),
-                             format_number(r.number("modelled_seconds"), 4), format_number(r.number("seconds"), 4)});
+                             format_number(r.number("modelled_seconds"), 4), r.cell("ranks").empty() ? "1" : r.cell("ranks"),
+                             format_number(r.number("allreduce_seconds"), 3), format_number(r.number("seconds"), 4)});
   const std::string strategy_table = study::markdown_table(
-      {"inner buffers", "status", "validation %", "test %", "rounds", "MB sent per worker", "modelled all-reduce s", "wall s"},
+      {"inner buffers", "status", "validation %", "test %", "rounds", "MB sent per worker", "modelled all-reduce s", "processes",
+       "measured all-reduce s", "wall s"},
       strategy_rows);
 
   const auto comparison_line = [](const std::string& name, const Row& r) {
@@ -341,5 +363,5 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   flags.finish();
   setting.from_flags = workers->count() > 0 || local_steps->count() > 0;
-  return study_cli::run_stage(flags, stage_name, [&] { stage(flags.config, setting); });
+  return study_cli::run_local_stage(flags, stage_name, [&](auto& comm) { stage(flags.config, setting, comm); });
 }

@@ -1,13 +1,20 @@
-// Flags every stage program and the driver share: scale, data, output folders, seed, threads.
+// Flags every stage program and the driver share (scale, data, output folders, seed, threads),
+// and how a stage runs: once per configuration, in one process or as the ranks of an MPI job.
 #pragma once
 
 #include <CLI/CLI.hpp>
 
+#include <distopt/local/communicator.hpp>
 #include <distopt/study/study.hpp>
+
+#if defined(DISTOPT_STUDY_MPI)
+#include <distopt/local/mpi.hpp>
+#endif
 
 #include <omp.h>
 
 #include <cstdlib>
+#include <exception>
 #include <iostream>
 #include <string>
 
@@ -16,49 +23,111 @@ namespace study_cli {
 /// The shared flags; call `finish` after parsing.
 struct Flags {
   distopt::study::Config config;
-  bool full = false;
+  std::string scale = "quick";
   bool force = false;
   std::string data;
 
   void add(CLI::App& app) {
-    app.add_flag("--quick", [this](std::int64_t) { full = false; }, "Quick mode (default): small data, few epochs, small grids");
-    app.add_flag("--full", full, "The study's scale: all of the data, 150 epochs, full grids (hours to days on a CPU)");
+    app.add_flag_callback("--quick", [this] { scale = "quick"; }, "Quick mode (default): small data, few epochs, small grids");
+    app.add_flag_callback("--full", [this] { scale = "full"; },
+                          "The study's scale: all of the data, 150 epochs, full grids (hours to days on a CPU)");
+    app.add_flag_callback("--smoke", [this] { scale = "smoke"; },
+                          "A pass through the stage in seconds on 1,200 images (for tests; the numbers mean nothing)");
     app.add_option("--data", data,
                    "CIFAR-100 folder (holding cifar-100-binary/); default: $DISTOPT_DATA, else synthetic CIFAR-format data");
     app.add_option("--results", config.results, "Folder for tables, metrics and plots")->capture_default_str();
     app.add_option("--work", config.work, "Folder for data caches and checkpoints")->capture_default_str();
     app.add_option("--seed", config.seed, "Seed of data, splits, shards, initial weights and loaders")->capture_default_str();
-    app.add_option("--threads", config.threads, "OpenMP threads (0: all cores)")->check(CLI::NonNegativeNumber)->capture_default_str();
+    app.add_option("--threads", config.threads, "OpenMP threads (0: all cores; under mpirun, per rank)")
+        ->check(CLI::NonNegativeNumber)
+        ->capture_default_str();
     app.add_flag("--force", force, "Run the stage even if a previous run completed it");
   }
 
   void finish() {
-    if (full) config.scale = distopt::study::Scale::full();
+    if (scale == "full") config.scale = distopt::study::Scale::full();
+    if (scale == "smoke") config.scale = distopt::study::Scale::smoke();
     config.data = data;
     distopt::study::apply_environment(config);
     if (config.threads > 0) omp_set_num_threads(config.threads);
   }
 };
 
-/// Runs `body` unless the stage is already done (and not forced); marks it done afterwards.
-/// Returns the process exit code; any exception becomes a one-line message and exit code 1.
-template <class Body>
-int run_stage(const Flags& flags, const std::string& stage, Body&& body) {
+/// Runs `body(comm)` unless the stage is already done (and not forced); marks it done afterwards.
+/// Collective over `comm`: rank 0 decides, prints and marks. Returns the exit code; an exception
+/// becomes a one-line message (naming the rank when there are several) and exit code 1.
+template <class Comm, class Body>
+int run_stage_on(const Flags& flags, const std::string& stage, Comm& comm, Body&& body) {
+  const bool root = comm.rank() == 0;
   try {
     const distopt::study::StageMarker marker(flags.config, stage);
-    if (marker.done() && !flags.force) {
-      std::cout << stage << ": already completed for this configuration (results in "
-                << (flags.config.results / stage).string() << "); --force runs it again\n";
+    bool done = root && marker.done() && !flags.force;
+    distopt::local::broadcast_value(comm, done);
+    if (done) {
+      if (root)
+        std::cout << stage << ": already completed for this configuration (results in "
+                  << (flags.config.results / stage).string() << "); --force runs it again\n";
       return 0;
     }
-    std::cout << "== " << stage << " (" << flags.config.mode() << ", " << flags.config.data_label() << ")\n" << std::flush;
-    body();
-    marker.mark_done();
+    if (root) {
+      std::cout << "== " << stage << " (" << flags.config.mode() << ", " << flags.config.data_label();
+      if (comm.ranks() > 1) std::cout << ", " << comm.ranks() << " MPI ranks";
+      std::cout << ")\n" << std::flush;
+    }
+    body(comm);
+    if (root) marker.mark_done();
     return 0;
   } catch (const std::exception& e) {
-    std::cerr << stage << ": error: " << e.what() << '\n';
+    std::cerr << stage << ": error" << (comm.ranks() > 1 ? distopt::message(" on rank ", comm.rank()) : std::string())
+              << ": " << e.what() << '\n';
     return 1;
   }
+}
+
+/// A stage in this one process: `body()`.
+template <class Body>
+int run_stage(const Flags& flags, const std::string& stage, Body&& body) {
+  distopt::local::InProcess comm;
+  return run_stage_on(flags, stage, comm, [&](distopt::local::InProcess&) { body(); });
+}
+
+/// The number of processes an MPI launcher started this one among (mpirun or mpiexec of OpenMPI
+/// or MPICH, Slurm's srun with PMI); 0 when no launcher started it.
+inline int launched_ranks() {
+  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"})
+    if (const char* value = std::getenv(name); value != nullptr && *value != '\0') return std::atoi(value);
+  return 0;
+}
+
+/// A stage whose runs may span processes: `body(comm)` with an MPI communicator over
+/// MPI_COMM_WORLD when an MPI launcher started this program (so `mpirun -np 4 stage5_localsgd`
+/// works unchanged), else with the in-process one. When a rank fails, the job is aborted: the
+/// other ranks may be waiting for it in a collective, and must not wait for ever.
+template <class Body>
+int run_local_stage(const Flags& flags, const std::string& stage, Body&& body) {
+#if defined(DISTOPT_STUDY_MPI)
+  if (launched_ranks() > 0) {
+    int provided = 0;
+    MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
+    int status = 0;
+    {
+      distopt::local::MpiCommunicator comm;
+      status = run_stage_on(flags, stage, comm, body);
+      if (status != 0 && comm.ranks() > 1) MPI_Abort(MPI_COMM_WORLD, status);
+      comm.barrier();  // ranks done early sleep here while rank 0 finishes alone (tables, plots)
+    }
+    MPI_Finalize();
+    return status;
+  }
+#else
+  if (launched_ranks() > 1) {
+    std::cerr << stage << ": started as one of " << launched_ranks()
+              << " processes by an MPI launcher, but built without MPI (install libopenmpi-dev and rebuild)\n";
+    return 1;
+  }
+#endif
+  distopt::local::InProcess comm;
+  return run_stage_on(flags, stage, comm, body);
 }
 
 }  // namespace study_cli

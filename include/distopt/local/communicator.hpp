@@ -5,7 +5,11 @@
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <span>
+#include <string>
+#include <type_traits>
+#include <vector>
 
 #include "distopt/core/error.hpp"
 
@@ -18,6 +22,11 @@ namespace distopt::local {
 /// worker order into one double buffer, and calls `allreduce_sum(buffer)`, after which every rank
 /// holds the sum over all ranks. The in-process communicator has one rank and does nothing; an MPI
 /// communicator performs one MPI_Allreduce over the flat buffer.
+///
+/// Optional, used when present: `broadcast(std::span<float>)` (rank 0's initial model to all),
+/// `broadcast_bytes(std::vector<std::uint8_t>&)` (rank 0's checkpoint on resume, so ranks need not
+/// share a file system), `gather_bytes` (every rank's workers into rank 0's checkpoint) and
+/// `require_same(value, what)` (settings every rank must agree on).
 template <class C>
 concept Communicator = requires(C& c, const C& cc, std::span<double> buffer, std::size_t workers) {
   { cc.rank() } -> std::convertible_to<int>;
@@ -34,8 +43,31 @@ struct InProcess {
   [[nodiscard]] std::size_t first_worker(std::size_t) const noexcept { return 0; }
   [[nodiscard]] std::size_t local_workers(std::size_t workers) const noexcept { return workers; }
   void allreduce_sum(std::span<double>) noexcept {}
+  void broadcast_bytes(std::vector<std::uint8_t>&) noexcept {}
+  void barrier() noexcept {}
 };
 static_assert(Communicator<InProcess>);
+
+/// Rank 0's `value` on every rank of `comm`: for what rank 0 decides alone (a finished run, a
+/// setting read from its files), so that all ranks take the same branch to the next collective.
+template <class Comm, class T>
+  requires std::is_trivially_copyable_v<T>
+void broadcast_value(Comm& comm, T& value) {
+  if (comm.ranks() <= 1) return;
+  std::vector<std::uint8_t> bytes(sizeof(T));
+  std::memcpy(bytes.data(), &value, sizeof(T));
+  comm.broadcast_bytes(bytes);
+  std::memcpy(&value, bytes.data(), sizeof(T));
+}
+
+/// Rank 0's `text` on every rank of `comm`.
+template <class Comm>
+void broadcast_value(Comm& comm, std::string& text) {
+  if (comm.ranks() <= 1) return;
+  std::vector<std::uint8_t> bytes(text.begin(), text.end());
+  comm.broadcast_bytes(bytes);
+  text.assign(bytes.begin(), bytes.end());
+}
 
 /// A simple model of a network for the communication accounting: every message pays `latency`
 /// seconds, and a link carries `bandwidth` bytes per second. Defaults: 10 Gbit/s Ethernet with
@@ -62,7 +94,8 @@ struct CommunicationCost {
   std::int64_t allreduce_values = 0;   ///< values reduced (parameters, plus averaged buffers)
   double bytes_per_worker = 0;         ///< sent by each worker (and as much received)
   double modelled_seconds = 0;
-  double measured_seconds = 0;         ///< time spent averaging in this process
+  double measured_seconds = 0;         ///< time spent synchronising in this process (sum, all-reduce, outer step)
+  double allreduce_seconds = 0;        ///< of which inside the communicator's all-reduce (0 in process)
 
   CommunicationCost& operator+=(const CommunicationCost& o) {
     rounds += o.rounds;
@@ -70,6 +103,7 @@ struct CommunicationCost {
     bytes_per_worker += o.bytes_per_worker;
     modelled_seconds += o.modelled_seconds;
     measured_seconds += o.measured_seconds;
+    allreduce_seconds += o.allreduce_seconds;
     return *this;
   }
 };

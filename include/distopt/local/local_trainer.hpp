@@ -261,13 +261,14 @@ class LocalTrainer {
 
     const auto sync_start = clock::now();
     const double gamma = schedule(step_ + static_cast<std::int64_t>(h) - 1);
-    average_values(x.size());
+    const double allreduce_seconds = average_values(x.size());
     outer_.apply(std::span<scalar_type>(x.data(), static_cast<std::size_t>(x.size())), std::span<const double>(average_), gamma);
     CommunicationCost cost = allreduce_cost(x.size(), sizeof(scalar_type), options_.workers, options_.network);
     if (options_.inner_buffers == InnerBuffers::average) cost += average_inner_buffers();
     cost.rounds = 1;
     const auto end = clock::now();
     cost.measured_seconds = std::chrono::duration<double>(end - sync_start).count();
+    cost.allreduce_seconds += allreduce_seconds;
     communication_ += cost;
 
     RoundReport report;
@@ -337,8 +338,7 @@ class LocalTrainer {
     if (!options.out.empty()) {
       folder.emplace(options.out);
       if (root) folder->prepare();
-      if (options.resume)
-        if (const auto latest = folder->latest()) epochs_done = load(folder->file(*latest));
+      if (options.resume) epochs_done = resume_from(*folder);
     }
     const auto label = [&](train::Record r) {
       r.label("outer", outer_.name());
@@ -371,6 +371,7 @@ class LocalTrainer {
                               .set("lr", r.gamma)
                               .set("images_per_second", static_cast<double>(r.samples) / r.seconds)
                               .set("sync_seconds", r.sync_seconds)
+                              .set("allreduce_seconds", r.communication.allreduce_seconds)
                               .set("bytes_per_worker", r.communication.bytes_per_worker)
                               .set("modelled_seconds", r.communication.modelled_seconds)));
       if (step_ < static_cast<std::int64_t>(epochs_done + 1) * per_epoch && step_ < total) continue;
@@ -425,6 +426,7 @@ class LocalTrainer {
         .set("bytes_per_worker", communication_.bytes_per_worker)
         .set("modelled_communication_seconds", communication_.modelled_seconds)
         .set("sync_seconds", result.sync_seconds)
+        .set("allreduce_seconds", communication_.allreduce_seconds)
         .set("seconds", result.seconds);
     if (root) {
       metrics.write(summary);
@@ -453,6 +455,7 @@ class LocalTrainer {
     archive.put_scalar<double>("communication.bytes_per_worker", communication_.bytes_per_worker);
     archive.put_scalar<double>("communication.modelled_seconds", communication_.modelled_seconds);
     archive.put_scalar<double>("communication.measured_seconds", communication_.measured_seconds);
+    archive.put_scalar<double>("communication.allreduce_seconds", communication_.allreduce_seconds);
     for (const auto& w : workers_) {
       const std::string prefix = message("worker.", w->index, ".");
       w->optimizer.save_state(archive, prefix + "optimizer.");
@@ -475,8 +478,10 @@ class LocalTrainer {
   /// Reads what `save` wrote. Everything is checked first (std::invalid_argument naming the file
   /// and field for another model, outer policy, K, H or seed); on failure nothing changes.
   /// Returns the epochs done recorded with it.
-  std::uint64_t load(const std::filesystem::path& file) {
-    const Archive archive = Archive::load(file);
+  std::uint64_t load(const std::filesystem::path& file) { return load(Archive::load(file), file); }
+
+  /// `load` from an archive in memory; `file` names it in errors.
+  std::uint64_t load(const Archive& archive, const std::filesystem::path& file) {
     const auto field_is = [&](const char* name, std::uint64_t expected) {
       require(archive.contains(name), "checkpoint '", file.string(), "': field '", name, "' is missing");
       const auto v = archive.get_scalar<std::uint64_t>(name);
@@ -523,10 +528,36 @@ class LocalTrainer {
     communication_.bytes_per_worker = archive.get_scalar<double>("communication.bytes_per_worker");
     communication_.modelled_seconds = archive.get_scalar<double>("communication.modelled_seconds");
     communication_.measured_seconds = archive.get_scalar<double>("communication.measured_seconds");
+    // Checkpoints from before the all-reduce was timed apart resume with that time unknown (0).
+    communication_.allreduce_seconds =
+        archive.contains("communication.allreduce_seconds") ? archive.get_scalar<double>("communication.allreduce_seconds") : 0.0;
     return archive.get_scalar<std::uint64_t>("progress.epochs_done");
   }
 
  private:
+  // The latest checkpoint of `folder`, loaded; its epochs done (0 when there is none). With
+  // several ranks, rank 0 alone looks and reads, and broadcasts the bytes: the ranks then agree
+  // on where to resume even when they do not share a file system, or see it at different times.
+  std::uint64_t resume_from(const train::CheckpointFolder& folder) {
+    if constexpr (requires(std::vector<std::uint8_t>& b) { comm_.broadcast_bytes(b); }) {
+      if (comm_.ranks() > 1) {
+        std::vector<std::uint8_t> bytes;
+        std::filesystem::path file;
+        if (comm_.rank() == 0)
+          if (const auto latest = folder.latest()) {
+            file = folder.file(*latest);
+            bytes = Archive::load(file).to_bytes();
+          }
+        comm_.broadcast_bytes(bytes);
+        if (bytes.empty()) return 0;
+        if (file.empty()) file = message("rank 0's checkpoint in ", folder.path().string());
+        return load(Archive::from_bytes(bytes, file.string()), file);
+      }
+    }
+    const auto latest = folder.latest();
+    return latest ? load(folder.file(*latest)) : 0;
+  }
+
   struct Worker {
     std::size_t index;
     Model model;
@@ -535,7 +566,9 @@ class LocalTrainer {
   };
 
   // x_avg = (1/K) sum_k x_k in double, workers added in index order, then summed across ranks.
-  void average_values(std::ptrdiff_t size) {
+  // Returns the seconds inside the all-reduce: the round's statistics were reduced just before,
+  // so every rank arrives here within its share of the summation and the time is the transfer's.
+  double average_values(std::ptrdiff_t size) {
     std::fill(average_.begin(), average_.end(), 0.0);
     const auto total = static_cast<std::size_t>(size);
     parallel::for_each_chunk(size, 1 << 14, [&](std::ptrdiff_t begin, std::ptrdiff_t end) {
@@ -544,9 +577,16 @@ class LocalTrainer {
         for (auto i = static_cast<std::size_t>(begin); i < static_cast<std::size_t>(end); ++i) average_[i] += static_cast<double>(xk[i]);
       }
     });
-    comm_.allreduce_sum(std::span<double>(average_.data(), total));
+    const double seconds = timed_allreduce(std::span<double>(average_.data(), total));
     const double inverse = 1.0 / static_cast<double>(options_.workers);
     for (auto& v : average_) v *= inverse;
+    return seconds;
+  }
+
+  double timed_allreduce(std::span<double> buffer) {
+    const auto start = std::chrono::steady_clock::now();
+    comm_.allreduce_sum(buffer);
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   }
 
   // SlowMo's "average" strategy: every inner buffer becomes the workers' mean, like the weights.
@@ -555,13 +595,14 @@ class LocalTrainer {
     const auto names = first.buffer_names();
     const auto size = static_cast<std::size_t>(first.size());
     std::vector<double> sum(size);
+    double seconds = 0;
     for (std::size_t b = 0; b < names.size(); ++b) {
       std::fill(sum.begin(), sum.end(), 0.0);
       for (const auto& w : workers_) {
         const auto buffer = w->optimizer.state().buffer(names[b]);
         for (std::size_t i = 0; i < size; ++i) sum[i] += static_cast<double>(buffer[i]);
       }
-      comm_.allreduce_sum(std::span<double>(sum));
+      seconds += timed_allreduce(std::span<double>(sum));
       const double inverse = 1.0 / static_cast<double>(options_.workers);
       for (const auto& w : workers_) {
         auto buffer = w->optimizer.state().buffer(names[b]);
@@ -571,6 +612,7 @@ class LocalTrainer {
     CommunicationCost c = allreduce_cost(static_cast<std::int64_t>(size * names.size()), sizeof(scalar_type), options_.workers,
                                          options_.network);
     c.rounds = 0;  // part of the same synchronisation
+    c.allreduce_seconds = seconds;
     return c;
   }
 

@@ -21,12 +21,14 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <chrono>
 #include <climits>
 #include <cstddef>
 #include <cstdint>
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "distopt/core/archive.hpp"
@@ -72,6 +74,28 @@ class MpiCommunicator {
     for (std::size_t begin = 0; begin < values.size(); begin += chunk) {
       const int count = static_cast<int>(std::min(chunk, values.size() - begin));
       MPI_Bcast(values.data() + begin, count, MPI_FLOAT, 0, comm_);
+    }
+  }
+
+  /// Rank 0's `bytes` on every rank (a checkpoint read by rank 0 alone, a decision of rank 0).
+  void broadcast_bytes(std::vector<std::uint8_t>& bytes) {
+    std::uint64_t size = bytes.size();
+    MPI_Bcast(&size, 1, MPI_UINT64_T, 0, comm_);
+    require(size < static_cast<std::uint64_t>(INT_MAX), "MpiCommunicator::broadcast_bytes: ", size,
+            " bytes is more than one MPI message holds");
+    bytes.resize(static_cast<std::size_t>(size));
+    MPI_Bcast(bytes.data(), static_cast<int>(size), MPI_BYTE, 0, comm_);
+  }
+
+  /// Returns when every rank has called it. Waiting ranks sleep between polls instead of
+  /// spinning, so a rank kept waiting while rank 0 works alone leaves it the cores.
+  void barrier(std::chrono::microseconds poll = std::chrono::microseconds(500)) {
+    MPI_Request request{};
+    MPI_Ibarrier(comm_, &request);
+    for (int done = 0;;) {
+      MPI_Test(&request, &done, MPI_STATUS_IGNORE);
+      if (done != 0) return;
+      std::this_thread::sleep_for(poll);
     }
   }
 

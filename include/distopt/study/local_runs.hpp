@@ -1,6 +1,11 @@
 // The runs stages 5 (LocalSGD) and 6 (SlowMo) share: the inner SGDM setting taken from stage 3,
 // one LocalTrainer run per folder and the centralized reference, all resumable through
 // study::RunFolder. Stage 6 finds stage 5's runs by their stamps, so both must build them here.
+//
+// Both stages run in one process or as the ranks of an MPI job (started by mpirun): the runs take
+// a communicator, every rank trains its share of the workers, and rank 0 alone reads and writes
+// the study's files, taking every decision that depends on them (is a run finished? which setting
+// did stage 3 find?) and broadcasting it, so all ranks reach the same collectives.
 #pragma once
 
 #include <cmath>
@@ -11,12 +16,14 @@
 #include <initializer_list>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "distopt/core/error.hpp"
 #include "distopt/data/cache.hpp"
+#include "distopt/local/communicator.hpp"
 #include "distopt/local/local_trainer.hpp"
 #include "distopt/local/outer.hpp"
 #include "distopt/nn/lenet5.hpp"
@@ -88,6 +95,28 @@ struct SgdmSetting {
   return inner;
 }
 
+/// Rank 0's `stage3_best_sgdm` on every rank of `comm` (the others do not read the file).
+template <class Comm>
+[[nodiscard]] SgdmSetting stage3_best_sgdm(const Config& config, Comm& comm) {
+  SgdmSetting inner;
+  if (comm.rank() == 0) inner = stage3_best_sgdm(config);
+  double values[3] = {inner.lr, inner.momentum, inner.weight_decay};
+  local::broadcast_value(comm, values);
+  local::broadcast_value(comm, inner.source);
+  inner.lr = values[0], inner.momentum = values[1], inner.weight_decay = values[2];
+  return inner;
+}
+
+/// The prepared data on every rank of `comm`: rank 0 prepares (and caches) it first, then the
+/// others read the cache, or prepare their own where they do not share rank 0's file system.
+template <class Comm>
+[[nodiscard]] data::PreparedData prepare_data(const Config& config, Comm& comm) {
+  if (comm.rank() != 0) comm.barrier();
+  data::PreparedData prepared = prepare_data(config);
+  if (comm.rank() == 0) comm.barrier();
+  return prepared;
+}
+
 /// "reset", "maintain" or "average".
 [[nodiscard]] inline std::string buffers_name(local::InnerBuffers b) {
   switch (b) {
@@ -110,7 +139,7 @@ struct LocalRuns {
   data::Normalizer normalizer;
   SgdmSetting inner;
   std::size_t epochs;
-  std::shared_ptr<train::MetricSink> jsonl;  ///< the stage's metrics.jsonl
+  std::shared_ptr<train::MetricSink> jsonl;  ///< the stage's metrics.jsonl (null on ranks other than 0)
   int width = 14;                            ///< of the run id in progress lines
 
   /// The stamp of a run: everything it depends on, `run` describing the method.
@@ -122,6 +151,7 @@ struct LocalRuns {
   /// The run's records labelled into the stage's metrics.jsonl, and its epochs on stdout.
   [[nodiscard]] train::Metrics metrics(const std::string& run) const {
     train::Metrics m;
+    if (jsonl == nullptr) return m;
     m.add(std::make_shared<RunLabel>(run, jsonl));
     m.add(std::make_shared<EpochLines>(run, epochs));
     return m;
@@ -147,16 +177,25 @@ struct LocalRuns {
 
   /// One LocalTrainer run (LocalSGD or SlowMo, K workers, H local steps) in `folder`, or its
   /// earlier result there. Cosine over the run's global steps (SlowMo's gamma follows it). The
-  /// row is not saved: the caller saves it with its stage's columns.
-  template <class Outer>
+  /// row is not saved: the caller saves it with its stage's columns. Collective over `comm`:
+  /// every rank calls it, and only rank 0's row holds the results (the others' are to be ignored).
+  template <class Outer, local::Communicator Comm>
   [[nodiscard]] Row run_local(const std::string& id, const std::filesystem::path& folder, const std::string& description,
                               const std::string& headline, Outer outer, std::size_t k, std::size_t h,
-                              local::InnerBuffers buffers) const {
+                              local::InnerBuffers buffers, Comm& comm) const {
     const RunFolder run(folder, stamp(description));
-    if (auto done = reuse(id, run)) return *done;
-    claim(run);
-    std::printf("  %-*s %s\n", width, id.c_str(), headline.c_str());
-    std::fflush(stdout);
+    const bool root = comm.rank() == 0;
+    std::optional<Row> done;
+    if (root) done = reuse(id, run);
+    bool finished = done.has_value();
+    local::broadcast_value(comm, finished);
+    if (finished) return done.value_or(Row{});
+    if (root) {
+      claim(run);
+      std::printf("  %-*s %s%s\n", width, id.c_str(), headline.c_str(),
+                  comm.ranks() > 1 ? message(" (", comm.ranks(), " MPI ranks)").c_str() : "");
+      std::fflush(stdout);
+    }
 
     nn::LeNet5<float> model({.seed = config.seed});
     const optim::Sgdm optimizer(model.parameters(), {.lr = inner.lr, .momentum = inner.momentum, .weight_decay = inner.weight_decay});
@@ -166,7 +205,8 @@ struct LocalRuns {
                                                     .batch_size = local_batch_size,
                                                     .inner_buffers = buffers,
                                                     .seed = config.seed,
-                                                    .threads = config.threads});
+                                                    .threads = config.threads},
+                                std::nullopt, comm);
     const std::int64_t total_steps = static_cast<std::int64_t>(epochs) * trainer.steps_per_epoch();
     const optim::Schedule schedule = optim::Cosine{.lr = inner.lr, .t_max = total_steps};
     typename decltype(trainer)::RunOptions options;
@@ -194,6 +234,8 @@ struct LocalRuns {
              {"bytes_per_worker", exact(result.communication.bytes_per_worker)},
              {"modelled_seconds", exact(result.communication.modelled_seconds)},
              {"sync_seconds", exact(result.sync_seconds)},
+             {"allreduce_seconds", exact(result.communication.allreduce_seconds)},
+             {"ranks", message(comm.ranks())},
              {"seconds", train::format_number(result.seconds, 4)},
              {"message", result.message}});
     return row;
@@ -238,6 +280,8 @@ struct LocalRuns {
              {"bytes_per_worker", "0"},
              {"modelled_seconds", "0"},
              {"sync_seconds", "0"},
+             {"allreduce_seconds", "0"},
+             {"ranks", "1"},
              {"seconds", train::format_number(result.seconds, 4)},
              {"message", result.message}});
     return row;

@@ -26,7 +26,7 @@ namespace distopt::study {
 /// two cores shared with other jobs; the target is 15 on an idle machine); `full` is the study's
 /// own scale (150 epochs, full grids).
 struct Scale {
-  bool quick = true;
+  std::string name = "quick";  ///< "quick", "full" or "smoke": part of every stamp, so scales never share runs
   std::size_t synthetic_train = 6'000;   ///< synthetic set sizes (real CIFAR-100 is 50,000 / 10,000)
   std::size_t synthetic_test = 1'000;
   /// Synthetic data at quick scale is an easier variant of the calibrated default (less noise,
@@ -54,7 +54,7 @@ struct Scale {
   /// The study's scale: full data, 150 epochs, the whole grids.
   static Scale full() {
     Scale s;
-    s.quick = false;
+    s.name = "full";
     s.easy_synthetic = false;
     s.synthetic_train = 50'000;
     s.synthetic_test = 10'000;
@@ -75,6 +75,29 @@ struct Scale {
     return s;
   }
   static Scale quick_scale() { return Scale{}; }
+  /// A pass through every stage in well under a minute, for the tests: 1,200 images, one epoch,
+  /// grids of one or two. Its numbers mean nothing; that it runs and resumes does.
+  static Scale smoke() {
+    Scale s;
+    s.name = "smoke";
+    s.synthetic_train = 1'200;
+    s.synthetic_test = 200;
+    s.epochs_lenet = 1;
+    s.epochs_search = 1;
+    s.epochs_final = 1;
+    s.sgdm_lrs = {0.05};
+    s.adamw_lrs = {3e-3};
+    s.weight_decays = {4e-4};
+    s.lars_lrs = {1.0};
+    s.lamb_lrs = {8e-3};
+    s.batch_sizes = {128, 512};
+    s.micro_batch_cap = 256;
+    s.workers = {2};
+    s.local_steps = {4, 8};
+    s.slowmo_alphas = {1.0};
+    s.slowmo_betas = {0.5};
+    return s;
+  }
 };
 
 /// Where the study reads and writes: `data` a CIFAR-100 folder (empty: synthetic data, or the
@@ -96,8 +119,8 @@ struct Config {
     return message("SYNTHETIC CIFAR-format data (", scale.easy_synthetic ? "easy variant, " : "", "seed ", seed, ", ",
                    scale.synthetic_train, " train / ", scale.synthetic_test, " test images), not CIFAR-100");
   }
-  /// "quick" or "full".
-  [[nodiscard]] std::string mode() const { return scale.quick ? "quick" : "full"; }
+  /// The scale's name: "quick", "full" or "smoke".
+  [[nodiscard]] std::string mode() const { return scale.name; }
 };
 
 /// The synthetic data's options for `scale` (see Scale::easy_synthetic).
