@@ -53,7 +53,7 @@ std::string read_text(const fs::path& file) {
 
 int main(int argc, char** argv) {
   CLI::App app{"Reproduces the study: runs stage1_data .. stage6_slowmo in order, skipping completed stages, then writes "
-               "<results>/REPORT.md. Quick mode (the default) runs small grids on synthetic data (37 min measured on a shared 2-core machine); "
+               "<results>/REPORT.md. Quick mode (the default) runs small grids on synthetic data (7.3 min measured on 2 idle cores); "
                "--full --data DIR is the study's scale on real CIFAR-100."};
   study_cli::Flags flags;
   flags.add(app);

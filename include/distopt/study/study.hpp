@@ -22,9 +22,9 @@
 
 namespace distopt::study {
 
-/// How big the study runs. `quick` shrinks data, epochs and grids (all six stages took 37 minutes on
-/// two cores shared with other jobs; the target is 15 on an idle machine); `full` is the study's
-/// own scale (150 epochs, full grids).
+/// How big the study runs. `quick` shrinks data, epochs and grids (all six stages took 436 s on two
+/// idle cores; the target is 15 minutes); `full` is the study's own scale (150 epochs, full grids);
+/// `smoke` is for tests.
 struct Scale {
   std::string name = "quick";  ///< "quick", "full" or "smoke": part of every stamp, so scales never share runs
   std::size_t synthetic_train = 6'000;   ///< synthetic set sizes (real CIFAR-100 is 50,000 / 10,000)
@@ -75,8 +75,8 @@ struct Scale {
     return s;
   }
   static Scale quick_scale() { return Scale{}; }
-  /// A pass through every stage in well under a minute, for the tests: 1,200 images, one epoch,
-  /// grids of one or two. Its numbers mean nothing; that it runs and resumes does.
+  /// A pass through every stage in well under a minute, for the tests: 1,200 images, one or two
+  /// epochs, grids of one or two. Its numbers mean nothing; that it runs and resumes does.
   static Scale smoke() {
     Scale s;
     s.name = "smoke";
@@ -84,7 +84,7 @@ struct Scale {
     s.synthetic_test = 200;
     s.epochs_lenet = 1;
     s.epochs_search = 1;
-    s.epochs_final = 1;
+    s.epochs_final = 2;
     s.sgdm_lrs = {0.05};
     s.adamw_lrs = {3e-3};
     s.weight_decays = {4e-4};
