@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <string>
 
 #include <unistd.h>
@@ -128,6 +129,19 @@ int main(int argc, char** argv) {
       check(max_relative({a.data(), a.data() + a.size()}, {b.data(), b.data() + b.size()}) <= 1e-5,
             "MPI resume from rank 0's checkpoint reaches the in-process model within 1e-5");
       check(resumed.communication().rounds == reference.communication().rounds, "the resumed run counts every round");
+      MPI_Barrier(MPI_COMM_WORLD);
+      std::filesystem::remove_all(folder);
+
+      // A checkpoint rank 0 cannot read stops every rank with its error (none waits for ever).
+      std::filesystem::create_directories(folder);
+      if (rank == 0) std::ofstream(folder / "1.npz") << "not an npz archive";
+      std::string error;
+      try {
+        (void)make(comm).run(schedule, nullptr, nullptr, normalizer, {.epochs = 3, .out = folder, .resume = true});
+      } catch (const std::exception& e) {
+        error = e.what();
+      }
+      check(error.find("1.npz") != std::string::npos, "a corrupt checkpoint on rank 0 fails every rank naming the file, got '" + error + "'");
       MPI_Barrier(MPI_COMM_WORLD);
       std::filesystem::remove_all(folder);
     }

@@ -538,20 +538,32 @@ class LocalTrainer {
   // The latest checkpoint of `folder`, loaded; its epochs done (0 when there is none). With
   // several ranks, rank 0 alone looks and reads, and broadcasts the bytes: the ranks then agree
   // on where to resume even when they do not share a file system, or see it at different times.
+  // A checkpoint rank 0 cannot read is broadcast as its error, so every rank throws it (none is
+  // left waiting in the next collective).
   std::uint64_t resume_from(const train::CheckpointFolder& folder) {
     if constexpr (requires(std::vector<std::uint8_t>& b) { comm_.broadcast_bytes(b); }) {
       if (comm_.ranks() > 1) {
-        std::vector<std::uint8_t> bytes;
-        std::filesystem::path file;
-        if (comm_.rank() == 0)
-          if (const auto latest = folder.latest()) {
-            file = folder.file(*latest);
-            bytes = Archive::load(file).to_bytes();
+        enum : std::uint8_t { none, checkpoint, error };
+        std::vector<std::uint8_t> bytes{none};
+        std::filesystem::path file = message("rank 0's checkpoint in ", folder.path().string());
+        std::exception_ptr failure;
+        if (comm_.rank() == 0) try {
+            if (const auto latest = folder.latest()) {
+              file = folder.file(*latest);
+              bytes = Archive::load(file).to_bytes();
+              bytes.insert(bytes.begin(), checkpoint);
+            }
+          } catch (const std::exception& e) {
+            failure = std::current_exception();
+            const std::string what = e.what();
+            bytes.assign(1, error);
+            bytes.insert(bytes.end(), what.begin(), what.end());
           }
         comm_.broadcast_bytes(bytes);
-        if (bytes.empty()) return 0;
-        if (file.empty()) file = message("rank 0's checkpoint in ", folder.path().string());
-        return load(Archive::from_bytes(bytes, file.string()), file);
+        if (failure) std::rethrow_exception(failure);
+        if (bytes.front() == error) fail<std::runtime_error>("rank 0: ", std::string(bytes.begin() + 1, bytes.end()));
+        if (bytes.front() == none) return 0;
+        return load(Archive::from_bytes(std::span<const std::uint8_t>(bytes).subspan(1), file.string()), file);
       }
     }
     const auto latest = folder.latest();
