@@ -170,9 +170,12 @@ struct LocalRuns {
     return done;
   }
   /// Claims the folder, noting when it held another configuration's run.
-  void claim(const RunFolder& folder) const {
-    if (folder.claim() == RunFolder::Start::replaced)
+  /// Returns " (resuming)" for a cut run of this configuration, else nothing.
+  [[nodiscard]] std::string claim(const RunFolder& folder) const {
+    const RunFolder::Start start = folder.claim();
+    if (start == RunFolder::Start::replaced)
       std::printf("  %s holds another configuration's run: starting it again\n", folder.path().c_str());
+    return start == RunFolder::Start::resume ? " (resuming)" : "";
   }
 
   /// One LocalTrainer run (LocalSGD or SlowMo, K workers, H local steps) in `folder`, or its
@@ -191,9 +194,9 @@ struct LocalRuns {
     local::broadcast_value(comm, finished);
     if (finished) return done.value_or(Row{});
     if (root) {
-      claim(run);
-      std::printf("  %-*s %s%s\n", width, id.c_str(), headline.c_str(),
-                  comm.ranks() > 1 ? message(" (", comm.ranks(), " MPI ranks)").c_str() : "");
+      const std::string resuming = claim(run);
+      std::printf("  %-*s %s%s%s\n", width, id.c_str(), headline.c_str(),
+                  comm.ranks() > 1 ? message(" (", comm.ranks(), " MPI ranks)").c_str() : "", resuming.c_str());
       std::fflush(stdout);
     }
 
@@ -247,8 +250,8 @@ struct LocalRuns {
     const std::string id = "centralized";
     const RunFolder run(folder, stamp("centralized sgdm"));
     if (auto done = reuse(id, run)) return *done;
-    claim(run);
-    std::printf("  %-*s centralized SGDM, batch %zu\n", width, id.c_str(), local_batch_size);
+    const std::string resuming = claim(run);
+    std::printf("  %-*s centralized SGDM, batch %zu%s\n", width, id.c_str(), local_batch_size, resuming.c_str());
     std::fflush(stdout);
 
     nn::LeNet5<float> model({.seed = config.seed});
