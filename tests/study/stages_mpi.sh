@@ -39,7 +39,7 @@ for stage in stage5_localsgd stage6_slowmo; do
   grep -q "2 MPI ranks" "$work/mpi-$stage.log" || { echo "$stage did not run on 2 MPI ranks:"; cat "$work/mpi-$stage.log"; exit 1; }
 done
 # The relaunch picked up the killed job's work: its first run resumed (or had just finished).
-grep -Eq "K2_H4 .*\(resuming\)|K2_H4 +done before" "$work/mpi-stage5_localsgd.log" ||
+grep -Eq "K2_H2 .*\(resuming\)|K2_H2 +done before" "$work/mpi-stage5_localsgd.log" ||
   { echo "stage 5 started again from scratch:"; cat "$work/mpi-stage5_localsgd.log"; exit 1; }
 # The rank count is recorded with each run that ran over MPI.
 grep -q ",2," "$work/mpi/results/stage5_localsgd/summary.csv" || { echo "no run recorded 2 ranks"; exit 1; }

@@ -75,13 +75,15 @@ struct Scale {
     return s;
   }
   static Scale quick_scale() { return Scale{}; }
-  /// A pass through every stage in well under a minute, for the tests: 1,200 images, one or two
-  /// epochs, grids of one or two. Its numbers mean nothing; that it runs and resumes does.
+  /// A pass through every stage in seconds, for the tests (which also run under the sanitizers,
+  /// 10-20 times slower): 400 images, one or two epochs, one-cell grids (H = 2, so that an epoch
+  /// holds rounds; a batch of 128 over a micro-batch cap of 64, so that the sweep accumulates).
+  /// Its numbers mean nothing; that every stage runs, resumes and agrees across processes does.
   static Scale smoke() {
     Scale s;
     s.name = "smoke";
-    s.synthetic_train = 1'200;
-    s.synthetic_test = 200;
+    s.synthetic_train = 400;
+    s.synthetic_test = 100;
     s.epochs_lenet = 1;
     s.epochs_search = 1;
     s.epochs_final = 2;
@@ -90,10 +92,10 @@ struct Scale {
     s.weight_decays = {4e-4};
     s.lars_lrs = {1.0};
     s.lamb_lrs = {8e-3};
-    s.batch_sizes = {128, 512};
-    s.micro_batch_cap = 256;
+    s.batch_sizes = {128};
+    s.micro_batch_cap = 64;
     s.workers = {2};
-    s.local_steps = {4, 8};
+    s.local_steps = {2};
     s.slowmo_alphas = {1.0};
     s.slowmo_betas = {0.5};
     return s;
