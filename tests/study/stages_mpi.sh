@@ -19,8 +19,8 @@ done
 setsid "${mpi[@]}" "$bin/stage5_localsgd" "${common[@]}" --results "$work/mpi/results" --work "$work/mpi/work" \
   >"$work/mpi-dies.log" 2>&1 &
 launcher=$!
-for _ in $(seq 1200); do
-  if find "$work/mpi/work/stage5_localsgd" -name '*.npz' 2>/dev/null | grep -q .; then break; fi
+until find "$work/mpi/work/stage5_localsgd" -name '*.npz' 2>/dev/null | grep -q .; do
+  kill -0 "$launcher" 2>/dev/null || { echo "stage 5 ended before its first checkpoint:"; cat "$work/mpi-dies.log"; exit 1; }
   sleep 0.05
 done
 killed=0

@@ -76,17 +76,17 @@ struct Scale {
   }
   static Scale quick_scale() { return Scale{}; }
   /// A pass through every stage in seconds, for the tests (which also run under the sanitizers,
-  /// 10-20 times slower): 400 images, one or two epochs, one-cell grids (H = 2, so that an epoch
-  /// holds rounds; a batch of 128 over a micro-batch cap of 64, so that the sweep accumulates).
+  /// 20 times slower): 300 images, one epoch, one-cell grids (H = 2, so that an epoch holds
+  /// rounds; a batch of 128 over a micro-batch cap of 64, so that the sweep accumulates).
   /// Its numbers mean nothing; that every stage runs, resumes and agrees across processes does.
   static Scale smoke() {
     Scale s;
     s.name = "smoke";
-    s.synthetic_train = 400;
+    s.synthetic_train = 300;
     s.synthetic_test = 100;
     s.epochs_lenet = 1;
     s.epochs_search = 1;
-    s.epochs_final = 2;
+    s.epochs_final = 1;
     s.sgdm_lrs = {0.05};
     s.adamw_lrs = {3e-3};
     s.weight_decays = {4e-4};
