@@ -20,10 +20,7 @@ import math
 import os
 import sys
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
+from plotting import plt, save
 
 DEFAULT_METRICS = ["loss", "accuracy", "lr"]
 
@@ -132,14 +129,7 @@ def main():
     fig.tight_layout()
     out_dir = os.path.dirname(os.path.abspath(args.output))
     os.makedirs(out_dir, exist_ok=True)
-    # Written beside the target and renamed: a reader never sees half a PNG.
-    temp = os.path.join(out_dir, f".{os.path.basename(args.output)}.tmp-{os.getpid()}.png")
-    try:
-        fig.savefig(temp, dpi=110)
-        os.replace(temp, args.output)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
+    save(fig, args.output, 110, "plot.py")
     print(f"plot.py: wrote {args.output}")
 
 

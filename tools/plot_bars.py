@@ -15,19 +15,8 @@ import argparse
 import csv
 import math
 import sys
-import textwrap
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
-
-
-def number(text):
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return math.nan
+from plotting import number, plt, save, wrapped
 
 
 def main():
@@ -78,9 +67,9 @@ def main():
         handles = [plt.Rectangle((0, 0), 1, 1, color=palette(i % 10)) for i in range(len(group_names))]
         ax.legend(handles, group_names, title=args.color_by, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     if args.title:
-        ax.set_title("\n".join(textwrap.fill(part, 80) for part in args.title.split("\n")), fontsize=9)
+        ax.set_title(wrapped(args.title, 80), fontsize=9)
     fig.tight_layout()
-    fig.savefig(args.output, dpi=120)
+    save(fig, args.output, 120, "plot_bars.py")
     print(f"plot_bars.py: wrote {args.output}")
 
 

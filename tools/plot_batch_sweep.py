@@ -15,26 +15,15 @@ gradient accumulation are marked on the axis (x accumulation steps).
 import argparse
 import csv
 import math
-import os
 import sys
 
-import matplotlib
+from matplotlib.ticker import FixedLocator, NullLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
-from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
+from plotting import number, plt, save
 
 NAMES = {"lars": "LARS", "lamb": "LAMB", "sgdm": "SGDM", "adamw": "AdamW"}
 OK = ("completed", "early_stopped")
 REQUIRED = ("batch_size", "optimizer", "status", "test_accuracy")
-
-
-def number(text):
-    try:
-        v = float(text)
-    except (TypeError, ValueError):
-        return math.nan
-    return v
 
 
 def read(path):
@@ -100,13 +89,7 @@ def main():
     ax.legend(fontsize=8)
     ax.set_title(args.title, fontsize=9, wrap=True)
     fig.tight_layout()
-    # Through a temporary file and a rename: an interrupted run never leaves half a PNG.
-    temp = args.output + ".tmp.png"
-    try:
-        fig.savefig(temp, dpi=120)
-        os.replace(temp, args.output)
-    except OSError as e:
-        sys.exit(f"plot_batch_sweep.py: cannot write '{args.output}': {e.strerror}")
+    save(fig, args.output, 120, "plot_batch_sweep.py")
 
 
 if __name__ == "__main__":

@@ -16,22 +16,10 @@ import argparse
 import csv
 import math
 import sys
-import textwrap
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
-import numpy as np  # noqa: E402
-
-
-def number(text):
-    """The cell as a float, or NaN."""
-    try:
-        v = float(text)
-    except (TypeError, ValueError):
-        return math.nan
-    return v
+from plotting import number, plt, save, wrapped
 
 
 def sort_keys(keys):
@@ -105,9 +93,9 @@ def main():
             bright = high > low and (v - low) / (high - low) > 0.6
             ax.text(j, i, fmt.format(v), ha="center", va="center", color="black" if bright else "white", fontsize=11)
     if args.title:
-        ax.set_title("\n".join(textwrap.fill(part, 70) for part in args.title.split("\n")), fontsize=9)
+        ax.set_title(wrapped(args.title, 70), fontsize=9)
     fig.tight_layout()
-    fig.savefig(args.output, dpi=120)
+    save(fig, args.output, 120, "plot_heatmap.py")
     print(f"plot_heatmap.py: wrote {args.output}")
 
 

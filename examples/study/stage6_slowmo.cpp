@@ -151,11 +151,7 @@ void stage(const study::Config& config, const Setting& setting, Comm& comm) {
   {
     const fs::path stage5_folder = config.work / stage5_name / message("K", k, "_H", h);
     const std::string description = study::localsgd_description(k, h);
-    std::optional<Row> done;
-    if (root) done = study::RunFolder(stage5_folder, ctx.stamp(description)).finished();
-    bool from_stage5 = done.has_value();
-    distopt::local::broadcast_value(comm, from_stage5);
-    if (from_stage5) {
+    if (const auto done = study::finished_on_root(study::RunFolder(stage5_folder, ctx.stamp(description)), comm)) {
       if (root) {
         localsgd = *done;
         localsgd["source"] = message("stage 5 (", stage5_folder.string(), ")");

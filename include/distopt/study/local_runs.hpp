@@ -117,6 +117,18 @@ template <class Comm>
   return prepared;
 }
 
+/// The finished run of `folder` as rank 0 finds it. Every rank of `comm` learns whether there is
+/// one (the others get an empty row), so that all take the same branch to the next collective.
+template <class Comm>
+[[nodiscard]] std::optional<Row> finished_on_root(const RunFolder& folder, Comm& comm) {
+  std::optional<Row> done;
+  if (comm.rank() == 0) done = folder.finished();
+  bool found = done.has_value();
+  local::broadcast_value(comm, found);
+  if (found && !done) done.emplace();
+  return done;
+}
+
 /// "reset", "maintain" or "average".
 [[nodiscard]] inline std::string buffers_name(local::InnerBuffers b) {
   switch (b) {
@@ -163,10 +175,12 @@ struct LocalRuns {
             {"weight_decay", exact(inner.weight_decay)},
             {"batch_size", message(local_batch_size)}};
   }
-  /// The finished run of `folder` with `description`, saying so on stdout.
-  [[nodiscard]] std::optional<Row> reuse(const std::string& id, const RunFolder& folder) const {
-    auto done = folder.finished();
-    if (done) std::printf("  %-*s done before: test acc %s%%\n", width, id.c_str(), percent(done->number("test_accuracy")).c_str());
+  /// The finished run of `folder`, said on stdout by rank 0 (see finished_on_root).
+  template <class Comm>
+  [[nodiscard]] std::optional<Row> reuse(const std::string& id, const RunFolder& folder, Comm& comm) const {
+    auto done = finished_on_root(folder, comm);
+    if (done && comm.rank() == 0)
+      std::printf("  %-*s done before: test acc %s%%\n", width, id.c_str(), percent(done->number("test_accuracy")).c_str());
     return done;
   }
   /// Claims the folder, noting when it held another configuration's run.
@@ -188,11 +202,7 @@ struct LocalRuns {
                               local::InnerBuffers buffers, Comm& comm) const {
     const RunFolder run(folder, stamp(description));
     const bool root = comm.rank() == 0;
-    std::optional<Row> done;
-    if (root) done = reuse(id, run);
-    bool finished = done.has_value();
-    local::broadcast_value(comm, finished);
-    if (finished) return done.value_or(Row{});
+    if (auto done = reuse(id, run, comm)) return *done;
     if (root) {
       const std::string resuming = claim(run);
       std::printf("  %-*s %s%s%s\n", width, id.c_str(), headline.c_str(),
@@ -249,7 +259,8 @@ struct LocalRuns {
   [[nodiscard]] Row run_centralized(const std::filesystem::path& folder) const {
     const std::string id = "centralized";
     const RunFolder run(folder, stamp("centralized sgdm"));
-    if (auto done = reuse(id, run)) return *done;
+    local::InProcess one;  // rank 0's alone
+    if (auto done = reuse(id, run, one)) return *done;
     const std::string resuming = claim(run);
     std::printf("  %-*s centralized SGDM, batch %zu%s\n", width, id.c_str(), local_batch_size, resuming.c_str());
     std::fflush(stdout);
