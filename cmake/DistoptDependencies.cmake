@@ -2,6 +2,7 @@
 find_package(Eigen3 3.4 REQUIRED NO_MODULE)
 find_package(xtensor REQUIRED)
 find_package(OpenMP REQUIRED COMPONENTS CXX)
+find_package(ZLIB REQUIRED)  # data/idx.hpp: gzipped IDX files (Debian: zlib1g-dev)
 # Optional: only distopt::download (data/download.hpp) needs these; without them it is not defined.
 find_package(CURL)
 find_package(LibArchive)

@@ -24,7 +24,7 @@
 #include <distopt/optim/lars.hpp>
 #include <distopt/optim/schedule.hpp>
 #include <distopt/optim/sgdm.hpp>
-#include <distopt/study/plots.hpp>
+#include "common/plots.hpp"
 #include <distopt/train/checkpoint.hpp>
 #include <distopt/train/metrics.hpp>
 #include <distopt/train/run.hpp>

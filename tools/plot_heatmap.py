@@ -2,13 +2,15 @@
 """A heatmap of one column of a CSV table over two others, every cell annotated.
 
     /usr/bin/python3 tools/plot_heatmap.py summary.csv --rows K --cols H --value test_accuracy -o acc.png \
-        [--title T] [--percent] [--format "{:.4g}"] [--cmap viridis]
+        [--where COLUMN=VALUE ...] [--title T] [--percent] [--format "{:.4g}"] [--cmap viridis]
 
 One cell per (row key, column key) pair of the CSV (e.g. the K x H grid of study stage 5's
 summary.csv). Rows whose row or column key is empty are skipped (a baseline that is not part of
 the grid); keys sort numerically when they are all numbers, else as text. A value that is empty,
-"nan" or not a number (a diverged run) is a grey cell marked "n/a". Two rows with the same pair
-are an error. --percent shows fractions as percentages with one decimal. The title should name
+"nan" or not a number (a diverged run, a cell not run) is a grey cell marked "n/a". Two rows
+with the same pair are an error: --where keeps only the rows whose COLUMN holds VALUE (e.g.
+grid=yes, the grid's cells among other runs at the same K and H, such as other seeds or
+baselines). --percent shows fractions as percentages with one decimal. The title should name
 the data (synthetic or CIFAR-100). Needs only Debian's python3-matplotlib (Agg backend).
 """
 
@@ -28,15 +30,17 @@ def sort_keys(keys):
     return sorted(keys)
 
 
-def read_grid(path, rows, cols, value):
+def read_grid(path, rows, cols, value, where=()):
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        missing = [c for c in (rows, cols, value) if c not in (reader.fieldnames or [])]
+        missing = [c for c in (rows, cols, value, *(w for w, _ in where)) if c not in (reader.fieldnames or [])]
         if missing:
             sys.exit(f"plot_heatmap.py: '{path}' has no column(s) {', '.join(missing)} "
                      f"(columns: {', '.join(reader.fieldnames or [])})")
         cells = {}
         for line, record in enumerate(reader, 2):
+            if any(record[w] != v for w, v in where):
+                continue
             r, c = record[rows].strip(), record[cols].strip()
             if not r or not c:
                 continue
@@ -60,13 +64,21 @@ def main():
     parser.add_argument("--cols", required=True, help="column whose values are the heatmap's columns")
     parser.add_argument("--value", required=True, help="column shown in the cells")
     parser.add_argument("-o", "--output", required=True, help="PNG file to write")
+    parser.add_argument("--where", action="append", default=[], metavar="COLUMN=VALUE",
+                        help="keep only the rows whose COLUMN is VALUE (repeatable)")
     parser.add_argument("--title", default="", help="title (say which data the numbers come from)")
     parser.add_argument("--percent", action="store_true", help="show fractions as percentages (x100, one decimal)")
     parser.add_argument("--format", default="{:.4g}", help="Python format of a cell's annotation (without --percent)")
     parser.add_argument("--cmap", default="viridis", help="matplotlib colour map")
     args = parser.parse_args()
 
-    row_keys, col_keys, grid = read_grid(args.csv, args.rows, args.cols, args.value)
+    where = []
+    for w in args.where:
+        column, sep, wanted = w.partition("=")
+        if not sep or not column:
+            sys.exit(f"plot_heatmap.py: --where '{w}' is not COLUMN=VALUE")
+        where.append((column, wanted))
+    row_keys, col_keys, grid = read_grid(args.csv, args.rows, args.cols, args.value, where)
     shown = grid * 100.0 if args.percent else grid
     fmt = "{:.1f}" if args.percent else args.format
 

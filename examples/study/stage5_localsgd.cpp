@@ -1,31 +1,34 @@
 // Stage 5 of the study: LocalSGD (Lin et al. 2020). K workers on IID shards each take H local
-// SGDM steps between averages, for every K x H of the scale's grids, each cell trained on the
-// same number of sample-gradients as the centralized run of stage 3 (one LocalTrainer epoch is
-// one pass over the training set across the K workers). A centralized SGDM run with the same
-// optimizer, batch and epochs is the reference.
+// SGDM steps (batch B = 64 each) between averages, for every K x H of the scale's grids, and at
+// K = compare_workers, H = compare_steps against the methods Lin et al. compare it with, each over
+// the scale's seeds: synchronous SGD at the global batch K x B (LocalSGD with H = 1), the course's
+// batch-B run on one worker at the same sample budget, and post-local SGD (H = 1 for the first
+// half of the steps, then H). Every run is a LocalTrainer run over the same epochs, tested the
+// same way (its final model), so the methods differ only in how they communicate.
 //
-//   stage5_localsgd [--quick|--full] [--data DIR] [--results DIR] [--work DIR] [--seed N] [--threads N] [--force]
+//   stage5_localsgd [--quick|--standard|--full|--smoke] [--local-lr scaled|unscaled] [--data DIR] [--results DIR]
+//                   [--work DIR] [--seed N] [--threads N] [--force]
 //
 // Writes <results>/stage5_localsgd/: metrics.jsonl (every run's records, labelled `run`),
-// summary.csv (one row per run), table.md (K x H tables of test accuracy and communication),
-// heatmap_accuracy.png and heatmap_rounds.png (tools/plot_heatmap.py) and best.json, the (K, H)
-// with the best validation accuracy, which stage 6 (SlowMo) starts from. Checkpoints and a
-// result.csv per run go to <work>/stage5_localsgd/<run>/: a re-run reuses finished runs and
-// resumes a cut one from its last epoch.
+// summary.csv (one row per run; `grid` says which are the K x H grid's), table.md, findings.csv
+// (the claims of Lin et al. 2020 these runs test), heatmap_accuracy.png and heatmap_rounds.png
+// (tools/plot_heatmap.py) and best.json (the grid cell with the best validation accuracy).
+// Checkpoints and a result.csv per run go to <work>/stage5_localsgd/<run>/: a re-run reuses
+// finished runs and resumes a cut one from its last epoch; stage 6 reuses the runs it shares.
 //
-// Under an MPI launcher the same program trains each cell across the ranks (built with MPI):
-//   mpirun -np 2 stage5_localsgd --threads 1
+// Under an MPI launcher the same program trains each multi-worker run across the ranks (built
+// with MPI):  mpirun -np 2 stage5_localsgd --threads 1
 // every rank hosts a block of the K workers; rank 0 alone reads and writes files, runs the
-// centralized reference and draws the tables, in which the all-reduce time is measured over MPI.
+// one-worker batch-B runs and draws the tables.
 #include "study_cli.hpp"
 
 #include <distopt/core/error.hpp>
 #include <distopt/local/communicator.hpp>
-#include <distopt/local/outer.hpp>
-#include <distopt/study/local_runs.hpp>
-#include <distopt/study/plots.hpp>
-#include <distopt/study/runs.hpp>
-#include <distopt/study/study.hpp>
+#include "common/findings.hpp"
+#include "common/local_runs.hpp"
+#include "common/plots.hpp"
+#include "common/runs.hpp"
+#include "common/study.hpp"
 #include <distopt/train/metrics.hpp>
 
 #include <CLI/CLI.hpp>
@@ -49,197 +52,243 @@ namespace train = distopt::train;
 namespace local = distopt::local;
 using distopt::message;
 using study::exact;
-using study::percent_cell;
 using study::Row;
-using study::signed_points;
 using train::format_number;
 
 constexpr const char* stage_name = "stage5_localsgd";
-constexpr std::size_t batch_size = study::local_batch_size;  // per worker, as the centralized run of the study
+constexpr std::size_t batch_size = study::local_batch_size;
 const study::PlotScripts plots{DISTOPT_TOOLS_DIR, DISTOPT_PYTHON};
 
-/// LocalSGD with K workers and H local steps in <work>/stage5_localsgd/K<k>_H<h>, or its earlier result.
-template <class Comm>
-Row run_localsgd(const study::LocalRuns& runs, std::size_t k, std::size_t h, Comm& comm) {
-  const std::string id = message("K", k, "_H", h);
-  return runs.run_local(id, runs.config.work / stage_name / id, study::localsgd_description(k, h), message("LocalSGD K=", k, " H=", h),
-                        local::LocalSgd{}, k, h, local::InnerBuffers::maintain, comm);
+/// Columns of summary.csv: the runs' own, and the role they play here.
+std::vector<std::string> summary_header() {
+  std::vector<std::string> h = study::local_result_header;
+  h.insert(h.end(), {"method", "grid", "source"});
+  return h;
 }
 
-const std::vector<std::string> summary_header = {
-    "run", "K", "H", "lr", "momentum", "weight_decay", "batch_size", "status", "epochs", "steps", "validation_accuracy",
-    "best_validation_accuracy", "best_epoch", "test_accuracy", "test_loss", "rounds", "bytes_per_worker", "modelled_seconds",
-    "sync_seconds", "allreduce_seconds", "ranks", "seconds", "message"};
+/// The id of the i-th seed's run: the first seed's is the plain id, so the grid cell at the
+/// compared K, H is the first seed of the compared LocalSGD runs.
+std::string seeded(const std::string& id, std::size_t i) { return i == 0 ? id : message(id, "_s", i); }
 
-/// Saves the row beside the run's checkpoints: the marker that the run is finished.
-void save_result(const study::LocalRuns& runs, const Row& row) {
-  study::write_rows(runs.config.work / stage_name / row.cell("run") / "result.csv", summary_header, {row});
+/// A grid cell of the test table: the accuracy, its status when it did not complete, or why it
+/// was not run.
+std::string grid_cell(const Row& r, std::size_t min_rounds) {
+  if (r.cell("status") == "skipped") return message("— (", r.cell("planned_rounds"), " rounds < ", min_rounds, ")");
+  return study::percent_cell(r, "test_accuracy");
 }
 
-/// Mean of the finite values (NaN when none).
-double mean_finite(const std::vector<double>& values) {
-  double sum = 0;
-  std::size_t n = 0;
-  for (const double v : values)
-    if (std::isfinite(v)) sum += v, ++n;
-  return n == 0 ? std::nan("") : sum / static_cast<double>(n);
-}
-
-std::string megabytes(double bytes) { return format_number(bytes / 1e6, 4); }
-
-/// A run's total seconds in `column` per communication round, in milliseconds.
-std::string per_round_ms(const Row& r, const std::string& column) {
-  return format_number(r.number(column) / r.number("rounds") * 1e3, 3);
-}
+std::string megabytes(const Row& r) { return format_number(r.number("bytes_per_worker") / 1e6, 4); }
 
 template <class Comm>
-void stage(const study::Config& config, Comm& comm) {
+void stage(const study::Config& config, study::LrRule rule, Comm& comm) {
   const auto start = std::chrono::steady_clock::now();
   const bool root = comm.rank() == 0;
   const study::Scale& scale = config.scale;
   distopt::require(!scale.workers.empty() && !scale.local_steps.empty(), "Scale.workers and Scale.local_steps must not be empty");
+  distopt::require(scale.seeds > 0, "Scale.seeds must be positive");
   const fs::path results = config.results / stage_name;
+  const fs::path work = config.work / stage_name;
   if (root) fs::create_directories(results);
 
   const distopt::data::PreparedData prepared = study::prepare_data(config, comm);
   const study::SgdmSetting inner = study::stage3_best_sgdm(config, comm);
+  const std::size_t epochs = scale.scaled(scale.epochs_local);
   if (root) {
-    std::printf("data: %zu train, %zu validation, %zu test images\n", prepared.train.size(), prepared.validation.size(),
-                prepared.test.size());
-    std::printf("inner optimizer: SGDM lr %s momentum %s weight decay %s, from %s\n", exact(inner.lr).c_str(),
-                exact(inner.momentum).c_str(), exact(inner.weight_decay).c_str(), inner.source.c_str());
+    std::printf("data: %zu train, %zu validation, %zu test images; model %s\n", prepared.train.size(), prepared.validation.size(),
+                prepared.test.size(), study::model_label(prepared.info).c_str());
+    std::printf("inner optimizer: SGDM lr %s momentum %s weight decay %s, from %s; lr rule %s\n", exact(inner.lr).c_str(),
+                exact(inner.momentum).c_str(), exact(inner.weight_decay).c_str(), inner.source.c_str(),
+                study::lr_rule_name(rule).c_str());
   }
-  const study::LocalRuns ctx{config, prepared, distopt::data::Normalizer(prepared.stats), inner, scale.epochs_final,
-                             root ? std::make_shared<train::JsonLinesSink>(results / "metrics.jsonl", /*append=*/true) : nullptr};
+  const study::LocalRuns ctx{config, prepared, distopt::data::Normalizer(prepared.stats), inner, epochs,
+                             root ? std::make_shared<train::JsonLinesSink>(results / "metrics.jsonl", /*append=*/true) : nullptr,
+                             /*width=*/18};
 
-  // Every cell, then the reference: each saved as soon as it ends, so a cut stage loses one run at most.
+  // Each run once, in the order run; a run serving two roles (the compared grid cell) keeps its
+  // first row and is marked as part of the grid.
   std::vector<Row> rows;
+  const auto record = [&](Row row, const std::string& method, bool in_grid) -> Row {
+    for (Row& r : rows)
+      if (r.cell("run") == row.cell("run")) {
+        if (in_grid) r["grid"] = "yes";
+        return r;
+      }
+    row["method"] = method;
+    row["grid"] = in_grid ? "yes" : "no";
+    rows.push_back(row);
+    return row;
+  };
+  const auto localsgd = [&](std::size_t k, std::size_t h, std::size_t i) {
+    return study::LocalSpec{.id = seeded(message("K", k, "_H", h), i), .k = k, .h = h, .seed = config.seed_of(i), .rule = rule};
+  };
+  const std::size_t kc = scale.compare_workers, hc = scale.compare_steps;
+
+  // The grid at the first seed. The compared cell always runs: the findings need it.
   std::map<std::pair<std::size_t, std::size_t>, Row> grid;
   for (const std::size_t k : scale.workers)
     for (const std::size_t h : scale.local_steps) {
-      Row row = run_localsgd(ctx, k, h, comm);
-      if (root) save_result(ctx, row);
-      grid[{k, h}] = row;
-      rows.push_back(std::move(row));
+      study::LocalSpec s = localsgd(k, h, 0);
+      s.min_rounds = k == kc && h == hc ? 0 : scale.min_rounds;
+      grid[{k, h}] = record(ctx.run(s, work / s.id, comm), "localsgd", true);
     }
-  if (!root) return;  // the rest is rank 0's: the centralized reference, tables and plots
-  Row central = ctx.run_centralized(config.work / stage_name / "centralized");
-  save_result(ctx, central);
-  rows.push_back(central);
-  study::write_rows(results / "summary.csv", summary_header, rows);
 
-  // The best cell by validation accuracy of the final model (the one tested): the test set only reports.
-  const Row* best = nullptr;
-  for (const Row& row : rows) {
-    if (row.cell("run") == "centralized" || row.cell("status") != "completed") continue;
-    const double v = row.number("validation_accuracy");
-    if (std::isnan(v)) continue;
-    if (best == nullptr || v > best->number("validation_accuracy") ||
-        (v == best->number("validation_accuracy") && row.number("rounds") < best->number("rounds")))
-      best = &row;
+  // The compared methods at K = kc over the seeds: every multi-worker run, then (rank 0 alone)
+  // the one-worker runs.
+  std::vector<Row> local_rows, sync_rows, post_rows, single_rows;
+  for (std::size_t i = 0; i < scale.seeds; ++i) {
+    if (i == 0 && grid.contains({kc, hc})) {
+      local_rows.push_back(grid.at({kc, hc}));
+      continue;
+    }
+    const study::LocalSpec s = localsgd(kc, hc, i);
+    local_rows.push_back(record(ctx.run(s, work / s.id, comm), "localsgd", false));
   }
+  for (std::size_t i = 0; i < scale.seeds; ++i) {
+    const study::LocalSpec s = localsgd(kc, 1, i);
+    sync_rows.push_back(record(ctx.run(s, work / s.id, comm), "sync", false));
+  }
+  for (std::size_t i = 0; i < scale.seeds; ++i) {
+    study::LocalSpec s = localsgd(kc, hc, i);
+    s.id = seeded(message("postlocal_K", kc, "_H", hc), i);
+    s.post_local = true;
+    post_rows.push_back(record(ctx.run(s, work / s.id, comm), "postlocal", false));
+  }
+  if (!root) return;  // the rest is rank 0's: the one-worker runs, tables and plots
+  for (std::size_t i = 0; i < scale.seeds; ++i) {
+    // One worker cannot be spread over ranks: it runs in this process alone. Unscaled whatever
+    // --local-lr says: lr_B is what was tuned for batch B.
+    const study::LocalSpec s{.id = seeded(message("single_B", batch_size), i), .k = 1, .h = 1, .seed = config.seed_of(i),
+                             .rule = study::LrRule::unscaled};
+    local::InProcess one;
+    single_rows.push_back(record(ctx.run(s, work / s.id, one), "single", false));
+  }
+  study::write_rows(results / "summary.csv", summary_header(), rows);
+
+  // The best grid cell by best validation accuracy (ties: fewer rounds); the test set only reports.
+  const Row* best = nullptr;
+  for (const auto& cell : grid) {
+    const Row& r = cell.second;
+    if (r.cell("status") != "completed") continue;
+    const double v = r.number("best_validation_accuracy");
+    if (std::isnan(v)) continue;
+    const double b = best == nullptr ? -1.0 : best->number("best_validation_accuracy");
+    if (best == nullptr || v > b || (v == b && r.number("rounds") < best->number("rounds"))) best = &r;
+  }
+
+  // Findings: the claims of Lin et al. 2020 these runs test, over the seeds.
+  const std::string at = message("K = ", kc, ", B = ", batch_size, " per worker");
+  const study::Evidence local_e = study::test_evidence(message("LocalSGD, H = ", hc, ", ", at), local_rows);
+  const study::Evidence sync_e = study::test_evidence(message("synchronous SGD at global batch ", kc * batch_size, " (H = 1), ", at), sync_rows);
+  const study::Evidence post_e = study::test_evidence(message("post-local SGD, H = ", hc, " after half of the steps, ", at), post_rows);
+  std::vector<study::Finding> findings = {
+      {.claim = "LocalSGD with H local steps matches synchronous SGD at global batch K x B with H times fewer rounds (Lin et al. 2020)",
+       .kind = study::Claim::matches,
+       .a = local_e,
+       .b = sync_e,
+       .note = message(study::rounds_cell(local_rows), " rounds against ", study::rounds_cell(sync_rows))},
+      {.claim = "Post-local SGD matches synchronous SGD at K x B (Lin et al. 2020)",
+       .kind = study::Claim::matches,
+       .a = post_e,
+       .b = sync_e,
+       .note = message(study::rounds_cell(post_rows), " rounds against ", study::rounds_cell(sync_rows))},
+      {.claim = "Post-local SGD does better than LocalSGD from the start at the same K, H (Lin et al. 2020)",
+       .kind = study::Claim::better,
+       .a = post_e,
+       .b = local_e,
+       .note = message(study::rounds_cell(post_rows), " rounds against ", study::rounds_cell(local_rows))},
+  };
+  for (auto& f : findings) f.test_images = prepared.test.size();
+  study::write_findings(results / "findings.csv", findings);
 
   // Tables.
   std::vector<std::string> grid_header = {"K \\ H"};
   for (const std::size_t h : scale.local_steps) grid_header.push_back(message("H = ", h));
-  std::vector<std::vector<std::string>> accuracy_rows, rounds_rows, cost_rows;
+  std::vector<std::vector<std::string>> accuracy_rows, rounds_rows;
   for (const std::size_t k : scale.workers) {
     std::vector<std::string> acc{message("K = ", k)}, rounds{message("K = ", k)};
     for (const std::size_t h : scale.local_steps) {
       const Row& r = grid.at({k, h});
-      acc.push_back(percent_cell(r, "test_accuracy"));
-      rounds.push_back(r.cell("rounds"));
-      cost_rows.push_back({message(k), message(h), r.cell("status"), study::percent(r.number("validation_accuracy")),
-                           study::percent(r.number("test_accuracy")), r.cell("steps"), r.cell("rounds"),
-                           megabytes(r.number("bytes_per_worker")), r.cell("ranks").empty() ? "1" : r.cell("ranks"),
-                           per_round_ms(r, "modelled_seconds"), per_round_ms(r, "allreduce_seconds"),
-                           per_round_ms(r, "sync_seconds"), format_number(r.number("seconds"), 4)});
+      acc.push_back(grid_cell(r, scale.min_rounds));
+      rounds.push_back(r.cell("status") == "skipped" ? message("(", r.cell("planned_rounds"), ")") : r.cell("rounds"));
     }
     accuracy_rows.push_back(std::move(acc));
     rounds_rows.push_back(std::move(rounds));
   }
   const std::string accuracy_table = study::markdown_table(grid_header, accuracy_rows);
   const std::string rounds_table = study::markdown_table(grid_header, rounds_rows);
-  const std::string cost_table = study::markdown_table(
-      {"K", "H", "status", "validation %", "test %", "steps per worker", "rounds", "MB sent per worker", "processes",
-       "modelled all-reduce ms/round", "measured all-reduce ms/round", "measured sync ms/round", "wall s"},
-      cost_rows);
 
-  // Observations, from the numbers.
-  const double central_test = central.number("test_accuracy");
-  std::ostringstream notes;
-  if (best != nullptr) {
-    notes << "The best cell by validation accuracy is K = " << best->cell("K") << ", H = " << best->cell("H") << ": test "
-          << study::percent(best->number("test_accuracy")) << "% against " << study::percent(central_test)
-          << "% for the centralized run (" << signed_points(best->number("test_accuracy") - central_test)
-          << " points), with " << best->cell("rounds") << " all-reduce rounds. ";
-  } else {
-    notes << "No LocalSGD cell completed with a validation accuracy. ";
+  const auto compare_line = [&](const std::string& name, const std::vector<Row>& rs) {
+    return std::vector<std::string>{name, rs.front().cell("K"), rs.front().cell("H"), rs.front().cell("lr_rule"),
+                                    exact(rs.front().number("peak_lr")), study::rounds_cell(rs),
+                                    study::over_seeds(rs, "test_accuracy"), study::over_seeds(rs, "best_validation_accuracy")};
+  };
+  const std::string compare_table = study::markdown_table(
+      {"method", "K", "H", "lr rule", "peak lr", "rounds", "test % (mean, range)", "best validation % (mean, range)"},
+      {compare_line(message("batch-B run (1 worker, batch ", batch_size, ")"), single_rows),
+       compare_line(message("synchronous SGD, global batch K x B = ", kc * batch_size), sync_rows),
+       compare_line(message("LocalSGD, H = ", hc), local_rows),
+       compare_line(message("post-local SGD (H = 1 to step ", post_rows.front().cell("switch_step"), ", then ", hc, ")"), post_rows)});
+
+  std::vector<std::vector<std::string>> run_rows;
+  for (const Row& r : rows) {
+    const bool skipped = r.cell("status") == "skipped";
+    run_rows.push_back({r.cell("run"), r.cell("method"), r.cell("K"), r.cell("H"), r.cell("seed"), exact(r.number("peak_lr")),
+                        r.cell("status"), r.cell("steps"),
+                        skipped ? message("(", r.cell("planned_rounds"), ")") : study::rounds_cell({r}),
+                        skipped ? "not run" : study::percent(r.number("test_accuracy")),
+                        skipped ? "" : study::percent(r.number("best_validation_accuracy")),
+                        skipped ? "" : megabytes(r), skipped ? "" : format_number(r.number("seconds"), 4)});
   }
-  const std::size_t h_first = scale.local_steps.front(), h_last = scale.local_steps.back();
-  const std::size_t k_first = scale.workers.front(), k_last = scale.workers.back();
-  if (h_first != h_last) {
-    std::vector<double> delta, ratio;
-    for (const std::size_t k : scale.workers) {
-      delta.push_back(grid.at({k, h_last}).number("test_accuracy") - grid.at({k, h_first}).number("test_accuracy"));
-      ratio.push_back(grid.at({k, h_first}).number("rounds") / grid.at({k, h_last}).number("rounds"));
-    }
-    notes << "From H = " << h_first << " to H = " << h_last << " test accuracy changes by " << signed_points(mean_finite(delta))
-          << " points on average over K, for " << format_number(mean_finite(ratio), 3) << " times fewer rounds. ";
-  }
-  if (k_first != k_last) {
-    std::vector<double> delta;
-    for (const std::size_t h : scale.local_steps)
-      delta.push_back(grid.at({k_last, h}).number("test_accuracy") - grid.at({k_first, h}).number("test_accuracy"));
-    notes << "From K = " << k_first << " to K = " << k_last << " workers it changes by " << signed_points(mean_finite(delta))
-          << " points on average over H.";
-  }
+  const std::string run_table = study::markdown_table(
+      {"run", "method", "K", "H", "seed", "peak lr", "status", "steps per worker", "rounds", "test %", "best validation %",
+       "MB sent per worker", "wall s"},
+      run_rows);
 
   const local::NetworkModel network{};
   std::ostringstream md;
   md << "## Stage 5: LocalSGD, K workers x H local steps\n\n"
-     << "Data: " << config.data_label() << ", mode " << config.mode() << "\n\n"
-     << "Inner optimizer SGDM lr " << exact(inner.lr) << ", momentum " << exact(inner.momentum) << ", weight decay "
-     << exact(inner.weight_decay) << " (" << inner.source << "); batch " << batch_size
-     << " per worker; cosine schedule over the run's global steps; " << ctx.epochs
-     << " epochs, each one pass over the " << prepared.train.size()
-     << " training images across the K workers (the sample-gradients of the centralized run); IID shards; inner momentum "
-        "buffers maintained across rounds. Validation after every epoch, test at the end (final model).\n\n"
-     << "### Test accuracy (%)\n\n"
-     << accuracy_table << "\nCentralized SGDM (run_training, batch " << batch_size << ", same schedule and epochs): test "
-     << study::percent(central_test) << "% (validation " << study::percent(central.number("validation_accuracy"))
-     << "%; run_training tests the weights of its best validation epoch, epoch " << central.cell("best_epoch") << " of "
-     << central.cell("epochs") << ").\n\n"
-     << "### Communication rounds (all-reduces of the model)\n\n"
-     << rounds_table << "\n### Communication per run\n\n"
-     << "Library accounting (local/communicator.hpp): a ring all-reduce of the float32 model per round, each worker sending "
-        "2 (K - 1) / K of it; modelled time with "
-     << format_number(network.latency * 1e6, 4) << " us latency per message and " << format_number(network.bandwidth * 8 / 1e9, 4)
-     << " Gbit/s links. Measured, per round: the time inside the all-reduce, which sums the workers' double-precision "
-        "partial sums across the processes (nothing to send in one process; under mpirun, among the ranks rather than "
-        "the K workers, over whatever links MPI uses), and the whole synchronisation (summing the workers, the all-reduce "
-        "and the outer step).\n\n"
-     << cost_table << "\n";
+     << "Data: " << config.data_label() << ", mode " << config.mode() << ". Model: " << study::model_label(prepared.info)
+     << ", augmentation " << study::augmentation_label(study::augmentation_for(prepared.info)) << ".\n\n"
+     << "Inner optimizer SGDM lr_B " << exact(inner.lr) << ", momentum " << exact(inner.momentum) << ", weight decay "
+     << exact(inner.weight_decay) << " (" << inner.source << "); batch B = " << batch_size << " per worker; lr rule "
+     << study::lr_rule_label(rule) << " (the one-worker batch-B run: unscaled). " << epochs << " epochs for every run, each one "
+     << "pass over the " << prepared.train.size() << " training images across the K workers (the same sample budget for "
+     << "every method); IID shards; inner momentum buffers maintained across rounds. Test rule: the final model on the "
+     << "test set, for every run; best validation is the best of the per-epoch validation accuracies, reported, never "
+     << "used to pick weights.\n\n"
+     << "### Test accuracy (%) of the K x H grid, seed " << config.seed_of(0) << "\n\n"
+     << accuracy_table << "\nA cell with fewer than " << scale.min_rounds << " rounds is not run: it would hardly average at all.\n\n"
+     << "### Communication rounds (all-reduces of the model; planned rounds of cells not run in brackets)\n\n"
+     << rounds_table << "\n### Methods at K = " << kc << " (" << scale.seeds << " seed(s): " << config.seed_of(0) << " to "
+     << config.seed_of(scale.seeds - 1) << ")\n\n"
+     << compare_table << "\n### Findings\n\n"
+     << study::findings_table(findings) << "\n### Every run\n\n"
+     << "Bytes: a ring all-reduce of the float32 model per round, each worker sending 2 (K - 1) / K of it (library "
+        "accounting, local/communicator.hpp; modelled at "
+     << format_number(network.latency * 1e6, 4) << " us per message and " << format_number(network.bandwidth * 8 / 1e9, 4)
+     << " Gbit/s links in summary.csv).\n\n"
+     << run_table << "\n";
   if (best != nullptr)
-    md << "Best (K, H) for stage 6, by final validation accuracy (ties: fewer rounds): K = " << best->cell("K") << ", H = " << best->cell("H")
-       << " (best.json).\n\n";
-  md << notes.str() << "\n";
+    md << "Best grid cell by best validation accuracy (ties: fewer rounds): K = " << best->cell("K") << ", H = " << best->cell("H")
+       << " (best.json).\n";
   study::write_text(results / "table.md", md.str());
   if (best != nullptr)
     study::write_text(results / "best.json",
-                      message("{\"K\": ", best->cell("K"), ", \"H\": ", best->cell("H"), ", \"validation_accuracy\": ",
-                              best->cell("validation_accuracy"), ", \"test_accuracy\": ", best->cell("test_accuracy"),
+                      message("{\"K\": ", best->cell("K"), ", \"H\": ", best->cell("H"), ", \"best_validation_accuracy\": ",
+                              best->cell("best_validation_accuracy"), ", \"test_accuracy\": ", best->cell("test_accuracy"),
                               ", \"rounds\": ", best->cell("rounds"), "}\n"));
 
-  std::printf("\nTest accuracy (%%), LocalSGD K x H; centralized %s%%\n%s\nCommunication rounds\n%s\n%s\n",
-              study::percent(central_test).c_str(), accuracy_table.c_str(), rounds_table.c_str(), notes.str().c_str());
+  std::printf("\nTest accuracy (%%), LocalSGD K x H\n%s\nMethods at K = %zu\n%s\n%s\n", accuracy_table.c_str(), kc,
+              compare_table.c_str(), study::findings_table(findings).c_str());
 
   const std::string csv = (results / "summary.csv").string();
-  plots.require_ok("plot_heatmap.py", {csv, "--rows", "K", "--cols", "H", "--value", "test_accuracy", "--percent", "-o",
-                               (results / "heatmap_accuracy.png").string(), "--title",
-                               message("LocalSGD test accuracy (%), K workers x H local steps\n", config.data_label())});
-  plots.require_ok("plot_heatmap.py", {csv, "--rows", "K", "--cols", "H", "--value", "rounds", "-o", (results / "heatmap_rounds.png").string(),
-                               "--title", message("LocalSGD communication rounds, K workers x H local steps\n", config.data_label())});
+  plots.require_ok("plot_heatmap.py", {csv, "--where", "grid=yes", "--rows", "K", "--cols", "H", "--value", "test_accuracy",
+                                       "--percent", "-o", (results / "heatmap_accuracy.png").string(), "--title",
+                                       message("LocalSGD test accuracy (%), K workers x H local steps, seed ", config.seed_of(0),
+                                               " (grey: not run, < ", scale.min_rounds, " rounds)\n", config.data_label())});
+  plots.require_ok("plot_heatmap.py", {csv, "--where", "grid=yes", "--rows", "K", "--cols", "H", "--value", "rounds", "-o",
+                                       (results / "heatmap_rounds.png").string(), "--title",
+                                       message("LocalSGD communication rounds, K workers x H local steps\n", config.data_label())});
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf("%s: results in %s; wall time %.1f s\n", stage_name, results.c_str(), seconds);
 }
@@ -247,14 +296,20 @@ void stage(const study::Config& config, Comm& comm) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Stage 5 of the study: LocalSGD with K workers on IID shards and H local steps, for every K x H of the "
-               "scale's grids (same sample-gradients as the centralized run), against a centralized SGDM run"};
-  app.footer("Output: <results>/stage5_localsgd/{metrics.jsonl, summary.csv, table.md, heatmap_accuracy.png, "
+  CLI::App app{"Stage 5 of the study: LocalSGD with K workers on IID shards and H local steps over the scale's K x H grid, "
+               "and at one K against synchronous SGD at K x B, the batch-B run and post-local SGD, over seeds"};
+  app.footer("Output: <results>/stage5_localsgd/{metrics.jsonl, summary.csv, table.md, findings.csv, heatmap_accuracy.png, "
              "heatmap_rounds.png, best.json};\ncheckpoints and per-run result.csv in <work>/stage5_localsgd/<run>/ "
              "(a re-run reuses finished runs and resumes cut ones).");
   study_cli::Flags flags;
   flags.add(app);
+  std::string rule = "unscaled";
+  app.add_option("--local-lr", rule,
+                 "Inner lr of a K-worker run: 'scaled' (K x lr_B with 10% warmup from 0.1x, Goyal et al. 2017) or 'unscaled' (lr_B)")
+      ->check(CLI::IsMember({"scaled", "unscaled"}))
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   flags.finish();
-  return study_cli::run_local_stage(flags, stage_name, [&](auto& comm) { stage(flags.config, comm); });
+  const study::LrRule lr_rule = study::parse_lr_rule(rule);
+  return study_cli::run_local_stage(flags, stage_name, [&](auto& comm) { stage(flags.config, lr_rule, comm); });
 }

@@ -5,7 +5,7 @@
 #include <CLI/CLI.hpp>
 
 #include <distopt/local/communicator.hpp>
-#include <distopt/study/study.hpp>
+#include "common/study.hpp"
 
 #if defined(DISTOPT_STUDY_MPI)
 #include <distopt/local/mpi.hpp>
@@ -17,6 +17,7 @@
 #include <exception>
 #include <iostream>
 #include <string>
+#include <vector>
 
 namespace study_cli {
 
@@ -26,27 +27,51 @@ struct Flags {
   std::string scale = "quick";
   bool force = false;
   std::string data;
+  double epochs_scale = 1.0;
 
   void add(CLI::App& app) {
-    app.add_flag_callback("--quick", [this] { scale = "quick"; }, "Quick mode (default): small data, few epochs, small grids");
+    app.add_flag_callback("--quick", [this] { scale = "quick"; },
+                          "Quick mode (default): the study's protocol on 30,000 Fashion-MNIST training images at a few epochs");
+    app.add_flag_callback("--standard", [this] { scale = "standard"; },
+                          "The study's grids on all of the data at reduced epochs (an afternoon on 2 cores for Fashion-MNIST)");
     app.add_flag_callback("--full", [this] { scale = "full"; },
-                          "The study's scale: all of the data, 150 epochs, full grids (hours to days on a CPU)");
+                          "The study's scale: all of the data, 150 epochs, full grids (days on a CPU)");
     app.add_flag_callback("--smoke", [this] { scale = "smoke"; },
-                          "A pass through the stage in seconds on 1,200 images (for tests; the numbers mean nothing)");
+                          "A pass through the stage in seconds on 300 images (for tests; the numbers mean nothing)");
     app.add_option("--data", data,
-                   "CIFAR-100 folder (holding cifar-100-binary/); default: $DISTOPT_DATA, else synthetic CIFAR-format data");
+                   "CIFAR-100 folder (holding cifar-100-binary/) or a folder of IDX files (MNIST, Fashion-MNIST); default: "
+                   "$DISTOPT_DATA, else Debian's Fashion-MNIST (/usr/share/datasets/fashion-mnist)");
+    app.add_flag("--synthetic", config.synthetic,
+                 "Use the library's synthetic CIFAR-format data (generated into <work>/data, read through the CIFAR-100 reader)");
+    app.add_option("--epochs-scale", epochs_scale, "Multiply every epoch count of the scale (e.g. 0.2 to run the full grids shorter)")
+        ->check(CLI::Range(1e-3, 1e3));
     app.add_option("--results", config.results, "Folder for tables, metrics and plots")->capture_default_str();
     app.add_option("--work", config.work, "Folder for data caches and checkpoints")->capture_default_str();
-    app.add_option("--seed", config.seed, "Seed of data, splits, shards, initial weights and loaders")->capture_default_str();
+    app.add_option("--seed", config.seed, "Base seed of data, splits, shards, initial weights and loaders (seeds seed, seed + 1, ...)")
+        ->capture_default_str();
     app.add_option("--threads", config.threads, "OpenMP threads (0: all cores; under mpirun, per rank)")
         ->check(CLI::NonNegativeNumber)
         ->capture_default_str();
     app.add_flag("--force", force, "Run the stage even if a previous run completed it");
   }
 
+  /// The flags to hand on to a stage program (reproduce runs every stage with its own).
+  [[nodiscard]] std::vector<std::string> forwarded() const {
+    std::vector<std::string> args = {"--" + scale, "--results", config.results.string(), "--work", config.work.string(),
+                                     "--seed", std::to_string(config.seed), "--threads", std::to_string(config.threads)};
+    if (!data.empty()) args.insert(args.end(), {"--data", data});
+    if (config.synthetic) args.push_back("--synthetic");
+    if (epochs_scale != 1.0) args.insert(args.end(), {"--epochs-scale", distopt::train::format_number(epochs_scale, 17)});
+    if (force) args.push_back("--force");
+    return args;
+  }
+
   void finish() {
+    if (scale == "standard") config.scale = distopt::study::Scale::standard();
     if (scale == "full") config.scale = distopt::study::Scale::full();
     if (scale == "smoke") config.scale = distopt::study::Scale::smoke();
+    config.scale.epochs_scale = epochs_scale;
+    if (epochs_scale != 1.0) config.scale.name += distopt::message("-x", distopt::train::format_number(epochs_scale));
     config.data = data;
     distopt::study::apply_environment(config);
     if (config.threads > 0) omp_set_num_threads(config.threads);

@@ -12,6 +12,8 @@
 #include "distopt/core/rng.hpp"
 #include "distopt/data/cache.hpp"
 #include "distopt/data/cifar.hpp"
+#include "distopt/data/idx.hpp"
+#include "distopt/data/images.hpp"
 #include "distopt/data/loader.hpp"
 #include "distopt/data/shards.hpp"
 #include "distopt/data/split.hpp"

@@ -96,7 +96,7 @@ TEST_CASE("Loader: batch pixels are the sample's own augmentation, wherever it i
       ++batches;
       for (std::size_t k = 0; k < b->size(); ++k) {
         const std::size_t s = b->samples()[k];
-        transform_image(data.images.data() + s * 3072, expected.data(), normalizer, 4, draw_crop_flip(Augmentation{}, 21, 4, s));
+        transform_image(data.images.data() + s * 3072, expected.data(), normalizer, data.shape(), 4, draw_crop_flip(Augmentation{}, 21, 4, s));
         match = match && std::memcmp(b->images().data + k * 3072, expected.data(), 3072 * sizeof(float)) == 0;
       }
     }
@@ -160,4 +160,37 @@ TEST_CASE("Loader: bad options name the field", "[data][loader]") {
   CHECK_THROWS_WITH(Loader(data, normalizer, {.augmentation = Augmentation{.padding = -1}}), Contains("padding"));
   Loader loader(data, normalizer, {.batch_size = 2});
   CHECK_THROWS_WITH(loader.seek({0, 3}), Contains("batch 3"));
+}
+
+TEST_CASE("Loader: grey 28 x 28 images without coarse labels, batches carry their shape", "[data][loader]") {
+  const ImageShape shape{1, 28, 28};
+  const auto data = test_support::random_images(test_support::class_labels(std::vector<std::size_t>(10, 3)), 9, shape, false);
+  REQUIRE_FALSE(data.has_coarse());
+  const Normalizer grey(ChannelStats{{0.286}, {0.353}});
+  const LoaderOptions options{.batch_size = 8, .seed = 3, .augmentation = Augmentation{.padding = 2}};
+  Loader loader(data, grey, options);
+  CHECK(loader.batches_per_epoch() == 4);
+  loader.start_epoch(1);
+  std::vector<float> expected(784);
+  std::size_t samples = 0;
+  bool match = true;
+  while (const Batch* b = loader.next()) {
+    const auto images = b->images();
+    REQUIRE(images.count == static_cast<std::ptrdiff_t>(b->size()));
+    REQUIRE(images.channels == 1);
+    REQUIRE(images.height == 28);
+    REQUIRE(images.width == 28);
+    for (std::size_t k = 0; k < b->size(); ++k) {
+      const std::size_t s = b->samples()[k];
+      REQUIRE(b->labels()[k] == data.fine[s]);
+      transform_image(data.images.data() + s * 784, expected.data(), grey, shape, 2, draw_crop_flip(*options.augmentation, 3, 1, s));
+      match = match && std::memcmp(images.data + k * 784, expected.data(), 784 * sizeof(float)) == 0;
+    }
+    samples += b->size();
+  }
+  CHECK(samples == 30);
+  CHECK(match);
+  // A normalizer of another channel count, or coarse labels the data lacks, are refused.
+  CHECK_THROWS_WITH(Loader(data, normalizer, {}), Contains("normalizer has 3 channel(s), the images 1"));
+  CHECK_THROWS_WITH(Loader(data, grey, {.labels = LabelKind::coarse}), Contains("no coarse labels"));
 }

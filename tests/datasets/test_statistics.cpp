@@ -59,7 +59,29 @@ TEST_CASE("channel_statistics: constant planes and no images", "[data][statistic
   CHECK(stats.mean[0] == 1.0);
   CHECK(stats.mean[1] == 0.0);
   CHECK(stats.mean[2] == Approx(0.2));
-  CHECK(stats.std == std::array<double, 3>{0.0, 0.0, 0.0});
+  CHECK(stats.channels() == 3);
+  CHECK(stats.std == std::vector<double>{0.0, 0.0, 0.0});
   LabelledImages empty;
   CHECK_THROWS_WITH(channel_statistics(empty), Catch::Matchers::Contains("no images"));
+}
+
+TEST_CASE("channel_statistics: one grey channel of 28 x 28 (Fashion-MNIST's geometry)", "[data][statistics]") {
+  const ImageShape shape{1, 28, 28};
+  const auto data = test_support::random_images(std::vector<std::uint8_t>(50, 0), 3, shape, false);
+  const ChannelStats stats = channel_statistics(data.images);
+  REQUIRE(stats.channels() == 1);
+  REQUIRE(stats.std.size() == 1);
+  long double sum = 0, squares = 0;
+  for (const std::uint8_t v : data.images) sum += v / 255.0L;
+  const long double count = static_cast<long double>(data.images.size());
+  const long double mean = sum / count;
+  for (const std::uint8_t v : data.images) squares += (v / 255.0L - mean) * (v / 255.0L - mean);
+  CHECK(stats.mean[0] == Approx(static_cast<double>(mean)).epsilon(1e-14));
+  CHECK(stats.std[0] == Approx(static_cast<double>(std::sqrt(squares / count))).epsilon(1e-12));
+  // Uniform random bytes: mean near 127.5 / 255, std near 73.9 / 255.
+  CHECK(stats.mean[0] == Approx(0.5).margin(0.01));
+  CHECK(stats.std[0] == Approx(73.9 / 255).margin(0.01));
+  // A plane too large for the exact 32-bit inner sums is refused.
+  const auto large = xt::xtensor<std::uint8_t, 4>::from_shape({1, 1, 257, 257});
+  CHECK_THROWS_WITH(channel_statistics(large), Catch::Matchers::Contains("too large"));
 }

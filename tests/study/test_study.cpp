@@ -1,5 +1,6 @@
 // The study's shared machinery: run folders (reuse, redo, resume), CSV rows, tables, the
-// run-labelling sink, stage markers and the cached data preparation.
+// run-labelling sink, stage markers, the cached data preparation, findings and their verdicts,
+// stage 3's best setting as later stages read it, and the plan of a scale.
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -8,9 +9,12 @@
 #include <string>
 #include <vector>
 
-#include "distopt/study/runs.hpp"
-#include "distopt/study/sinks.hpp"
-#include "distopt/study/study.hpp"
+#include "common/central_runs.hpp"
+#include "common/findings.hpp"
+#include "common/plan.hpp"
+#include "common/runs.hpp"
+#include "common/sinks.hpp"
+#include "common/study.hpp"
 #include "distopt/train/metrics.hpp"
 #include "../support/files.hpp"
 
@@ -142,7 +146,7 @@ TEST_CASE("StageMarker is done only for the configuration that marked it", "[stu
 
 TEST_CASE("prepare_data makes a tiny synthetic set once and reuses the cache", "[study]") {
   const test_support::TempDir dir("study-data");
-  study::Config config{.results = dir / "results", .work = dir / "work", .seed = 3};
+  study::Config config{.synthetic = true, .results = dir / "results", .work = dir / "work", .seed = 3};
   config.scale.synthetic_train = 200;
   config.scale.synthetic_test = 100;
   bool cached = true;
@@ -157,4 +161,103 @@ TEST_CASE("prepare_data makes a tiny synthetic set once and reuses the cache", "
   CHECK(second.train.fine == first.train.fine);
   CHECK(second.test.fine == first.test.fine);
   CHECK(second.stats.mean == first.stats.mean);
+}
+
+TEST_CASE("a finding's verdict is computed from the numbers against their spread", "[study][findings]") {
+  using study::Claim;
+  using study::Finding;
+  const auto finding = [](Claim kind, std::vector<double> a, std::vector<double> b, std::size_t test_images = 0) {
+    return Finding{.claim = "c", .kind = kind, .a = {"A", std::move(a)}, .b = {"B", std::move(b)}, .note = "", .test_images = test_images};
+  };
+  CHECK(finding(Claim::better, {0.90, 0.91}, {0.85, 0.86}).verdict() == "holds");
+  CHECK(finding(Claim::better, {0.85, 0.86}, {0.90, 0.91}).verdict() == "does not hold");
+  // 1 point apart, ranges of 3 points: noise.
+  CHECK(finding(Claim::better, {0.88, 0.91}, {0.885, 0.885}).verdict() == "inside the noise");
+  CHECK(finding(Claim::matches, {0.88, 0.89}, {0.885, 0.89}).verdict() == "holds (inside the noise)");
+  CHECK(finding(Claim::matches, {0.80, 0.81}, {0.88, 0.89}).verdict() == "does not hold");
+  CHECK(finding(Claim::matches, {0.95, 0.95}, {0.88, 0.89}).verdict() == "holds (A better)");
+  CHECK(finding(Claim::better, {std::nan(""), std::nan("")}, {0.5}).verdict().starts_with("cannot tell"));
+  // One seed each: no range, so the test set's sampling error is the noise. On 10,000 images at
+  // 88%, one standard error of a difference is sqrt(2 * 0.88 * 0.12 / 10000) = 0.46 points.
+  const Finding close = finding(Claim::better, {0.884}, {0.880}, 10'000);
+  CHECK(close.noise() == Approx(std::sqrt(2 * 0.882 * 0.118 / 10'000.0)));
+  CHECK(close.verdict() == "inside the noise");
+  CHECK(finding(Claim::better, {0.884}, {0.880}).verdict() == "holds");  // no test-set size given: any difference counts
+  CHECK(finding(Claim::better, {0.90}, {0.88}, 10'000).verdict() == "holds");
+  // A diverged seed is not averaged in, and is said.
+  const Finding diverged = finding(Claim::better, {0.9, std::nan("")}, {0.8, 0.8});
+  CHECK(diverged.a.mean() == Approx(0.9));
+  CHECK_THAT(diverged.a.summary(), Catch::Matchers::Contains("1 diverged"));
+}
+
+TEST_CASE("findings round-trip through findings.csv, verdicts recomputed", "[study][findings]") {
+  const test_support::TempDir dir("study-findings");
+  const std::vector<study::Finding> written = {
+      {.claim = "LARS beats SGDM, at batch 1024", .kind = study::Claim::better, .a = {"LARS", {0.8, 0.82}}, .b = {"SGDM", {0.7, std::nan("")}},
+       .note = "100 steps", .test_images = 10'000},
+      {.claim = "LocalSGD matches sync", .kind = study::Claim::matches, .a = {"LocalSGD", {0.5}}, .b = {"sync", {0.51}}, .note = "",
+       .test_images = 0}};
+  study::write_findings(dir / "findings.csv", written);
+  const auto read = study::read_findings(dir / "findings.csv");
+  REQUIRE(read.size() == 2);
+  for (std::size_t i = 0; i < read.size(); ++i) {
+    CHECK(read[i].claim == written[i].claim);
+    CHECK(read[i].kind == written[i].kind);
+    CHECK(read[i].a.values.size() == written[i].a.values.size());
+    CHECK(read[i].a.mean() == Approx(written[i].a.mean()));
+    CHECK(read[i].b.mean() == Approx(written[i].b.mean()));
+    CHECK(read[i].test_images == written[i].test_images);
+    CHECK(read[i].verdict() == written[i].verdict());
+  }
+  CHECK(std::isnan(read[0].b.values[1]));
+  CHECK(study::read_findings(dir / "missing.csv").empty());
+  CHECK_THAT(study::findings_table(read), Catch::Matchers::Contains("**holds**"));
+}
+
+TEST_CASE("later stages take stage 3's best search row, never a retrain or a diverged trial", "[study]") {
+  const test_support::TempDir dir("study-best");
+  study::Config config{.results = dir / "results", .work = dir / "work"};
+  // Before stage 3 has completed: the study's defaults.
+  CHECK(study::stage3_best(config, "sgdm").lr == 0.01);
+  CHECK(study::stage3_best(config, "adamw").lr == 1e-3);
+  const auto row = [](std::string phase, std::string optimizer, std::string lr, std::string status, std::string validation) {
+    return Row{{"phase", std::move(phase)}, {"optimizer", std::move(optimizer)}, {"lr", std::move(lr)}, {"weight_decay", "0.0004"},
+               {"momentum", "0.9"}, {"status", std::move(status)}, {"best_validation_accuracy", std::move(validation)}};
+  };
+  const std::vector<Row> rows = {row("search", "sgdm", "0.01", "completed", "0.80"), row("search", "sgdm", "0.05", "completed", "0.86"),
+                                 row("search", "sgdm", "0.5", "diverged", "0.95"), row("final", "sgdm", "0.05", "completed", "0.99"),
+                                 row("search", "adamw", "0.003", "early_stopped", "0.84"), row("search", "adamw", "0.001", "completed", "0.83")};
+  study::write_rows(config.results / "stage3_centralized" / "summary.csv", rows.front().columns(), rows);
+  CHECK(study::stage3_best(config, "sgdm").lr == 0.01);  // the file is there, but stage 3 is not marked done
+  study::StageMarker(config, "stage3_centralized").mark_done();
+  const study::TunedSetting sgdm = study::stage3_best(config, "sgdm");
+  CHECK(sgdm.lr == 0.05);
+  CHECK(sgdm.weight_decay == 0.0004);
+  CHECK_THAT(sgdm.source, Catch::Matchers::Contains("86.0"));
+  CHECK(study::stage3_best(config, "adamw").lr == 0.003);
+}
+
+TEST_CASE("the plan of a scale counts the runs the stages make", "[study][plan]") {
+  study::Scale scale;  // quick
+  const study::SplitSizes sizes{24'000, 6'000, 10'000};
+  const auto plans = study::plan_study(scale, sizes);
+  REQUIRE(plans.size() == 5);
+  const auto runs = [&](const std::string& stage) {
+    for (const auto& p : plans)
+      if (p.stage == stage) return p.runs;
+    return std::size_t{0};
+  };
+  CHECK(runs("stage2_lenet") == 1);
+  CHECK(runs("stage3_centralized") == (2 + 2) * 2 + 2 * scale.seeds);
+  // Two batches x (SGDM, AdamW, three LARS lrs, three LAMB lrs), then each optimizer's second seed at the largest.
+  CHECK(runs("stage4_large_batch") == 2 * 8 + 4);
+  // Grid: at 4 epochs, K = 8 with H = 8 or 16 and K = 4 with H = 16 average fewer than 30 times
+  // and are skipped; 6 cells run. Then LocalSGD's second seed, and sync, post-local, batch-B x 2 seeds.
+  CHECK(runs("stage5_localsgd") == 6 + 1 + 3 * 2);
+  CHECK(runs("stage6_slowmo") == 2 * 2 + 1 + 2);
+  // Stage 4 raises its epochs to 5 so that batch 1024 takes 100 steps (24 per epoch).
+  for (const auto& p : plans)
+    if (p.stage == "stage4_large_batch") CHECK(p.train_images == Approx(20.0 * 5 * 24'000));
+  const study::Throughput t{.train = 10'000, .eval = 30'000};
+  CHECK(study::estimated_seconds(plans[0], t) == Approx(3 * 24'000 / 10'000.0 + (3 * 6'000 + 10'000) / 30'000.0));
 }

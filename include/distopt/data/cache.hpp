@@ -1,12 +1,13 @@
 // Prepared data (split + statistics) saved as NumPy .npy files, and checked against its source.
 //
 // A cache folder holds, all written through xtensor's .npy writer and readable by numpy.load:
-//   {train,validation,test}_images.npy   uint8 [N, 3, 32, 32]
+//   {train,validation,test}_images.npy   uint8 [N, C, H, W]
 //   {train,validation,test}_fine.npy     uint8 [N]
-//   {train,validation,test}_coarse.npy   uint8 [N]
-//   mean.npy, std.npy                    float64 [3]  (ChannelStats of the training split)
-//   manifest.txt                         `key = value` lines: the source's fingerprints, the split
-//                                        options, and the size and fingerprint of every file above
+//   {train,validation,test}_coarse.npy   uint8 [N]  (only for data with coarse labels)
+//   mean.npy, std.npy                    float64 [C]  (ChannelStats of the training split)
+//   manifest.txt                         `key = value` lines: the data set's description, the
+//                                        source's fingerprints, the split options, and the size
+//                                        and fingerprint of every file above
 // Images stay uint8: four times smaller than floats, and the loader normalises them on the fly
 // (augmentation needs the raw pixels anyway).
 //
@@ -42,6 +43,7 @@
 #include "distopt/core/parallel.hpp"
 #include "distopt/core/rng.hpp"
 #include "distopt/data/cifar.hpp"
+#include "distopt/data/images.hpp"
 #include "distopt/data/split.hpp"
 #include "distopt/data/statistics.hpp"
 
@@ -92,22 +94,28 @@ struct SourceFingerprint {
   friend bool operator==(const SourceFingerprint&, const SourceFingerprint&) = default;
 };
 
+[[nodiscard]] inline SourceFingerprint fingerprint(const Dataset& source) {
+  return {fingerprint(source.train), fingerprint(source.test)};
+}
 [[nodiscard]] inline SourceFingerprint fingerprint(const Cifar100& source) {
   return {fingerprint(source.train), fingerprint(source.test)};
 }
 
-/// CIFAR-100 prepared for training, as stage 1 of the study leaves it: the official training set
-/// split into train and validation, the test set untouched, and the statistics of the train split.
+/// A data set prepared for training: the official training set split into train and validation,
+/// the test set untouched, the statistics of the train split, and the data set's description.
 struct PreparedData {
+  DatasetInfo info;
   LabelledImages train, validation, test;
   ChannelStats stats;
   SplitOptions split;
   SourceFingerprint source;
 };
 
-/// Splits `source.train` as `split` says and computes the train split's statistics.
-[[nodiscard]] inline PreparedData prepare_data(const Cifar100& source, const SplitOptions& split) {
+/// Splits `source.train` as `split` says (stratified by its labels) and computes the train
+/// split's statistics.
+[[nodiscard]] inline PreparedData prepare_data(const Dataset& source, const SplitOptions& split) {
   PreparedData out;
+  out.info = source.info;
   auto parts = data::split(source.train, split);
   out.train = std::move(parts.train);
   out.validation = std::move(parts.validation);
@@ -117,10 +125,13 @@ struct PreparedData {
   out.source = fingerprint(source);
   return out;
 }
+[[nodiscard]] inline PreparedData prepare_data(const Cifar100& source, const SplitOptions& split) {
+  return prepare_data(to_dataset(source), split);
+}
 
 namespace detail::cache {
 
-inline constexpr std::string_view format = "distopt-prepared-cifar100 1";
+inline constexpr std::string_view format = "distopt-prepared 2";
 inline constexpr std::array<std::string_view, 3> parts = {"train", "validation", "test"};
 
 inline std::string hex(std::uint64_t v) { return distopt::detail::npz::hex(v, 16); }
@@ -213,7 +224,16 @@ inline void save_data(const std::filesystem::path& folder, const PreparedData& d
            << "source.test = " << hex(data.source.test) << '\n'
            << "split.validation_ratio = " << exact(data.split.validation_ratio) << '\n'
            << "split.seed = " << data.split.seed << '\n'
-           << "split.stratified = " << (data.split.stratified ? 1 : 0) << '\n';
+           << "split.stratified = " << (data.split.stratified ? 1 : 0) << '\n'
+           << "dataset.name = " << data.info.name << '\n'
+           << "dataset.classes = " << data.info.classes << '\n'
+           << "dataset.coarse = " << (data.train.has_coarse() ? 1 : 0) << '\n';
+  require(data.info.class_names.empty() || data.info.class_names.size() == data.info.classes, "save_data: DatasetInfo has ",
+          data.info.classes, " classes but ", data.info.class_names.size(), " class names");
+  for (std::size_t c = 0; c < data.info.class_names.size(); ++c) {
+    require(data.info.class_names[c].find('\n') == std::string::npos, "save_data: class name ", c, " holds a line break");
+    manifest << "dataset.class." << c << " = " << data.info.class_names[c] << '\n';
+  }
   const auto put = [&](const std::string& name, const std::string& bytes) {
     write_file(temp / name, bytes);
     manifest << "file." << name << ".bytes = " << bytes.size() << '\n'
@@ -223,12 +243,13 @@ inline void save_data(const std::filesystem::path& folder, const PreparedData& d
   const LabelledImages* sets[] = {&data.train, &data.validation, &data.test};
   for (std::size_t p = 0; p < parts.size(); ++p) {
     const LabelledImages& set = *sets[p];
-    require(set.fine.size() == set.size() && set.coarse.size() == set.size(), "save_data: the ", parts[p], " split has ",
-            set.size(), " images but ", set.fine.size(), " fine and ", set.coarse.size(), " coarse labels");
+    check_labels_match(set, message("save_data (", parts[p], " split)"));
+    require(set.has_coarse() == data.train.has_coarse(), "save_data: the ", parts[p], " split ",
+            set.has_coarse() ? "has" : "lacks", " coarse labels, unlike the train split");
     const std::string part(parts[p]);
     put(part + "_images.npy", npy_bytes(set.images));
     put(part + "_fine.npy", npy_bytes(xt::adapt(set.fine, {set.fine.size()})));
-    put(part + "_coarse.npy", npy_bytes(xt::adapt(set.coarse, {set.coarse.size()})));
+    if (set.has_coarse()) put(part + "_coarse.npy", npy_bytes(xt::adapt(set.coarse, {set.coarse.size()})));
   }
   put("mean.npy", npy_bytes(xt::adapt(data.stats.mean, {data.stats.mean.size()})));
   put("std.npy", npy_bytes(xt::adapt(data.stats.std, {data.stats.std.size()})));
@@ -291,32 +312,45 @@ inline void save_data(const std::filesystem::path& folder, const PreparedData& d
   };
 
   PreparedData out;
+  out.info.name = field(fields, manifest_file, "dataset.name");
+  out.info.classes = parse_u64(field(fields, manifest_file, "dataset.classes"), manifest_file, "dataset.classes", 10);
+  require(out.info.classes >= 1 && out.info.classes <= any_label, "load_data: '", manifest_file.string(),
+          "' field 'dataset.classes' is ", out.info.classes, ", must be in [1, 256]");
+  if (fields.count("dataset.class.0") != 0)  // names are optional (data made in memory may have none)
+    for (std::size_t c = 0; c < out.info.classes; ++c)
+      out.info.class_names.push_back(field(fields, manifest_file, message("dataset.class.", c)));
+  const bool coarse_labels = parse_u64(field(fields, manifest_file, "dataset.coarse"), manifest_file, "dataset.coarse", 10) != 0;
   LabelledImages* sets[] = {&out.train, &out.validation, &out.test};
   for (std::size_t p = 0; p < parts.size(); ++p) {
     const std::string part(parts[p]);
     auto images = load(part + "_images.npy", 4, std::type_identity<std::uint8_t>{});
     const std::vector<std::size_t> shape(images.shape().begin(), images.shape().end());
-    require(shape[1] == cifar100::channels && shape[2] == cifar100::height && shape[3] == cifar100::width, "load_data: '",
-            (folder / (part + "_images.npy")).string(), "' has shape ", shape, ", expected [N, 3, 32, 32]");
+    if (p > 0)
+      require(ImageShape{shape[1], shape[2], shape[3]} == out.train.shape(), "load_data: '", (folder / (part + "_images.npy")).string(),
+              "' has shape ", shape, ", its images differ from the train split's");
     auto fine = load(part + "_fine.npy", 1, std::type_identity<std::uint8_t>{});
-    auto coarse = load(part + "_coarse.npy", 1, std::type_identity<std::uint8_t>{});
-    require(fine.size() == shape[0] && coarse.size() == shape[0], "load_data: the ", part, " split has ", shape[0],
-            " images but ", fine.size(), " fine and ", coarse.size(), " coarse labels");
+    require(fine.size() == shape[0], "load_data: the ", part, " split has ", shape[0], " images but ", fine.size(), " labels");
     LabelledImages& set = *sets[p];
     set.images = xt::xtensor<std::uint8_t, 4>::from_shape({shape[0], shape[1], shape[2], shape[3]});
     std::copy(images.begin(), images.end(), set.images.begin());
     set.fine.assign(fine.begin(), fine.end());
-    set.coarse.assign(coarse.begin(), coarse.end());
+    if (coarse_labels) {
+      auto coarse = load(part + "_coarse.npy", 1, std::type_identity<std::uint8_t>{});
+      require(coarse.size() == shape[0], "load_data: the ", part, " split has ", shape[0], " images but ", coarse.size(),
+              " coarse labels");
+      set.coarse.assign(coarse.begin(), coarse.end());
+    }
     for (std::size_t i = 0; i < set.size(); ++i)
-      require(set.fine[i] < cifar100::fine_classes && set.coarse[i] < cifar100::coarse_classes, "load_data: record ", i,
-              " of the ", part, " split has labels (coarse ", int{set.coarse[i]}, ", fine ", int{set.fine[i]},
-              "), out of range");
+      require(set.fine[i] < out.info.classes, "load_data: record ", i, " of the ", part, " split has label ", int{set.fine[i]},
+              ", out of range for ", out.info.classes, " classes");
   }
+  out.info.shape = out.train.shape();
   const auto mean = load("mean.npy", 1, std::type_identity<double>{});
   const auto deviation = load("std.npy", 1, std::type_identity<double>{});
-  require(mean.size() == cifar100::channels && deviation.size() == cifar100::channels, "load_data: mean.npy and std.npy must hold ",
-          cifar100::channels, " values");
-  for (std::size_t c = 0; c < cifar100::channels; ++c) out.stats.mean[c] = mean(c), out.stats.std[c] = deviation(c);
+  const std::size_t channels = out.info.shape.channels;
+  require(mean.size() == channels && deviation.size() == channels, "load_data: mean.npy and std.npy must hold ", channels, " values");
+  out.stats.mean.assign(mean.begin(), mean.end());
+  out.stats.std.assign(deviation.begin(), deviation.end());
 
   out.source.train = parse_u64(field(fields, manifest_file, "source.train"), manifest_file, "source.train", 16);
   out.source.test = parse_u64(field(fields, manifest_file, "source.test"), manifest_file, "source.test", 16);
@@ -353,7 +387,7 @@ inline void save_data(const std::filesystem::path& folder, const PreparedData& d
 /// The prepared data of `source`: loaded from the cache in `folder` if one matches the source and
 /// the split, otherwise prepared and saved there (replacing a stale cache). `loaded`, if given,
 /// tells which happened.
-[[nodiscard]] inline PreparedData load_or_prepare(const std::filesystem::path& folder, const Cifar100& source,
+[[nodiscard]] inline PreparedData load_or_prepare(const std::filesystem::path& folder, const Dataset& source,
                                                   const SplitOptions& split, bool* loaded = nullptr) {
   const SourceFingerprint fp = fingerprint(source);
   if (std::filesystem::exists(folder / "manifest.txt")) {
@@ -369,6 +403,11 @@ inline void save_data(const std::filesystem::path& folder, const PreparedData& d
   save_data(folder, data);
   if (loaded) *loaded = false;
   return data;
+}
+
+[[nodiscard]] inline PreparedData load_or_prepare(const std::filesystem::path& folder, const Cifar100& source,
+                                                  const SplitOptions& split, bool* loaded = nullptr) {
+  return load_or_prepare(folder, to_dataset(source), split, loaded);
 }
 
 }  // namespace distopt::data

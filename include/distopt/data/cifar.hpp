@@ -51,6 +51,7 @@
 
 #include "distopt/core/archive.hpp"  // detail::npz::AtomicFile
 #include "distopt/core/error.hpp"
+#include "distopt/data/images.hpp"
 
 namespace distopt::data {
 
@@ -68,19 +69,6 @@ inline constexpr std::size_t test_records = 10'000;
 inline constexpr std::string_view folder_name = "cifar-100-binary";
 inline constexpr std::string_view source_url = "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz";
 }  // namespace cifar100
-
-/// Images with their two labels, as stored in a CIFAR-100 record file: `images` is
-/// [N, 3, 32, 32] (channel planes R, G, B, each row-major), `fine[i]` in [0, 100) and
-/// `coarse[i]` in [0, 20) label image i.
-struct LabelledImages {
-  xt::xtensor<std::uint8_t, 4> images = xt::xtensor<std::uint8_t, 4>::from_shape(
-      {0, cifar100::channels, cifar100::height, cifar100::width});
-  std::vector<std::uint8_t> fine;
-  std::vector<std::uint8_t> coarse;
-
-  /// Number of images (the first dimension of `images`).
-  [[nodiscard]] std::size_t size() const { return images.shape()[0]; }
-};
 
 /// The whole of CIFAR-100: both splits and the names of the labels (`fine_names[label]`).
 struct Cifar100 {
@@ -338,6 +326,17 @@ inline void write_label_names(const std::filesystem::path& file, const std::vect
   data.fine_names = read_label_names(need("fine_label_names.txt"), cifar100::fine_classes);
   data.coarse_names = read_label_names(need("coarse_label_names.txt"), cifar100::coarse_classes);
   return data;
+}
+
+/// The description the pipeline reads: 3 x 32 x 32 images, the 100 fine classes and their names.
+[[nodiscard]] inline DatasetInfo cifar100_info(std::vector<std::string> fine_names = {}) {
+  return {.name = "CIFAR-100", .shape = {cifar100::channels, cifar100::height, cifar100::width},
+          .classes = cifar100::fine_classes, .class_names = std::move(fine_names)};
+}
+
+/// CIFAR-100 as a Dataset: fine labels as the classes, coarse labels kept beside them.
+[[nodiscard]] inline Dataset to_dataset(const Cifar100& source) {
+  return {.info = cifar100_info(source.fine_names), .train = source.train, .test = source.test};
 }
 
 }  // namespace distopt::data

@@ -17,13 +17,13 @@
 #include "distopt/core/error.hpp"
 #include "distopt/core/parallel.hpp"
 #include "distopt/core/rng.hpp"
-#include "distopt/data/cifar.hpp"
+#include "distopt/data/images.hpp"
 #include "distopt/data/transforms.hpp"
 #include "distopt/nn/model.hpp"
 
 namespace distopt::data {
 
-/// Which of a CIFAR-100 image's two labels a loader hands to the model.
+/// Which of an image's labels a loader hands to the model (coarse: CIFAR-100's superclasses).
 enum class LabelKind { fine, coarse };
 
 /// What a Loader does. Batches of `batch_size` samples; with `shuffle` a new order every epoch,
@@ -49,13 +49,13 @@ struct LoaderPosition {
   friend bool operator==(const LoaderPosition&, const LoaderPosition&) = default;
 };
 
-/// One mini-batch: `size()` images as float NCHW [size, 3, 32, 32] and their labels.
+/// One mini-batch: `size()` images as float NCHW [size, C, H, W] and their labels.
 class Batch {
  public:
   [[nodiscard]] std::size_t size() const noexcept { return labels_.size(); }
   [[nodiscard]] nn::Images<float> images() const noexcept {
-    return {pixels_.data(), static_cast<std::ptrdiff_t>(size()), static_cast<std::ptrdiff_t>(cifar100::channels),
-            static_cast<std::ptrdiff_t>(cifar100::height), static_cast<std::ptrdiff_t>(cifar100::width)};
+    return {pixels_.data(), static_cast<std::ptrdiff_t>(size()), static_cast<std::ptrdiff_t>(shape_.channels),
+            static_cast<std::ptrdiff_t>(shape_.height), static_cast<std::ptrdiff_t>(shape_.width)};
   }
   [[nodiscard]] std::span<const std::int32_t> labels() const noexcept { return labels_; }
   /// Indices into the loader's dataset of this batch's samples, in batch order.
@@ -66,6 +66,7 @@ class Batch {
  private:
   friend class Loader;
   AlignedBuffer<float> pixels_;
+  ImageShape shape_{};
   std::vector<std::int32_t> labels_;
   std::vector<std::size_t> samples_;
   LoaderPosition position_;
@@ -95,8 +96,9 @@ class Loader {
     if (options_.augmentation)
       require(options_.augmentation->padding >= 0 && options_.augmentation->padding <= 32,
               "LoaderOptions.augmentation.padding must be in [0, 32], got ", options_.augmentation->padding);
-    require(data.fine.size() == data.size() && data.coarse.size() == data.size(), "Loader: the data has ", data.size(),
-            " images but ", data.fine.size(), " fine and ", data.coarse.size(), " coarse labels");
+    check_labels_match(data, "Loader");
+    require(options_.labels == LabelKind::fine || data.has_coarse(), "Loader: LoaderOptions.labels is coarse, but the data has no coarse labels");
+    check_channels(normalizer_, data.shape(), "Loader");
     if (indices) {
       indices_ = std::move(*indices);
       for (std::size_t k = 0; k < indices_.size(); ++k)
@@ -188,7 +190,9 @@ class Loader {
       order = &local;
     }
     const std::size_t count = end - begin;
-    constexpr std::size_t pixels = cifar100::pixels_per_image;
+    const ImageShape shape = data_->shape();
+    const std::size_t pixels = shape.pixels();
+    batch.shape_ = shape;
     if (batch.pixels_.size() < static_cast<std::ptrdiff_t>(options_.batch_size * pixels))
       batch.pixels_.resize(static_cast<std::ptrdiff_t>(options_.batch_size * pixels));
     batch.labels_.resize(count);
@@ -202,9 +206,9 @@ class Loader {
       const std::size_t sample = batch.samples_[k];
       if (options_.augmentation) {
         const CropFlip crop = draw_crop_flip(*options_.augmentation, options_.seed, position.epoch, sample);
-        transform_image(images + sample * pixels, out + k * pixels, normalizer_, options_.augmentation->padding, crop);
+        transform_image(images + sample * pixels, out + k * pixels, normalizer_, shape, options_.augmentation->padding, crop);
       } else {
-        transform_image(images + sample * pixels, out + k * pixels, normalizer_);
+        transform_image(images + sample * pixels, out + k * pixels, normalizer_, shape);
       }
     };
     if (parallel) {

@@ -73,7 +73,7 @@ inline double gamma(Rng& rng, double shape) {
 /// class c (+-1) and N / K samples in all (+-1). Throws std::invalid_argument for workers = 0,
 /// more workers than samples or a label >= classes.
 [[nodiscard]] inline Shards iid_shards(std::span<const std::uint8_t> labels, std::size_t workers, std::uint64_t seed,
-                                       std::size_t classes = cifar100::fine_classes) {
+                                       std::size_t classes = any_label) {
   detail::shards::check_workers(workers, labels.size(), "iid_shards");
   auto members = detail::shards::members_by_class(labels, classes, "iid_shards");
   const Rng root = Rng(seed).split({detail::shards::stream, 1});

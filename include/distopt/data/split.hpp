@@ -12,7 +12,7 @@
 
 #include "distopt/core/error.hpp"
 #include "distopt/core/rng.hpp"
-#include "distopt/data/cifar.hpp"
+#include "distopt/data/images.hpp"
 
 namespace distopt::data {
 
@@ -43,7 +43,7 @@ inline constexpr std::uint64_t stream = 0x5B117;  // labels this file's Rng stre
 /// says. The result depends only on the labels and the options. Throws std::invalid_argument
 /// naming the field for a ratio outside [0, 1) or a label >= classes.
 [[nodiscard]] inline SplitIndices split_indices(std::span<const std::uint8_t> labels, const SplitOptions& options,
-                                                std::size_t classes = cifar100::fine_classes) {
+                                                std::size_t classes = any_label) {
   require(std::isfinite(options.validation_ratio) && options.validation_ratio >= 0.0 && options.validation_ratio < 1.0,
           "SplitOptions.validation_ratio must be in [0, 1), got ", options.validation_ratio);
   const std::size_t n = labels.size();
@@ -103,15 +103,13 @@ inline constexpr std::uint64_t stream = 0x5B117;  // labels this file's Rng stre
   const std::size_t n = data.size();
   for (std::size_t k = 0; k < indices.size(); ++k)
     require(indices[k] < n, "subset: index ", indices[k], " at position ", k, " is outside the ", n, " samples");
-  LabelledImages out;
-  out.images = xt::xtensor<std::uint8_t, 4>::from_shape({indices.size(), cifar100::channels, cifar100::height, cifar100::width});
-  out.fine.resize(indices.size());
-  out.coarse.resize(indices.size());
-  constexpr std::size_t pixels = cifar100::pixels_per_image;
+  check_labels_match(data, "subset");
+  LabelledImages out = allocate_images(indices.size(), data.shape(), data.has_coarse());
+  const std::size_t pixels = data.shape().pixels();
   for (std::size_t k = 0; k < indices.size(); ++k) {
     std::memcpy(out.images.data() + k * pixels, data.images.data() + indices[k] * pixels, pixels);
     out.fine[k] = data.fine[indices[k]];
-    out.coarse[k] = data.coarse[indices[k]];
+    if (data.has_coarse()) out.coarse[k] = data.coarse[indices[k]];
   }
   return out;
 }
@@ -133,9 +131,9 @@ struct TrainValidation {
 /// std::invalid_argument naming the set whose label count differs from its image count, or if
 /// the two sets' images differ in shape.
 [[nodiscard]] inline LabelledImages concatenate(const LabelledImages& a, const LabelledImages& b) {
-  for (const auto& [set, name] : {std::pair{&a, "first"}, std::pair{&b, "second"}})
-    require(set->fine.size() == set->size() && set->coarse.size() == set->size(), "concatenate: the ", name, " set has ",
-            set->size(), " images, ", set->fine.size(), " fine and ", set->coarse.size(), " coarse labels");
+  check_labels_match(a, "concatenate (first set)");
+  check_labels_match(b, "concatenate (second set)");
+  require(a.has_coarse() == b.has_coarse(), "concatenate: one set has coarse labels, the other has none");
   const auto& sa = a.images.shape();
   const auto& sb = b.images.shape();
   require(sa[1] == sb[1] && sa[2] == sb[2] && sa[3] == sb[3], "concatenate: images of shape [", sa[1], ", ", sa[2], ", ",

@@ -1,7 +1,6 @@
 // Per-channel mean and standard deviation of a set of images, the constants of the normalisation.
 #pragma once
 
-#include <array>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -9,7 +8,7 @@
 
 #include "distopt/core/error.hpp"
 #include "distopt/core/parallel.hpp"
-#include "distopt/data/cifar.hpp"
+#include "distopt/data/images.hpp"
 
 namespace distopt::data {
 
@@ -18,33 +17,39 @@ namespace distopt::data {
 ///   mean_c = sum x / (N H W),  std_c = sqrt(sum x^2 / (N H W) - mean_c^2)
 /// (the population deviation, numpy's `x.std(axis=(0, 2, 3))`, which the study normalises with).
 struct ChannelStats {
-  std::array<double, cifar100::channels> mean{};
-  std::array<double, cifar100::channels> std{};
+  std::vector<double> mean{};  ///< one value per channel
+  std::vector<double> std{};
+
+  [[nodiscard]] std::size_t channels() const noexcept { return mean.size(); }
 
   friend bool operator==(const ChannelStats&, const ChannelStats&) = default;
 };
 
-/// The statistics of `images` ([N, 3, 32, 32] uint8), meant for the training split only, so no
+/// The statistics of `images` ([N, C, H, W] uint8), meant for the training split only, so no
 /// validation or test pixel leaks into the normalisation. The sums of x and x^2 are accumulated
 /// in 64-bit integers, exactly, so the result is the same bits for any number of threads and the
 /// only rounding is in the final double arithmetic. Throws std::invalid_argument for no images.
 [[nodiscard]] inline ChannelStats channel_statistics(const xt::xtensor<std::uint8_t, 4>& images) {
   const std::size_t n = images.shape()[0];
   require(n > 0, "channel_statistics: no images");
-  constexpr std::size_t channels = cifar100::channels;
-  constexpr std::size_t plane = cifar100::height * cifar100::width;
+  const std::size_t channels = images.shape()[1];
+  const std::size_t plane = images.shape()[2] * images.shape()[3];
+  require(channels > 0 && plane > 0, "channel_statistics: images of shape [", n, ", ", channels, ", ", images.shape()[2], ", ",
+          images.shape()[3], "] hold no pixels");
+  // 32-bit inner sums per image hold plane * 255^2 exactly up to 66,000 pixels a plane.
+  require(plane <= 66'000, "channel_statistics: planes of ", plane, " pixels are too large for exact 32-bit sums");
   struct Sums {
-    std::array<std::uint64_t, channels> sum{}, squares{};
+    std::vector<std::uint64_t> sum, squares;
     Sums& operator+=(const Sums& o) {
-      for (std::size_t c = 0; c < channels; ++c) sum[c] += o.sum[c], squares[c] += o.squares[c];
+      if (sum.empty()) sum.assign(o.sum.size(), 0), squares.assign(o.squares.size(), 0);
+      for (std::size_t c = 0; c < o.sum.size(); ++c) sum[c] += o.sum[c], squares[c] += o.squares[c];
       return *this;
     }
   };
   const std::uint8_t* pixels = images.data();
-  // Per image at most 1024 * 255^2 < 2^27 per channel: 32-bit inner sums cannot overflow.
   const Sums total = parallel::ordered_sum<Sums>(
       static_cast<std::ptrdiff_t>(n), 256, [&](std::ptrdiff_t begin, std::ptrdiff_t end) {
-        Sums s;
+        Sums s{std::vector<std::uint64_t>(channels, 0), std::vector<std::uint64_t>(channels, 0)};
         for (auto i = static_cast<std::size_t>(begin); i < static_cast<std::size_t>(end); ++i)
           for (std::size_t c = 0; c < channels; ++c) {
             const std::uint8_t* p = pixels + (i * channels + c) * plane;
@@ -58,7 +63,7 @@ struct ChannelStats {
           }
         return s;
       });
-  ChannelStats stats;
+  ChannelStats stats{std::vector<double>(channels), std::vector<double>(channels)};
   const double count = static_cast<double>(n * plane);
   for (std::size_t c = 0; c < channels; ++c) {
     const double mean = static_cast<double>(total.sum[c]) / count;

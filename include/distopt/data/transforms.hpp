@@ -1,7 +1,8 @@
 // From uint8 pixels to the float input of the model: normalisation and augmentation.
 //
 // The pipeline is torchvision's
-//   RandomCrop(32, padding=4) -> RandomHorizontalFlip() -> ToTensor() -> Normalize(mean, std)
+//   RandomCrop(size, padding) -> RandomHorizontalFlip() -> ToTensor() -> Normalize(mean, std)
+// (CIFAR-100: RandomCrop(32, padding=4); images of any size and channel count)
 // fused into one pass per image: the crop and flip only move pixels, so they become index
 // arithmetic, and ToTensor + Normalize map each of the 256 byte values of a channel to one float,
 // so they become a table lookup that gives exactly PyTorch's float32 result,
@@ -15,25 +16,31 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string_view>
+#include <vector>
 
 #include "distopt/core/error.hpp"
 #include "distopt/core/parallel.hpp"
 #include "distopt/core/rng.hpp"
-#include "distopt/data/cifar.hpp"
+#include "distopt/data/images.hpp"
 #include "distopt/data/statistics.hpp"
 
 namespace distopt::data {
 
 /// Per-channel normalisation x -> (x / 255 - mean_c) / std_c, as torchvision's ToTensor followed
 /// by Normalize(mean, std), in float32 like PyTorch. Throws std::invalid_argument naming the
-/// channel for a non-finite mean or a std that is not positive.
+/// channel for a non-finite mean or a std that is not positive, or for no channels.
 class Normalizer {
  public:
-  using Table = std::array<std::array<float, 256>, cifar100::channels>;
+  using Table = std::vector<std::array<float, 256>>;  ///< one lookup table per channel
 
-  Normalizer() : Normalizer(ChannelStats{{0.0, 0.0, 0.0}, {1.0, 1.0, 1.0}}) {}
-  explicit Normalizer(const ChannelStats& stats) : stats_(stats) {
-    for (std::size_t c = 0; c < cifar100::channels; ++c) {
+  /// The identity scale (mean 0, std 1) on `channels` channels.
+  explicit Normalizer(std::size_t channels = 3)
+      : Normalizer(ChannelStats{std::vector<double>(channels, 0.0), std::vector<double>(channels, 1.0)}) {}
+  explicit Normalizer(const ChannelStats& stats) : stats_(stats), table_(stats.mean.size()) {
+    require(!stats.mean.empty() && stats.mean.size() == stats.std.size(), "Normalizer: ", stats.mean.size(), " means and ",
+            stats.std.size(), " standard deviations; need one of each per channel");
+    for (std::size_t c = 0; c < stats.mean.size(); ++c) {
       require(std::isfinite(stats.mean[c]), "Normalizer: mean of channel ", c, " is not finite: ", stats.mean[c]);
       require(std::isfinite(stats.std[c]) && stats.std[c] > 0.0, "Normalizer: std of channel ", c,
               " must be positive and finite, got ", stats.std[c]);
@@ -44,13 +51,14 @@ class Normalizer {
   }
 
   [[nodiscard]] const ChannelStats& stats() const noexcept { return stats_; }
+  [[nodiscard]] std::size_t channels() const noexcept { return table_.size(); }
   /// The float a byte value `v` of channel `c` becomes.
   [[nodiscard]] float operator()(std::size_t c, std::uint8_t v) const noexcept { return table_[c][v]; }
   [[nodiscard]] const Table& table() const noexcept { return table_; }
 
  private:
   ChannelStats stats_;
-  Table table_{};
+  Table table_;
 };
 
 /// Random crop with zero padding and random horizontal flip, the augmentation of the study
@@ -92,51 +100,60 @@ inline constexpr std::uint64_t stream = 0xA06;
   return cf;
 }
 
-/// Writes one [3, 32, 32] float image to `out` from the uint8 image `in`: crop the image padded
-/// by `padding` zeros at (crop.top, crop.left), mirror it if crop.flip, normalise.
-inline void transform_image(const std::uint8_t* in, float* out, const Normalizer& normalizer, int padding = 0,
-                            CropFlip crop = {}) {
-  constexpr int size = static_cast<int>(cifar100::width);
-  static_assert(cifar100::width == cifar100::height);
+/// Writes one float image of `shape` to `out` from the uint8 image `in` of the same shape: crop
+/// the image padded by `padding` zeros at (crop.top, crop.left), mirror it if crop.flip,
+/// normalise. The normalizer must have `shape.channels` channels (the loader checks it once).
+inline void transform_image(const std::uint8_t* in, float* out, const Normalizer& normalizer, const ImageShape& shape,
+                            int padding = 0, CropFlip crop = {}) {
+  const int height = static_cast<int>(shape.height);
+  const int width = static_cast<int>(shape.width);
   const int dy = crop.top - padding;
   const int dx = crop.left - padding;
-  // Output columns [x_begin, x_end) read a pixel of the image (column x + dx, or size - 1 - x + dx
+  // Output columns [x_begin, x_end) read a pixel of the image (column x + dx, or width - 1 - x + dx
   // when mirrored); the others read the zero padding.
-  const int x_begin = std::clamp(crop.flip ? dx : -dx, 0, size);
-  const int x_end = std::clamp(crop.flip ? size + dx : size - dx, 0, size);
-  for (std::size_t c = 0; c < cifar100::channels; ++c) {
+  const int x_begin = std::clamp(crop.flip ? dx : -dx, 0, width);
+  const int x_end = std::clamp(crop.flip ? width + dx : width - dx, 0, width);
+  for (std::size_t c = 0; c < shape.channels; ++c) {
     const auto& lut = normalizer.table()[c];
     const float pad = lut[0];
-    const std::uint8_t* plane = in + c * cifar100::height * cifar100::width;
-    for (int y = 0; y < size; ++y) {
-      float* row_out = out + (c * cifar100::height + static_cast<std::size_t>(y)) * cifar100::width;
+    const std::uint8_t* plane = in + c * shape.plane();
+    for (int y = 0; y < height; ++y) {
+      float* row_out = out + (c * shape.height + static_cast<std::size_t>(y)) * shape.width;
       const int sy = y + dy;
-      if (sy < 0 || sy >= size) {
-        std::fill(row_out, row_out + size, pad);
+      if (sy < 0 || sy >= height) {
+        std::fill(row_out, row_out + width, pad);
         continue;
       }
-      const std::uint8_t* row_in = plane + sy * size;
+      const std::uint8_t* row_in = plane + sy * width;
       std::fill(row_out, row_out + x_begin, pad);
       if (crop.flip) {
-        for (int x = x_begin; x < x_end; ++x) row_out[x] = lut[row_in[size - 1 - x + dx]];
+        for (int x = x_begin; x < x_end; ++x) row_out[x] = lut[row_in[width - 1 - x + dx]];
       } else {
         for (int x = x_begin; x < x_end; ++x) row_out[x] = lut[row_in[x + dx]];
       }
-      std::fill(row_out + x_end, row_out + size, pad);
+      std::fill(row_out + x_end, row_out + width, pad);
     }
   }
 }
 
-/// The whole of `images` normalised, without augmentation: [N, 3, 32, 32] float32, what an
+/// Throws std::invalid_argument naming `who` unless `normalizer` has one table per channel of `shape`.
+inline void check_channels(const Normalizer& normalizer, const ImageShape& shape, std::string_view who) {
+  require(normalizer.channels() == shape.channels, who, ": the normalizer has ", normalizer.channels(),
+          " channel(s), the images ", shape.channels);
+}
+
+/// The whole of `images` normalised, without augmentation: [N, C, H, W] float32, what an
 /// evaluation pass feeds the model. Parallel over images; the same bits for any thread count.
 [[nodiscard]] inline xt::xtensor<float, 4> normalize(const xt::xtensor<std::uint8_t, 4>& images, const Normalizer& normalizer) {
   auto out = xt::xtensor<float, 4>::from_shape(images.shape());
   const std::uint8_t* in = images.data();
   float* dst = out.data();
-  constexpr std::size_t pixels = cifar100::pixels_per_image;
+  const ImageShape shape{images.shape()[1], images.shape()[2], images.shape()[3]};
+  check_channels(normalizer, shape, "normalize");
+  const std::size_t pixels = shape.pixels();
   parallel::for_each_chunk(static_cast<std::ptrdiff_t>(images.shape()[0]), 64, [&](std::ptrdiff_t begin, std::ptrdiff_t end) {
     for (auto i = static_cast<std::size_t>(begin); i < static_cast<std::size_t>(end); ++i)
-      transform_image(in + i * pixels, dst + i * pixels, normalizer);
+      transform_image(in + i * pixels, dst + i * pixels, normalizer, shape);
   });
   return out;
 }

@@ -41,6 +41,9 @@ struct LeNet5Options {
   std::ptrdiff_t classes = 100;
   std::ptrdiff_t channels = 3;
   std::ptrdiff_t image_size = 32;  ///< square inputs, image_size x image_size
+  /// Zero padding of conv1: 2 on 28 x 28 images (MNIST, Fashion-MNIST) gives LeCun et al. 1998's
+  /// 32 x 32 input field, as PyTorch's Conv2d(1, 6, 5, padding=2) writes it.
+  std::ptrdiff_t padding = 0;
   std::uint64_t seed = 0;          ///< initial weights
   double label_smoothing = 0.0;
   /// Images per chunk of work. Part of the numerics (the order in which per-image gradients are
@@ -75,7 +78,8 @@ class LeNet5 {
             "LeNet5: label_smoothing must be in [0, 1], got ", options.label_smoothing);
     const bool hsu = options.preset == Preset::hsu;
     const std::ptrdiff_t c1 = hsu ? 64 : 6, c2 = hsu ? 64 : 16, f1 = hsu ? 384 : 120, f2 = hsu ? 192 : 84;
-    conv1_ = {"conv1", options.channels, c1, 5, 0};
+    require(options.padding >= 0 && options.padding <= 4, "LeNet5: padding must be in [0, 4], got ", options.padding);
+    conv1_ = {"conv1", options.channels, c1, 5, options.padding};
     conv2_ = {"conv2", c1, c2, 5, 0};
     size1_ = conv1_.out_size(options.image_size);
     pooled1_ = MaxPool2d::out_size(size1_);

@@ -1,0 +1,466 @@
+// The runs stages 5 (LocalSGD) and 6 (SlowMo) share: the inner SGDM setting taken from stage 3,
+// the inner learning-rate rule, and one LocalTrainer run per folder, resumable through
+// study::RunFolder. Stage 6 finds stage 5's runs by their stamps, so both build them here.
+//
+// Every run of both stages, the one-worker batch-B run included, is a LocalTrainer run tested the
+// same way: the final global model on the test set. run_training's best-weights rule is never
+// mixed in, so that a difference between two methods is not a difference between test rules.
+//
+// Both stages run in one process or as the ranks of an MPI job (started by mpirun): the runs take
+// a communicator, every rank trains its share of the workers, and rank 0 alone reads and writes
+// the study's files, taking every decision that depends on them (is a run finished? which setting
+// did stage 3 find?) and broadcasting it, so all ranks reach the same collectives.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <exception>
+#include <filesystem>
+#include <fstream>
+#include <initializer_list>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/findings.hpp"
+#include "common/runs.hpp"
+#include "common/sinks.hpp"
+#include "common/study.hpp"
+#include "distopt/core/error.hpp"
+#include "distopt/data/cache.hpp"
+#include "distopt/data/shards.hpp"
+#include "distopt/local/communicator.hpp"
+#include "distopt/local/local_trainer.hpp"
+#include "distopt/local/outer.hpp"
+#include "distopt/nn/lenet5.hpp"
+#include "distopt/optim/schedule.hpp"
+#include "distopt/optim/sgdm.hpp"
+#include "distopt/train/metrics.hpp"
+#include "distopt/train/run.hpp"
+
+namespace distopt::study {
+
+/// The images per step of one worker, as in Hsu et al. 2020 (the course's batch B).
+inline constexpr std::size_t local_batch_size = 64;
+
+/// The inner optimizer of the local runs: SGDM as in Hsu et al. 2020, unless stage 3 found better.
+struct SgdmSetting {
+  double lr = 0.01;
+  double momentum = 0.9;
+  double weight_decay = 4e-4;
+  std::string source = "the study's default (Hsu et al. 2020)";
+};
+
+/// Stage 3's best SGDM setting (by validation accuracy) from its summary.csv, when stage 3
+/// completed for this configuration and the file names the columns needed; else the default,
+/// with a note on stdout saying why. Only the search's rows compete when the file says which rows
+/// are the search (column `phase`): the final retrain of the chosen setting reports on it, and a
+/// longer run's validation accuracy would otherwise win by being longer.
+[[nodiscard]] inline SgdmSetting stage3_best_sgdm(const Config& config) {
+  SgdmSetting inner;
+  const std::filesystem::path file = config.results / "stage3_centralized" / "summary.csv";
+  if (!std::filesystem::exists(file)) return inner;
+  if (!StageMarker(config, "stage3_centralized").done()) {
+    std::printf("note: %s is not of this configuration (stage 3 not completed for it); using the default SGDM\n", file.c_str());
+    return inner;
+  }
+  try {
+    const std::vector<Row> rows = read_csv(file);
+    const Row* best = nullptr;
+    double best_score = -std::numeric_limits<double>::infinity();
+    const auto first_number = [](const Row& row, std::initializer_list<const char*> names) {
+      for (const char* name : names)
+        if (const double v = row.number(name); !std::isnan(v)) return v;
+      return std::nan("");
+    };
+    for (const Row& row : rows) {
+      if (row.cell("optimizer") != "sgdm") continue;
+      if (row.has("phase") && row.cell("phase") != "search") continue;
+      const std::string status = row.cell("status");
+      if (!status.empty() && status != "completed" && status != "early_stopped") continue;
+      const double score = first_number(row, {"best_validation_accuracy", "validation_accuracy"});
+      const double lr = first_number(row, {"lr", "base_lr"});
+      if (std::isnan(score) || std::isnan(lr) || std::isnan(row.number("weight_decay"))) continue;
+      if (score > best_score) best_score = score, best = &row;
+    }
+    if (best == nullptr) {
+      std::printf("note: %s has no completed SGDM search row with lr, weight_decay and a validation accuracy; using the default SGDM\n",
+                  file.c_str());
+      return inner;
+    }
+    inner.lr = first_number(*best, {"lr", "base_lr"});
+    inner.weight_decay = best->number("weight_decay");
+    if (const double m = best->number("momentum"); !std::isnan(m)) inner.momentum = m;
+    inner.source = message("stage 3's best SGDM of its search (", file.string(), ", best validation accuracy ", percent(best_score), "%)");
+  } catch (const std::exception& e) {
+    std::printf("note: cannot use %s (%s); using the default SGDM\n", file.c_str(), e.what());
+  }
+  return inner;
+}
+
+/// Rank 0's `stage3_best_sgdm` on every rank of `comm` (the others do not read the file).
+template <class Comm>
+[[nodiscard]] SgdmSetting stage3_best_sgdm(const Config& config, Comm& comm) {
+  SgdmSetting inner;
+  if (comm.rank() == 0) inner = stage3_best_sgdm(config);
+  double values[3] = {inner.lr, inner.momentum, inner.weight_decay};
+  local::broadcast_value(comm, values);
+  local::broadcast_value(comm, inner.source);
+  inner.lr = values[0], inner.momentum = values[1], inner.weight_decay = values[2];
+  return inner;
+}
+
+/// The prepared data on every rank of `comm`: rank 0 prepares (and caches) it first, then the
+/// others read the cache, or prepare their own where they do not share rank 0's file system.
+template <class Comm>
+[[nodiscard]] data::PreparedData prepare_data(const Config& config, Comm& comm) {
+  if (comm.rank() != 0) comm.barrier();
+  data::PreparedData prepared = prepare_data(config);
+  if (comm.rank() == 0) comm.barrier();
+  return prepared;
+}
+
+/// The finished run of `folder` as rank 0 finds it. Every rank of `comm` learns whether there is
+/// one (the others get an empty row), so that all take the same branch to the next collective.
+template <class Comm>
+[[nodiscard]] std::optional<Row> finished_on_root(const RunFolder& folder, Comm& comm) {
+  std::optional<Row> done;
+  if (comm.rank() == 0) done = folder.finished();
+  bool found = done.has_value();
+  local::broadcast_value(comm, found);
+  if (found && !done) done.emplace();
+  return done;
+}
+
+/// "reset", "maintain" or "average".
+[[nodiscard]] inline std::string buffers_name(local::InnerBuffers b) {
+  switch (b) {
+    case local::InnerBuffers::reset: return "reset";
+    case local::InnerBuffers::maintain: return "maintain";
+    case local::InnerBuffers::average: return "average";
+  }
+  return "?";
+}
+
+/// The inner learning rate of a run with K workers. `scaled`: K x lr_B, the linear scaling rule
+/// (Goyal et al. 2017) for the K x B samples a round's step averages over, with a linear warmup
+/// because a K-times larger lr from the first step is what that rule warns against; `unscaled`:
+/// lr_B as tuned for one worker at batch B, no warmup.
+enum class LrRule { scaled, unscaled };
+
+[[nodiscard]] inline std::string lr_rule_name(LrRule r) { return r == LrRule::scaled ? "scaled" : "unscaled"; }
+
+[[nodiscard]] inline LrRule parse_lr_rule(const std::string& text) {
+  require(text == "scaled" || text == "unscaled", "--local-lr must be 'scaled' or 'unscaled', got '", text, "'");
+  return text == "scaled" ? LrRule::scaled : LrRule::unscaled;
+}
+
+/// The fraction of a run's steps the scaled rule warms up over, and the factor it starts from.
+inline constexpr double warmup_fraction = 0.1;
+inline constexpr double warmup_start = 0.1;
+
+/// What the rule means, for tables.
+[[nodiscard]] inline std::string lr_rule_label(LrRule r) {
+  if (r == LrRule::scaled)
+    return "scaled: K x lr_B (linear scaling, Goyal et al. 2017), linear warmup over the first 10% of the run's steps from "
+           "0.1x, then cosine to 0 over the remaining steps";
+  return "unscaled: lr_B whatever K, no warmup, cosine to 0 over the run's steps";
+}
+
+/// What one local run is. The stamp is made of these (and the stage's shared settings), never of
+/// a role: the same run serves as a grid cell, a compared cell or a stage-6 reference.
+struct LocalSpec {
+  std::string id;  ///< its folder name and the `run` label of its records
+  std::size_t k = 1;
+  std::size_t h = 1;
+  std::uint64_t seed = 0;
+  LrRule rule = LrRule::scaled;
+  /// Post-local SGD (Lin et al. 2020): average after every step for the first half of the run's
+  /// steps, then every H.
+  bool post_local = false;
+  std::optional<local::SlowMoOptions> slowmo{};  ///< none: LocalSGD's plain average
+  local::InnerBuffers buffers = local::InnerBuffers::maintain;
+  /// Fewer planned rounds than this: not run (a cell that barely communicates says nothing about
+  /// periodic averaging). Not part of the stamp: it decides whether to run, not what runs.
+  std::size_t min_rounds = 0;
+};
+
+/// The outer step of a spec, for stamps and tables.
+[[nodiscard]] inline std::string outer_name(const LocalSpec& s) {
+  if (!s.slowmo) return "localsgd";
+  return message("slowmo alpha=", exact(s.slowmo->alpha), " beta=", exact(s.slowmo->beta));
+}
+
+/// The step counts a run will take, known once its trainer has sharded the data.
+struct LocalPlan {
+  std::int64_t steps = 0;                    ///< per worker, the run's global steps
+  std::optional<std::int64_t> switch_step{};  ///< post-local SGD's
+  std::int64_t warmup = 0;                   ///< steps of linear warmup (scaled rule)
+  std::int64_t rounds = 0;
+  double peak_lr = 0;
+};
+
+[[nodiscard]] inline LocalPlan plan_run(const LocalSpec& s, double lr_b, std::int64_t steps_per_epoch, std::size_t epochs) {
+  LocalPlan p;
+  p.steps = static_cast<std::int64_t>(epochs) * steps_per_epoch;
+  const auto h = static_cast<std::int64_t>(s.h);
+  if (s.post_local) p.switch_step = p.steps / 2;
+  const std::int64_t every_step = p.switch_step.value_or(0);
+  p.rounds = every_step + (p.steps - every_step + h - 1) / h;
+  p.peak_lr = s.rule == LrRule::scaled ? static_cast<double>(s.k) * lr_b : lr_b;
+  if (s.rule == LrRule::scaled)
+    p.warmup = std::max<std::int64_t>(1, static_cast<std::int64_t>(std::llround(warmup_fraction * static_cast<double>(p.steps))));
+  return p;
+}
+
+[[nodiscard]] inline optim::Schedule make_local_schedule(const LocalPlan& p) {
+  if (p.warmup == 0) return optim::Cosine{.lr = p.peak_lr, .t_max = std::max<std::int64_t>(1, p.steps)};
+  return optim::warmup(p.warmup, warmup_start, optim::Cosine{.lr = p.peak_lr, .t_max = std::max<std::int64_t>(1, p.steps - p.warmup)});
+}
+
+/// The test accuracy of a finished local run, NaN when it did not complete (a diverged run has
+/// no accuracy to average, and a skipped cell none at all).
+[[nodiscard]] inline double completed_test_accuracy(const Row& r) {
+  return r.cell("status") == "completed" ? r.number("test_accuracy") : std::nan("");
+}
+
+/// The test accuracies of `rows` (one per seed), as a finding's evidence.
+[[nodiscard]] inline Evidence test_evidence(const std::string& cells, const std::vector<Row>& rows) {
+  Evidence e{cells, {}};
+  for (const Row& r : rows) e.values.push_back(completed_test_accuracy(r));
+  return e;
+}
+
+/// "88.1 (87.9-88.3, 2 seeds)" of `column` over `rows` (completed runs only).
+[[nodiscard]] inline std::string over_seeds(const std::vector<Row>& rows, const std::string& column) {
+  Evidence e;
+  for (const Row& r : rows) e.values.push_back(r.cell("status") == "completed" ? r.number(column) : std::nan(""));
+  return e.summary();
+}
+
+/// Whether and what `rows` communicated: their rounds ("a-b" when the seeds differ), or "none"
+/// for one worker (its "rounds" average a single model with itself and send nothing).
+[[nodiscard]] inline std::string rounds_cell(const std::vector<Row>& rows) {
+  if (rows.empty()) return "";
+  if (rows.front().cell("K") == "1") return "none (1 worker)";
+  double low = std::numeric_limits<double>::infinity(), high = -low;
+  for (const Row& r : rows) low = std::min(low, r.number("rounds")), high = std::max(high, r.number("rounds"));
+  if (!std::isfinite(low)) return "";
+  return low == high ? train::format_number(low, 12) : message(train::format_number(low, 12), "-", train::format_number(high, 12));
+}
+
+/// Every epoch's validation accuracy of a run, appended to <folder>/history.csv as it is measured:
+/// a resumed trainer reports only the epochs after its checkpoint, and the best validation over
+/// all epochs must not depend on whether the run was cut. An epoch measured again after a resume
+/// is the same number (the trainer resumes to the same bits); the last line of an epoch counts.
+class EpochHistory final : public train::MetricSink {
+ public:
+  explicit EpochHistory(std::filesystem::path file) : file_(std::move(file)) {}
+  void write(const train::Record& r) override {
+    if (r.event != "epoch") return;
+    std::ofstream out(file_, std::ios::app);
+    out << r.epoch << ',' << train::format_number(r.get("validation_accuracy"), 17) << '\n';
+    out.flush();
+    require<std::runtime_error>(out.good(), "cannot append to '", file_.string(), "'");
+  }
+  /// Validation accuracy by epoch, epochs 1..epochs_done (NaN where none was recorded).
+  [[nodiscard]] static std::vector<double> read(const std::filesystem::path& file, std::uint64_t epochs_done) {
+    std::vector<double> by_epoch(static_cast<std::size_t>(epochs_done), std::nan(""));
+    std::ifstream in(file);
+    std::string line;
+    while (std::getline(in, line)) {
+      const std::size_t comma = line.find(',');
+      if (comma == std::string::npos) continue;
+      try {
+        const auto epoch = std::stoull(line.substr(0, comma));
+        const std::string value = line.substr(comma + 1);
+        if (epoch >= 1 && epoch <= epochs_done) by_epoch[static_cast<std::size_t>(epoch - 1)] = value == "nan" ? std::nan("") : std::stod(value);
+      } catch (const std::exception&) {
+        // A line cut by a kill: that epoch was measured again after the resume, or is NaN.
+      }
+    }
+    return by_epoch;
+  }
+
+ private:
+  std::filesystem::path file_;
+};
+
+/// The columns of every local run's result.csv (and the first of the stages' summaries).
+inline const std::vector<std::string> local_result_header = {
+    "run", "K", "H", "seed", "outer", "alpha", "beta", "inner_buffers", "lr_rule", "peak_lr", "warmup_steps", "switch_step",
+    "lr", "momentum", "weight_decay", "batch_size", "status", "epochs", "steps", "rounds", "planned_rounds",
+    "validation_accuracy", "best_validation_accuracy", "test_accuracy", "test_loss", "bytes_per_worker", "modelled_seconds",
+    "sync_seconds", "allreduce_seconds", "ranks", "seconds", "message"};
+
+/// What every local run of a stage shares.
+struct LocalRuns {
+  const Config& config;
+  const data::PreparedData& prepared;
+  data::Normalizer normalizer;
+  SgdmSetting inner;
+  std::size_t epochs;
+  std::shared_ptr<train::MetricSink> jsonl;  ///< the stage's metrics.jsonl (null on ranks other than 0)
+  int width = 16;                            ///< of the run id in progress lines
+
+  /// The stamp of a run: everything it depends on.
+  [[nodiscard]] std::string stamp(const LocalSpec& s) const {
+    return message("local run\nmode ", config.mode(), "\ndata ", config.data_label(), "\nn_train ", prepared.train.size(),
+                   "\nvalidation ", prepared.validation.size(), "\nmodel ", model_label(prepared.info), "\naugmentation ",
+                   augmentation_label(augmentation_for(prepared.info)), "\nepochs ", epochs, "\nbatch_size ", local_batch_size,
+                   "\ninner sgdm lr ", exact(inner.lr), " momentum ", exact(inner.momentum), " weight_decay ",
+                   exact(inner.weight_decay), "\nlr_rule ", lr_rule_name(s.rule), "\nschedule ",
+                   s.rule == LrRule::scaled ? "warmup 10% from 0.1x + cosine" : "cosine", "\nK ", s.k, "\nH ", s.h,
+                   "\nswitch ", s.post_local ? "half of the steps" : "none", "\nouter ", outer_name(s), "\ninner_buffers ",
+                   buffers_name(s.buffers), "\nseed ", s.seed, "\nshards iid\ntest final model\n");
+  }
+  /// The run's records labelled into the stage's metrics.jsonl, and its epochs on stdout.
+  [[nodiscard]] train::Metrics metrics(const std::string& run) const {
+    train::Metrics m;
+    if (jsonl == nullptr) return m;
+    m.add(std::make_shared<RunLabel>(run, jsonl));
+    m.add(std::make_shared<EpochLines>(run, epochs));
+    return m;
+  }
+  /// The cells every row of `s` has, whether it ran or not.
+  [[nodiscard]] Row spec_columns(const LocalSpec& s, const LocalPlan& p) const {
+    return {{"run", s.id},
+            {"K", message(s.k)},
+            {"H", message(s.h)},
+            {"seed", message(s.seed)},
+            {"outer", s.slowmo ? "slowmo" : "localsgd"},
+            {"alpha", s.slowmo ? exact(s.slowmo->alpha) : ""},
+            {"beta", s.slowmo ? exact(s.slowmo->beta) : ""},
+            {"inner_buffers", buffers_name(s.buffers)},
+            {"lr_rule", lr_rule_name(s.rule)},
+            {"peak_lr", exact(p.peak_lr)},
+            {"warmup_steps", message(p.warmup)},
+            {"switch_step", p.switch_step ? message(*p.switch_step) : ""},
+            {"lr", exact(inner.lr)},
+            {"momentum", exact(inner.momentum)},
+            {"weight_decay", exact(inner.weight_decay)},
+            {"batch_size", message(local_batch_size)},
+            {"planned_rounds", message(p.rounds)}};
+  }
+
+  /// One LocalTrainer run of `s` in `folder`: the finished run of the same stamp in one of
+  /// `earlier` (another stage's folders) or in `folder` when there is one, else trained (resuming
+  /// a cut run). The row is saved in the folder it ran in and gets a `source` cell. A spec with
+  /// fewer planned rounds than its min_rounds is not run: its row has status "skipped". Collective
+  /// over `comm`: every rank calls it, and only rank 0's row holds the results.
+  template <local::Communicator Comm>
+  [[nodiscard]] Row run(const LocalSpec& s, const std::filesystem::path& folder, Comm& comm,
+                        const std::vector<std::filesystem::path>& earlier = {}) const {
+    const bool root = comm.rank() == 0;
+    const std::string text = stamp(s);
+    for (const auto& other : earlier)
+      if (auto done = finished_on_root(RunFolder(other, text), comm)) {
+        if (root)
+          std::printf("  %-*s found in %s: test acc %s%%\n", width, s.id.c_str(), other.c_str(),
+                      percent(done->number("test_accuracy")).c_str());
+        (*done)["source"] = other.string();
+        return *done;
+      }
+    const RunFolder slot(folder, text);
+    if (auto done = finished_on_root(slot, comm)) {
+      if (root) std::printf("  %-*s done before: test acc %s%%\n", width, s.id.c_str(), percent(done->number("test_accuracy")).c_str());
+      (*done)["source"] = folder.string();
+      return *done;
+    }
+
+    // The shards fix the steps per epoch, hence the rounds a cell would get: they are drawn here,
+    // as LocalTrainer draws them, so that a cell too sparse to run costs nothing.
+    data::Shards shards = data::iid_shards(prepared.train.fine, s.k, s.seed);
+    std::size_t largest = 0;
+    for (const auto& shard : shards) largest = std::max(largest, shard.size());
+    const auto steps_per_epoch = static_cast<std::int64_t>((largest + local_batch_size - 1) / local_batch_size);
+    const LocalPlan plan = plan_run(s, inner.lr, steps_per_epoch, epochs);
+    Row row = spec_columns(s, plan);
+    if (plan.rounds < static_cast<std::int64_t>(s.min_rounds)) {
+      if (root)
+        std::printf("  %-*s skipped: %lld rounds < %zu\n", width, s.id.c_str(), static_cast<long long>(plan.rounds), s.min_rounds);
+      row.set({{"status", "skipped"},
+               {"steps", message(plan.steps)},
+               {"source", "not run"},
+               {"message", message(plan.rounds, " rounds < ", s.min_rounds)}});
+      return row;
+    }
+
+    nn::LeNet5<float> model(model_options(prepared.info, s.seed));
+    const optim::Sgdm optimizer(model.parameters(), {.lr = inner.lr, .momentum = inner.momentum, .weight_decay = inner.weight_decay});
+    const local::LocalOptions options{.workers = s.k,
+                                      .local_steps = s.h,
+                                      .batch_size = local_batch_size,
+                                      .switch_step = plan.switch_step,
+                                      .inner_buffers = s.buffers,
+                                      .seed = s.seed,
+                                      .augmentation = augmentation_for(prepared.info),
+                                      .threads = config.threads};
+    const auto train_with = [&](auto outer) {
+      local::LocalTrainer trainer(model, optimizer, std::move(outer), prepared.train, normalizer, options, std::move(shards), comm);
+      require(trainer.steps_per_epoch() == steps_per_epoch, "run ", s.id, ": planned ", steps_per_epoch,
+              " steps per epoch, the trainer takes ", trainer.steps_per_epoch());
+      return train_and_report(s, slot, plan, std::move(row), trainer, comm);
+    };
+    if (s.slowmo) return train_with(local::SlowMo(*s.slowmo));
+    return train_with(local::LocalSgd{});
+  }
+
+ private:
+  template <class Trainer, class Comm>
+  [[nodiscard]] Row train_and_report(const LocalSpec& s, const RunFolder& slot, const LocalPlan& plan, Row row, Trainer& trainer,
+                                     Comm& comm) const {
+    const bool root = comm.rank() == 0;
+    if (root) {
+      const RunFolder::Start start = slot.claim();
+      if (start == RunFolder::Start::replaced)
+        std::printf("  %s holds another configuration's run: starting it again\n", slot.path().c_str());
+      std::printf("  %-*s K=%zu H=%zu %s%s, %s lr %s, seed %llu, %lld steps, %lld rounds%s%s\n", width, s.id.c_str(), s.k, s.h,
+                  outer_name(s).c_str(), s.post_local ? message(" post-local (switch at step ", *plan.switch_step, ")").c_str() : "",
+                  lr_rule_name(s.rule).c_str(), exact(plan.peak_lr).c_str(), static_cast<unsigned long long>(s.seed),
+                  static_cast<long long>(plan.steps), static_cast<long long>(plan.rounds),
+                  comm.ranks() > 1 ? message(" (", comm.ranks(), " MPI ranks)").c_str() : "",
+                  start == RunFolder::Start::resume ? " (resuming)" : "");
+      std::fflush(stdout);
+    }
+    typename Trainer::RunOptions options;
+    options.epochs = epochs;
+    options.out = slot.path();
+    options.resume = true;
+    const std::filesystem::path history_file = slot.path() / "history.csv";
+    train::Metrics records = metrics(s.id);
+    if (root) records.add(std::make_shared<EpochHistory>(history_file));
+    const auto result = trainer.run(make_local_schedule(plan), &prepared.validation, &prepared.test, normalizer, options, records);
+
+    const std::vector<double> validation = root ? EpochHistory::read(history_file, result.epochs_done) : std::vector<double>{};
+    double best_validation = std::nan("");
+    for (const double v : validation)
+      if (!std::isnan(v) && (std::isnan(best_validation) || v > best_validation)) best_validation = v;
+    row.set({{"status", result.status},
+             {"epochs", message(result.epochs_done)},
+             {"steps", message(result.steps)},
+             {"rounds", message(result.communication.rounds)},
+             {"validation_accuracy", exact(validation.empty() ? std::nan("") : validation.back())},
+             {"best_validation_accuracy", exact(best_validation)},
+             {"test_accuracy", exact(result.test.accuracy)},
+             {"test_loss", exact(result.test.loss)},
+             {"bytes_per_worker", exact(result.communication.bytes_per_worker)},
+             {"modelled_seconds", exact(result.communication.modelled_seconds)},
+             {"sync_seconds", exact(result.sync_seconds)},
+             {"allreduce_seconds", exact(result.communication.allreduce_seconds)},
+             {"ranks", message(comm.ranks())},
+             {"seconds", train::format_number(result.seconds, 4)},
+             {"message", result.message}});
+    if (root) slot.finish(local_result_header, row);
+    row["source"] = "run here";
+    return row;
+  }
+};
+
+}  // namespace distopt::study

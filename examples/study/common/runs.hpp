@@ -1,0 +1,238 @@
+// Run folders of the study: one training run per folder, with a stamp of the configuration it was
+// started with and, once finished, a one-row result.csv. Every stage re-runs cheaply because of
+// them: a finished run of the same configuration is reused, a cut one resumes from its last
+// checkpoint, and a run of another configuration is started again instead of being resumed.
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+#include <exception>
+#include <filesystem>
+#include <fstream>
+#include <initializer_list>
+#include <optional>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "distopt/core/error.hpp"
+#include "common/study.hpp"
+#include "distopt/train/metrics.hpp"
+
+namespace distopt::study {
+
+/// A file's whole text; empty when it cannot be read (a missing stamp or result is "not there").
+[[nodiscard]] inline std::string read_text(const std::filesystem::path& file) {
+  std::ifstream in(file);
+  if (!in) return {};
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+/// One CSV row as (column, value) cells in column order: the order is kept so a result row writes
+/// back with the columns it was built with; lookups are by name (rows have a few dozen cells).
+class Row {
+ public:
+  using Cell = std::pair<std::string, std::string>;
+
+  Row() = default;
+  Row(std::initializer_list<Cell> cells) { set(cells); }
+
+  /// The cell of `column`, appended empty when missing.
+  std::string& operator[](const std::string& column) {
+    for (auto& [name, value] : cells_)
+      if (name == column) return value;
+    cells_.emplace_back(column, std::string());
+    return cells_.back().second;
+  }
+  /// Sets each cell (appending new columns, replacing existing ones).
+  void set(std::initializer_list<Cell> cells) {
+    for (const auto& [name, value] : cells) (*this)[name] = value;
+  }
+  [[nodiscard]] bool empty() const { return cells_.empty(); }
+  [[nodiscard]] bool has(const std::string& column) const {
+    for (const auto& cell : cells_)
+      if (cell.first == column) return true;
+    return false;
+  }
+  /// The cell of `column`; empty when missing (older result files may lack newer columns).
+  [[nodiscard]] std::string cell(const std::string& column) const {
+    for (const auto& [name, value] : cells_)
+      if (name == column) return value;
+    return {};
+  }
+  /// The cell of `column`; throws naming the column when missing (a column the stage relies on).
+  [[nodiscard]] const std::string& at(const std::string& column) const {
+    for (const auto& [name, value] : cells_)
+      if (name == column) return value;
+    fail<std::runtime_error>("result row has no field '", column, "'");
+  }
+  /// The cell as a number; NaN when missing, empty, "nan" or not wholly a number.
+  [[nodiscard]] double number(const std::string& column) const {
+    const std::string text = cell(column);
+    if (text.empty()) return std::nan("");
+    try {
+      std::size_t used = 0;
+      const double v = std::stod(text, &used);
+      return used == text.size() ? v : std::nan("");
+    } catch (const std::exception&) {
+      return std::nan("");
+    }
+  }
+  [[nodiscard]] const std::vector<Cell>& cells() const { return cells_; }
+  [[nodiscard]] std::vector<std::string> columns() const {
+    std::vector<std::string> out;
+    for (const auto& cell : cells_) out.push_back(cell.first);
+    return out;
+  }
+  /// The cells of `header`'s columns, in its order (missing ones empty).
+  [[nodiscard]] std::vector<std::string> values(const std::vector<std::string>& header) const {
+    std::vector<std::string> out;
+    for (const auto& column : header) out.push_back(cell(column));
+    return out;
+  }
+  friend bool operator==(const Row&, const Row&) = default;
+
+ private:
+  std::vector<Cell> cells_;
+};
+
+/// The records of an RFC 4180 CSV text (what train::write_csv writes): quoted fields may hold
+/// commas, doubled quotes and line breaks; CR before LF is dropped.
+[[nodiscard]] inline std::vector<std::vector<std::string>> parse_csv(const std::string& text) {
+  std::vector<std::vector<std::string>> records;
+  std::vector<std::string> fields;
+  std::string field;
+  bool quoted = false, any = false;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    any = true;
+    if (quoted) {
+      if (c != '"') field += c;
+      else if (i + 1 < text.size() && text[i + 1] == '"') field += '"', ++i;
+      else quoted = false;
+    } else if (c == '"') {
+      quoted = true;
+    } else if (c == ',') {
+      fields.push_back(std::move(field));
+      field.clear();
+    } else if (c == '\n') {
+      fields.push_back(std::move(field));
+      field.clear();
+      records.push_back(std::move(fields));
+      fields.clear();
+      any = false;
+    } else if (c != '\r') {
+      field += c;
+    }
+  }
+  if (any) {
+    fields.push_back(std::move(field));
+    records.push_back(std::move(fields));
+  }
+  return records;
+}
+
+/// The rows of a CSV file with a header line; none when the file is missing or empty. A line
+/// with another field count than the header is an error naming the file and line.
+[[nodiscard]] inline std::vector<Row> read_csv(const std::filesystem::path& file) {
+  const auto records = parse_csv(read_text(file));
+  std::vector<Row> rows;
+  if (records.empty()) return rows;
+  const auto& header = records.front();
+  for (std::size_t r = 1; r < records.size(); ++r) {
+    require(records[r].size() == header.size(), "'", file.string(), "' line ", r + 1, ": ", records[r].size(),
+            " fields, the header has ", header.size());
+    Row row;
+    for (std::size_t c = 0; c < header.size(); ++c) row[header[c]] = records[r][c];
+    rows.push_back(std::move(row));
+  }
+  return rows;
+}
+
+/// The single row of a one-row CSV file (a run's result.csv); nullopt when the file is missing,
+/// malformed or holds another number of rows, so a damaged result only makes the run run again.
+[[nodiscard]] inline std::optional<Row> read_row(const std::filesystem::path& file) {
+  try {
+    auto rows = read_csv(file);
+    if (rows.size() != 1) return std::nullopt;
+    return std::move(rows.front());
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+}
+
+/// Writes `rows` under `header` (cells missing from a row are empty), atomically (train::write_csv).
+inline void write_rows(const std::filesystem::path& file, const std::vector<std::string>& header, const std::vector<Row>& rows) {
+  std::vector<std::vector<std::string>> cells;
+  cells.reserve(rows.size());
+  for (const Row& row : rows) cells.push_back(row.values(header));
+  train::write_csv(file, header, cells);
+}
+
+/// Writes a one-row CSV file with the row's own columns.
+inline void write_row(const std::filesystem::path& file, const Row& row) { write_rows(file, row.columns(), {row}); }
+
+/// A percentage cell of a result row, followed by the run's status when it did not complete, so
+/// that a diverged or cut run's number does not read like a result.
+[[nodiscard]] inline std::string percent_cell(const Row& row, const std::string& column) {
+  const std::string status = row.cell("status");
+  const std::string value = percent(row.number(column));
+  return status == "completed" ? value : message(value, " (", status, ")");
+}
+
+/// One run's folder and its stamp (the text of everything the run depends on). result.csv is
+/// written last, so its presence under a matching stamp says the run finished; a matching stamp
+/// without it is a run that was cut and resumes from its checkpoints.
+class RunFolder {
+ public:
+  /// How `claim` found the folder.
+  enum class Start {
+    fresh,    ///< nothing there: a new run
+    resume,   ///< a cut run of this configuration: continue from its last checkpoint
+    replaced  ///< another configuration's run, removed so its checkpoints are not resumed
+  };
+
+  RunFolder(std::filesystem::path folder, std::string stamp) : folder_(std::move(folder)), stamp_(std::move(stamp)) {
+    require(!stamp_.empty(), "run folder '", folder_.string(), "': empty stamp");
+  }
+
+  [[nodiscard]] const std::filesystem::path& path() const { return folder_; }
+  [[nodiscard]] const std::string& stamp() const { return stamp_; }
+  [[nodiscard]] std::filesystem::path result_file() const { return folder_ / "result.csv"; }
+
+  /// True when the folder was started with this stamp.
+  [[nodiscard]] bool same_configuration() const { return read_text(folder_ / "stamp.txt") == stamp_; }
+  /// The finished run's result row, when the folder holds one of this configuration.
+  [[nodiscard]] std::optional<Row> finished() const {
+    if (!same_configuration()) return std::nullopt;
+    return read_row(result_file());
+  }
+  /// Makes the folder ready for the run: keeps a cut run of this stamp (to resume), removes
+  /// anything else, and writes the stamp.
+  Start claim() const {
+    namespace fs = std::filesystem;
+    if (same_configuration()) {
+      fs::remove(result_file());  // a stale result would claim the run finished
+      return Start::resume;
+    }
+    const bool replaced = fs::exists(folder_) && !fs::is_empty(folder_);
+    fs::remove_all(folder_);
+    fs::create_directories(folder_);
+    write_text(folder_ / "stamp.txt", stamp_);
+    return replaced ? Start::replaced : Start::fresh;
+  }
+  /// Saves the run's result row with `header`'s columns: the mark that the run finished.
+  void finish(const std::vector<std::string>& header, const Row& row) const { write_rows(result_file(), header, {row}); }
+  /// Saves the run's result row with its own columns.
+  void finish(const Row& row) const { write_row(result_file(), row); }
+
+ private:
+  std::filesystem::path folder_;
+  std::string stamp_;
+};
+
+}  // namespace distopt::study
