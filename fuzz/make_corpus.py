@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Writes the seed corpus of fuzz_cifar_reader into fuzz/corpus/cifar_reader/.
+"""Writes the seed corpora of fuzz_cifar_reader and fuzz_idx_reader into fuzz/corpus/<target>/.
 
 Deterministic: running it again rewrites the same bytes, so the committed files can be checked
 with `git diff`. Each input is the fuzzer's 2-byte header (see fuzz_cifar_reader.cpp) followed by
@@ -11,6 +11,8 @@ the bytes one parser sees:
 
 Usage: /usr/bin/python3 fuzz/make_corpus.py
 """
+import gzip
+import struct
 from pathlib import Path
 
 RECORD_BYTES = 3074
@@ -87,13 +89,67 @@ def seeds() -> dict:
     }
 
 
-def main() -> None:
-    out = Path(__file__).resolve().parent / "corpus" / "cifar_reader"
+# fuzz_idx_reader: byte 0 chooses the parser, byte 1 is the number of classes (labels only).
+IDX_IMAGES = 0x00
+IDX_LABELS = 0x01
+
+
+def idx_images(count: int, rows: int, cols: int, seed: int = 0) -> bytes:
+    pixels = bytes((seed * 29 + i * 13) % 256 for i in range(count * rows * cols))
+    return struct.pack(">IIII", 0x0803, count, rows, cols) + pixels
+
+
+def idx_labels(labels) -> bytes:
+    return struct.pack(">II", 0x0801, len(labels)) + bytes(labels)
+
+
+def gz(data: bytes) -> bytes:
+    """gzip with mtime 0, so the same input always gives the same bytes."""
+    return gzip.compress(data, compresslevel=9, mtime=0)
+
+
+def idx_seeds() -> dict:
+    images = idx_images(3, 28, 28)
+    labels = idx_labels([0, 9, 4, 7])
+    packed = gz(images)
+    return {
+        # Files that parse, plain and gzipped.
+        "images_3_28x28": header(IDX_IMAGES) + images,
+        "images_3_28x28_gz": header(IDX_IMAGES) + packed,
+        "images_1_1x1": header(IDX_IMAGES) + idx_images(1, 1, 1, 3),
+        "labels_4_classes_10": header(IDX_LABELS, 10) + labels,
+        "labels_4_classes_10_gz": header(IDX_LABELS, 10) + gz(labels),
+        # Files that must be refused.
+        "images_wrong_magic_labels": header(IDX_IMAGES) + labels,
+        "labels_wrong_magic_images": header(IDX_LABELS, 10) + images,
+        "images_magic_float": header(IDX_IMAGES) + struct.pack(">I", 0x0D03) + images[4:],
+        "images_truncated_header": header(IDX_IMAGES) + images[:10],
+        "images_truncated_data": header(IDX_IMAGES) + images[:-1],
+        "images_trailing_byte": header(IDX_IMAGES) + images + b"\x00",
+        "images_zero_rows": header(IDX_IMAGES) + struct.pack(">IIII", 0x0803, 2, 0, 28),
+        "images_huge_count": header(IDX_IMAGES) + struct.pack(">IIII", 0x0803, 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF),
+        "labels_label_10_of_10": header(IDX_LABELS, 10) + idx_labels([1, 10, 2]),
+        "labels_classes_0": header(IDX_LABELS, 0) + idx_labels([0]),
+        "gz_truncated": header(IDX_IMAGES) + packed[: len(packed) // 2],
+        "gz_corrupt_deflate": header(IDX_IMAGES) + packed[:12] + bytes(b ^ 0x5A for b in packed[12:40]) + packed[40:],
+        "gz_bad_crc": header(IDX_IMAGES) + packed[:-8] + bytes(b ^ 0xFF for b in packed[-8:-4]) + packed[-4:],
+        "gz_two_members": header(IDX_LABELS, 10) + gz(labels) + gz(labels),
+        "gz_magic_only": header(IDX_IMAGES) + b"\x1f\x8b",
+    }
+
+
+def write(target: str, seed_set: dict) -> None:
+    out = Path(__file__).resolve().parent / "corpus" / target
     out.mkdir(parents=True, exist_ok=True)
-    for name, data in sorted(seeds().items()):
+    for name, data in sorted(seed_set.items()):
         assert len(data) <= 10 * 1024, name
         (out / name).write_bytes(data)
-    print(f"wrote {len(seeds())} seeds to {out}")
+    print(f"wrote {len(seed_set)} seeds to {out}")
+
+
+def main() -> None:
+    write("cifar_reader", seeds())
+    write("idx_reader", idx_seeds())
 
 
 if __name__ == "__main__":

@@ -3,9 +3,11 @@
 
     /usr/bin/python3 tools/plot.py RUN_OR_JSONL [RUN_OR_JSONL ...] -o out.png [--title T] [--metric M ...]
 
-Each argument is a run folder (holding metrics.jsonl) or the file itself. One panel per metric,
-one line per run, labelled by its folder below `train/` (optimizer/batch/lr/wd) and, when it
-did not complete, its status:
+Each argument is a run folder (holding metrics.jsonl) or a metrics file. A file whose records
+carry a "run" field (a stage's metrics.jsonl, shared by its runs) holds one run per value of it;
+--run ID (repeatable) keeps only those runs, in that order. One panel per metric, one line per
+run, labelled by its "run" field or its folder below `train/` (optimizer/batch/lr/wd) and, when
+it did not complete, its status:
   loss, accuracy     training (solid) and validation (dashed) per epoch
   lr                 per step from the "step" records, else per epoch
   anything else      that field of the "epoch" records per epoch (validation_top5,
@@ -33,9 +35,10 @@ def metrics_file(path):
     return path
 
 
-def read_run(path):
-    """The run's epoch records (last per epoch), step records (last per step) and summary."""
-    epochs, steps, summary = {}, {}, None
+def read_runs(path):
+    """Per value of the records' "run" field (None when they have none): the run's epoch records
+    (last per epoch), step records (last per step) and summary, in the order the runs first appear."""
+    runs = {}
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, 1):
             line = line.strip()
@@ -46,14 +49,15 @@ def read_run(path):
             except json.JSONDecodeError as e:
                 print(f"plot.py: {path} line {number} skipped: {e}", file=sys.stderr)
                 continue
+            epochs, steps, summary = runs.setdefault(record.get("run"), ({}, {}, [None]))
             event = record.get("event")
             if event == "epoch":
                 epochs[record["epoch"]] = record
             elif event == "step":
                 steps[record["step"]] = record
             elif event == "summary":
-                summary = record
-    return [epochs[e] for e in sorted(epochs)], [steps[s] for s in sorted(steps)], summary
+                summary[0] = record
+    return {run: ([e[k] for k in sorted(e)], [s[k] for k in sorted(s)], summary[0]) for run, (e, s, summary) in runs.items()}
 
 
 def value(record, name):
@@ -61,7 +65,12 @@ def value(record, name):
     return math.nan if v is None else float(v)
 
 
-def label_of(path, epochs, summary):
+def label_of(path, run, epochs, summary):
+    if run is not None:
+        label = run
+        if summary and summary.get("status") not in (None, "completed"):
+            label += f" [{summary['status']}]"
+        return label
     folder = os.path.dirname(os.path.abspath(path))
     parts = folder.split(os.sep)
     below = parts[len(parts) - parts[::-1].index("train"):] if "train" in parts else []
@@ -85,14 +94,23 @@ def main():
     parser.add_argument("--metric", action="append", default=None,
                         help=f"a panel (repeatable): loss, accuracy, lr or a field of the epoch records "
                              f"[default: {' '.join(DEFAULT_METRICS)}]")
+    parser.add_argument("--run", action="append", default=None, metavar="ID",
+                        help="only the run of this id in files shared by several runs (repeatable)")
     args = parser.parse_args()
 
     panels = args.metric or DEFAULT_METRICS
-    runs = []
+    runs, found = [], {}
     for arg in args.runs:
         path = metrics_file(arg)
-        epochs, steps, summary = read_run(path)
-        runs.append((label_of(path, epochs, summary), epochs, steps))
+        for run, (epochs, steps, summary) in read_runs(path).items():
+            found[run] = (label_of(path, run, epochs, summary), epochs, steps)
+            if args.run is None:
+                runs.append(found[run])
+    if args.run is not None:
+        missing = [r for r in args.run if r not in found]
+        if missing:
+            sys.exit(f"plot.py: no records of run(s) {', '.join(missing)} in {', '.join(args.runs)}")
+        runs = [found[r] for r in args.run]
     seen = {}
     for i, (label, epochs, steps) in enumerate(runs):  # two runs with one label: number them
         seen[label] = seen.get(label, 0) + 1

@@ -81,7 +81,7 @@ void run(const study::Config& config, const Options& o) {
 
   std::vector<study::Row> rows;
   std::vector<std::vector<std::string>> table_rows;
-  std::vector<fs::path> folders;
+  std::vector<std::string> run_ids;
   for (std::size_t i = 0; i < o.seeds; ++i) {
     const std::uint64_t seed = config.seed_of(i);
     save_initial_weights(prepared.info, seed, results / message("init_seed", seed, ".npz"));
@@ -96,7 +96,7 @@ void run(const study::Config& config, const Options& o) {
                                   .schedule = schedule,
                                   .seed = seed};
     const study::Row row = runs.run(spec);
-    folders.push_back(runs.work / spec.id);
+    run_ids.push_back(spec.id);
     table_rows.push_back({message(seed), row.cell("status"), row.cell("epochs"), row.cell("steps"),
                           study::percent(row.number("final_train_accuracy")),
                           message(study::percent(row.number("best_validation_accuracy")), " (epoch ", row.cell("best_epoch"), ")"),
@@ -105,7 +105,7 @@ void run(const study::Config& config, const Options& o) {
     rows.push_back(row);
   }
   study::write_rows(results / "summary.csv", rows.front().columns(), rows);
-  plots.curves(folders, results / "curves.png",
+  plots.curves(results / "metrics.jsonl", run_ids, results / "curves.png",
                message("Stage 2: ", prepared.info.name, ", SGDM lr ", format_number(o.lr), " wd ", format_number(o.weight_decay), " bs ",
                        o.batch_size, " (", config.mode(), ")"));
 

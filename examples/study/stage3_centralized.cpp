@@ -65,7 +65,7 @@ void run(const study::Config& config) {
   std::vector<Outcome> outcomes;
   outcomes.reserve(2);  // `best` points into an outcome's search rows
   std::vector<Row> summary;
-  std::vector<fs::path> curve_folders;
+  std::vector<std::string> curve_runs;
   for (const std::string optimizer : {"sgdm", "adamw"}) {
     Outcome o{.optimizer = optimizer, .search = {}, .best = nullptr, .finals = {}};
     const auto& lrs = optimizer == "sgdm" ? config.scale.sgdm_lrs : config.scale.adamw_lrs;
@@ -110,7 +110,7 @@ void run(const study::Config& config) {
         Row row = runs.run(spec);
         row["phase"] = "final";
         o.finals.push_back(row);
-        curve_folders.push_back(runs.work / spec.id);
+        curve_runs.push_back(spec.id);
       }
     }
     outcomes.push_back(std::move(o));
@@ -123,8 +123,8 @@ void run(const study::Config& config) {
   for (const auto& c : summary.front().columns())
     if (c != "phase") header.push_back(c);
   study::write_rows(results / "summary.csv", header, summary);
-  if (!curve_folders.empty())
-    plots.curves(curve_folders, results / "curves.png",
+  if (!curve_runs.empty())
+    plots.curves(results / "metrics.jsonl", curve_runs, results / "curves.png",
                  message("Stage 3: ", prepared.info.name, ", best SGDM and AdamW retrained, batch 64 (", config.mode(), ")"));
 
   // The finding: SGDM against AdamW, both tuned, over the retrains' seeds.

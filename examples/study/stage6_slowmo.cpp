@@ -176,7 +176,9 @@ void stage(const study::Config& config, study::LrRule rule, Comm& comm) {
        .a = study::test_evidence(message(best_name, " (best validation of the alpha x beta grid), K = ", k, ", H = ", h), best_rows),
        .b = study::test_evidence(message("LocalSGD, K = ", k, ", H = ", h, " (stage 5's runs)"), local_rows),
        .note = best_beta > 0.0 ? cost
-                               : message(cost, "; the best-validated setting has beta = 0, so this does not test beta > 0")}};
+                               : message(cost, "; the best-validated setting has beta = 0, so this does not test beta > 0"),
+       .caveat = message("the alpha x beta grid was searched with seed 0 and ", study::rounds_cell(best_rows),
+                         " rounds; slow momentum averages over rounds, and Wang et al. run thousands")}};
   for (auto& f : findings) f.test_images = prepared.test.size();
   study::write_findings(results / "findings.csv", findings);
 

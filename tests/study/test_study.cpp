@@ -196,7 +196,7 @@ TEST_CASE("findings round-trip through findings.csv, verdicts recomputed", "[stu
       {.claim = "LARS beats SGDM, at batch 1024", .kind = study::Claim::better, .a = {"LARS", {0.8, 0.82}}, .b = {"SGDM", {0.7, std::nan("")}},
        .note = "100 steps", .test_images = 10'000},
       {.claim = "LocalSGD matches sync", .kind = study::Claim::matches, .a = {"LocalSGD", {0.5}}, .b = {"sync", {0.51}}, .note = "",
-       .test_images = 0}};
+       .test_images = 0, .caveat = "the workers drift, 47 rounds"}};
   study::write_findings(dir / "findings.csv", written);
   const auto read = study::read_findings(dir / "findings.csv");
   REQUIRE(read.size() == 2);
@@ -207,11 +207,18 @@ TEST_CASE("findings round-trip through findings.csv, verdicts recomputed", "[stu
     CHECK(read[i].a.mean() == Approx(written[i].a.mean()));
     CHECK(read[i].b.mean() == Approx(written[i].b.mean()));
     CHECK(read[i].test_images == written[i].test_images);
+    CHECK(read[i].caveat == written[i].caveat);
     CHECK(read[i].verdict() == written[i].verdict());
   }
   CHECK(std::isnan(read[0].b.values[1]));
   CHECK(study::read_findings(dir / "missing.csv").empty());
   CHECK_THAT(study::findings_table(read), Catch::Matchers::Contains("**holds**"));
+  // The caveat says what may explain a failed claim, and only then.
+  REQUIRE(read[1].verdict() == "does not hold");
+  CHECK(study::finding_notes(read[1]) == "may explain it: the workers drift, 47 rounds");
+  study::Finding held = read[0];
+  held.caveat = "too few steps";
+  CHECK(study::finding_notes(held) == "100 steps");
 }
 
 TEST_CASE("later stages take stage 3's best search row, never a retrain or a diverged trial", "[study]") {

@@ -67,6 +67,9 @@ struct Finding {
   Evidence a, b;
   std::string note{};  ///< e.g. "120 rounds against 960"
   std::size_t test_images = 0;  ///< the size of the test set the accuracies were measured on (0: unknown)
+  /// What might explain the claim failing here (a grid edge, too few steps, ...), from the
+  /// stage's own numbers; the report shows it only beside a verdict of "does not hold".
+  std::string caveat{};
 
   /// mean(A) - mean(B).
   [[nodiscard]] double difference() const { return a.mean() - b.mean(); }
@@ -101,7 +104,7 @@ struct Finding {
 };
 
 /// The columns of findings.csv.
-inline const std::vector<std::string> findings_header = {"claim", "kind", "a", "a_values", "b", "b_values", "note", "test_images"};
+inline const std::vector<std::string> findings_header = {"claim", "kind", "a", "a_values", "b", "b_values", "note", "test_images", "caveat"};
 
 [[nodiscard]] inline std::string join_values(const std::vector<double>& values) {
   std::string out;
@@ -137,7 +140,8 @@ inline void write_findings(const std::filesystem::path& file, const std::vector<
                     {"b", f.b.cells},
                     {"b_values", join_values(f.b.values)},
                     {"note", f.note},
-                    {"test_images", std::to_string(f.test_images)}});
+                    {"test_images", std::to_string(f.test_images)},
+                    {"caveat", f.caveat}});
   write_rows(file, findings_header, rows);
 }
 
@@ -151,16 +155,23 @@ inline void write_findings(const std::filesystem::path& file, const std::vector<
                    .a = {r.cell("a"), split_values(r.cell("a_values"))},
                    .b = {r.cell("b"), split_values(r.cell("b_values"))},
                    .note = r.cell("note"),
-                   .test_images = r.has("test_images") ? static_cast<std::size_t>(r.number("test_images")) : 0});
+                   .test_images = r.has("test_images") ? static_cast<std::size_t>(r.number("test_images")) : 0,
+                   .caveat = r.has("caveat") ? r.cell("caveat") : ""});
   return out;
 }
 
-/// The findings as a markdown table: claim, A, B, difference, noise, verdict, note.
+/// The notes column of a finding: its note, and its caveat when the claim does not hold.
+[[nodiscard]] inline std::string finding_notes(const Finding& f) {
+  if (f.caveat.empty() || f.verdict() != "does not hold") return f.note;
+  return f.note.empty() ? "may explain it: " + f.caveat : f.note + "; may explain it: " + f.caveat;
+}
+
+/// The findings as a markdown table: claim, A, B, difference, noise, verdict, notes.
 [[nodiscard]] inline std::string findings_table(const std::vector<Finding>& findings) {
   std::vector<std::vector<std::string>> rows;
   for (const Finding& f : findings)
     rows.push_back({f.claim, f.a.cells, f.a.summary(), f.b.cells, f.b.summary(), signed_points(f.difference()),
-                    fixed(100.0 * f.noise(), 1), "**" + f.verdict() + "**", f.note});
+                    fixed(100.0 * f.noise(), 1), "**" + f.verdict() + "**", finding_notes(f)});
   return markdown_table({"claim", "A", "A test acc % (mean, range)", "B", "B test acc % (mean, range)", "A - B (points)",
                          "noise (points: larger range, at least the test set's sampling error)", "verdict", "notes"},
                         rows);

@@ -73,11 +73,12 @@ struct PlotScripts {
     std::cerr << "plot: warning: " << (tools / script).string() << " failed (" << status << "); no " << png.string() << '\n';
     return false;
   }
-  /// Training curves of `runs` (run folders or metrics.jsonl files) into `png` with plot.py; a
-  /// failure is a warning as in `draw`.
-  bool curves(const std::vector<std::filesystem::path>& runs, const std::filesystem::path& png, const std::string& title) const {
-    std::vector<std::string> args;
-    for (const auto& r : runs) args.push_back(r.string());
+  /// Training curves of the runs `run_ids` recorded in a stage's shared `metrics` file (every
+  /// run's records carry its id) into `png` with plot.py; a failure is a warning as in `draw`.
+  bool curves(const std::filesystem::path& metrics, const std::vector<std::string>& run_ids, const std::filesystem::path& png,
+              const std::string& title) const {
+    std::vector<std::string> args{metrics.string()};
+    for (const auto& id : run_ids) args.insert(args.end(), {"--run", id});
     args.insert(args.end(), {"-o", png.string(), "--title", title});
     return draw("plot.py", args, png);
   }

@@ -133,6 +133,9 @@ struct TrainValidation {
 [[nodiscard]] inline LabelledImages concatenate(const LabelledImages& a, const LabelledImages& b) {
   check_labels_match(a, "concatenate (first set)");
   check_labels_match(b, "concatenate (second set)");
+  // An empty set has no shape and no coarse labels to agree with: the other set is the answer.
+  if (a.size() == 0) return b;
+  if (b.size() == 0) return a;
   require(a.has_coarse() == b.has_coarse(), "concatenate: one set has coarse labels, the other has none");
   const auto& sa = a.images.shape();
   const auto& sb = b.images.shape();

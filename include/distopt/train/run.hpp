@@ -1,4 +1,4 @@
-// Training runs: train_epoch, evaluate and run_training (stage 2 of the study), with gradient
+// Training runs: train_epoch, evaluate and run_training, with gradient
 // accumulation, early stopping, checkpoints, bit-exact resume and metrics.
 #pragma once
 
@@ -151,7 +151,7 @@ struct RunData {
   const data::LabelledImages* test = nullptr;
   data::Normalizer normalizer;
 
-  /// The sets of stage 1's prepared data, normalised with its training statistics.
+  /// The sets of prepared data (data::prepare_data), normalised with its training statistics.
   static RunData from(const data::PreparedData& prepared) {
     return {&prepared.train, &prepared.validation, &prepared.test, data::Normalizer(prepared.stats)};
   }

@@ -1,4 +1,4 @@
-// Hyperparameter search (stages 3 and 4 of the study): grid and random trials over named options,
+// Hyperparameter search: grid and random trials over named options,
 // run one after another or several at once, ranked by validation accuracy and tabulated.
 #pragma once
 
