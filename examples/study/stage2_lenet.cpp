@@ -121,7 +121,7 @@ void run(const study::Config& config, const Options& o) {
      << study::markdown_table({"seed", "status", "epochs", "steps", "train acc % (last epoch)", "best validation acc %", "test acc %",
                                "test top-5 %", "train seconds", "images/s"},
                               table_rows)
-     << "\nTest accuracy: " << test.summary() << "%. Chance is " << study::fixed(100.0 / static_cast<double>(prepared.info.classes), 1)
+     << "\nTest accuracy %: " << test.summary() << ". Chance is " << study::fixed(100.0 / static_cast<double>(prepared.info.classes), 1)
      << "%.\n\nPer-epoch curves: curves.png. Initial weights: init_seed<S>.npz (state_dict names).\n";
   study::write_text(results / "table.md", md.str());
   std::cout << '\n' << md.str();
