@@ -64,7 +64,7 @@ const data::LabelledImages& train_set() {
 data::ChannelStats golden_stats() {
   const auto stats = load<double>("stats.npy");
   data::ChannelStats s;
-  for (std::size_t c = 0; c < 3; ++c) s.mean[c] = stats(0, c), s.std[c] = stats(1, c);
+  for (std::size_t c = 0; c < stats.shape()[1]; ++c) s.mean.push_back(stats(0, c)), s.std.push_back(stats(1, c));
   return s;
 }
 
@@ -182,6 +182,8 @@ Errors compare(const std::vector<float>& model, const std::string& golden, std::
 TEST_CASE("golden LocalSGD data: the saved statistics are distopt's channel statistics", "[local][golden]") {
   const data::ChannelStats computed = data::channel_statistics(train_set());
   const data::ChannelStats saved = golden_stats();
+  REQUIRE(computed.channels() == 3);
+  REQUIRE(saved.channels() == 3);
   for (std::size_t c = 0; c < 3; ++c) {
     CHECK(computed.mean[c] == Approx(saved.mean[c]).epsilon(1e-12));
     CHECK(computed.std[c] == Approx(saved.std[c]).epsilon(1e-12));
