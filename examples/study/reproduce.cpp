@@ -96,6 +96,8 @@ int main(int argc, char** argv) {
   std::string only;
   bool plan_only = false;
   app.add_option("--only", only, "Run only this stage (e.g. stage3_centralized)");
+  std::string through;
+  app.add_option("--through", through, "Run the stages in order up to and including this one (e.g. stage3_centralized)");
   app.add_flag("--plan", plan_only, "Print the runs, images and estimated time of the chosen scale, and exit");
   std::string local_lr = "unscaled";
   app.add_option("--local-lr", local_lr, "Inner lr rule of stages 5 and 6: 'unscaled' (lr_B) or 'scaled' (K x lr_B with warmup)")
@@ -114,11 +116,17 @@ int main(int argc, char** argv) {
     const std::string plan = plan_table(config, &estimate);
     std::cout << plan << '\n' << std::flush;
     if (plan_only) return 0;
+    for (const std::string* name : {&only, &through})
+      if (!name->empty() && std::none_of(stages.begin(), stages.end(), [&](const auto& s) { return s.first == *name; }))
+        throw std::invalid_argument(message("no stage named '", *name, "' (stage1_data .. stage6_slowmo)"));
 
     const fs::path here = fs::canonical("/proc/self/exe").parent_path();
     const auto start = std::chrono::steady_clock::now();
     std::vector<std::pair<std::string, double>> times;
+    bool past_through = false;
     for (const auto& [stage, title] : stages) {
+      if (past_through) break;
+      past_through = stage == through;
       if (!only.empty() && only != stage) continue;
       const auto stage_start = std::chrono::steady_clock::now();
       std::vector<std::string> stage_args = args;
@@ -150,10 +158,10 @@ int main(int argc, char** argv) {
       report << "> These numbers come from the library's **synthetic CIFAR-format data**, not from real images.\n\n";
     report << "## Stages\n\n| stage | what | time (this run) |\n|---|---|---|\n";
     for (const auto& [stage, title] : stages) {
-      double seconds = 0;
+      std::string took = "not run this time";
       for (const auto& [s, t] : times)
-        if (s == stage) seconds = t;
-      report << "| [" << stage << "](" << stage << "/table.md) | " << title << " | " << duration(seconds) << " |\n";
+        if (s == stage) took = duration(t);
+      report << "| [" << stage << "](" << stage << "/table.md) | " << title << " | " << took << " |\n";
     }
     report << "\nTotal: " << duration(total) << " (estimated before the start: " << duration(estimate) << ").\n\n"
            << "### Plan\n\n" << plan << '\n';
