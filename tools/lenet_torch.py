@@ -1,5 +1,5 @@
-"""The PyTorch LeNet-5 that tools/golden/lenet.py (golden data) and tools/bench/torch_lenet.py
-(timings) both use: the same two presets as distopt's nn::LeNet5, the same parameter names
+"""The PyTorch LeNet-5 that tools/golden/lenet.py (golden data), tools/bench/torch_lenet.py
+(timings) and tools/bench/torch_train.py (end-to-end parity) use: the same two presets as distopt's nn::LeNet5, the same parameter names
 (conv1.weight ... fc3.bias) and PyTorch's default initialisation, in creation order conv1, conv2,
 fc1, fc2, fc3 (which fixes the weights torch.manual_seed gives).
 """
@@ -18,10 +18,13 @@ PRESETS = {
 
 
 class LeNet5(nn.Module):
-    def __init__(self, preset, classes=CLASSES):
+    """`channels` input planes; `padding` zero-pads conv1 (2 for 28 x 28 images: distopt's
+    LeNet5Options::padding)."""
+
+    def __init__(self, preset, classes=CLASSES, channels=3, padding=0):
         super().__init__()
         p = PRESETS[preset]
-        self.conv1 = nn.Conv2d(3, p["conv1"], 5)
+        self.conv1 = nn.Conv2d(channels, p["conv1"], 5, padding=padding)
         self.conv2 = nn.Conv2d(p["conv1"], p["conv2"], 5)
         self.fc1 = nn.Linear(p["conv2"] * 5 * 5, p["fc1"])
         self.fc2 = nn.Linear(p["fc1"], p["fc2"])

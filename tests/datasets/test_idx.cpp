@@ -295,7 +295,7 @@ TEST_CASE("IDX errors: a truncated header names the file and where it ends", "[d
   const TempDir dir;
   const fs::path file = dir / "train-images-idx3-ubyte";
   const Bytes whole = image_file(2, 3, 3);
-  for (const std::size_t size : {4, 7, 8, 15}) {
+  for (const std::size_t size : {4u, 7u, 8u, 15u}) {
     CAPTURE(size);
     write_bytes(file, std::span<const std::uint8_t>(whole).first(size));
     REQUIRE_THROWS_AS(data::read_idx_images(file), std::invalid_argument);
@@ -312,7 +312,7 @@ TEST_CASE("IDX errors: truncated data names the file, where it ends and the size
   const TempDir dir;
   const fs::path file = dir / "t10k-images-idx3-ubyte";
   const Bytes whole = image_file(3, 4, 5);  // 16 + 60 bytes
-  for (const std::size_t size : {16, 17, 56, 75}) {
+  for (const std::size_t size : {16u, 17u, 56u, 75u}) {
     CAPTURE(size);
     write_bytes(file, std::span<const std::uint8_t>(whole).first(size));
     REQUIRE_THROWS_AS(data::read_idx_images(file), std::invalid_argument);
@@ -413,7 +413,7 @@ TEST_CASE("IDX errors: a corrupt gzip stream names the file and the compressed o
   const std::string prefix = message("gunzip '", file.string(), "': corrupt gzip stream at compressed offset ");
   std::size_t cases = 0;
   for (const std::size_t at : {good.size() / 3, good.size() / 2, good.size() / 2 + 1, 2 * good.size() / 3}) {
-    for (const std::size_t width : {1, 4}) {
+    for (const std::size_t width : {1u, 4u}) {
       CAPTURE(at, width);
       Bytes bad = good;
       for (std::size_t i = at; i < at + width; ++i) bad[i] = static_cast<std::uint8_t>(bad[i] ^ 0x5a);

@@ -28,35 +28,10 @@ import time
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-PRESETS = {
-    "hsu": {"conv1": 64, "conv2": 64, "fc1": 384, "fc2": 192},
-    "classic": {"conv1": 6, "conv2": 16, "fc1": 120, "fc2": 84},
-}
-
-
-class LeNet5(nn.Module):
-    """distopt's nn::LeNet5 (same layer names): conv1 with zero padding, ReLU, 2 x 2 max-pool,
-    conv2, ReLU, pool, fc1, ReLU, fc2, ReLU, fc3."""
-
-    def __init__(self, preset, channels, padding, classes):
-        super().__init__()
-        p = PRESETS[preset]
-        self.conv1 = nn.Conv2d(channels, p["conv1"], 5, padding=padding)
-        self.conv2 = nn.Conv2d(p["conv1"], p["conv2"], 5)
-        self.fc1 = nn.Linear(p["conv2"] * 5 * 5, p["fc1"])
-        self.fc2 = nn.Linear(p["fc1"], p["fc2"])
-        self.fc3 = nn.Linear(p["fc2"], classes)
-
-    def forward(self, x):
-        x = F.max_pool2d(F.relu(self.conv1(x)), 2, 2)
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2, 2)
-        x = torch.flatten(x, 1)
-        x = F.relu(self.fc1(x))
-        x = F.relu(self.fc2(x))
-        return self.fc3(x)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from lenet_torch import LeNet5  # noqa: E402  (tools/lenet_torch.py, distopt's nn::LeNet5 with the same layer names)
 
 
 def load_split(folder, name, mean, std):
@@ -85,7 +60,7 @@ def train_one(seed, row, init, data, flip):
     preset = "classic" if state["conv1.weight"].shape[0] == 6 else "hsu"
     channels = state["conv1.weight"].shape[1]
     padding = 2 if xtr.shape[-1] == 28 else 0
-    model = LeNet5(preset, channels, padding, state["fc3.weight"].shape[0])
+    model = LeNet5(preset, classes=state["fc3.weight"].shape[0], channels=channels, padding=padding)
     model.load_state_dict(state)
     lr, momentum, wd = float(row["lr"]), float(row["momentum"]), float(row["weight_decay"])
     batch, epochs = int(row["batch_size"]), int(row["epochs"])
