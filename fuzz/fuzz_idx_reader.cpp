@@ -33,23 +33,31 @@ void check(bool invariant) {
 
 void check_message(const std::exception& error) { check(std::string_view(error.what()).find(source_name) != std::string_view::npos); }
 
-std::uint32_t big_endian(const std::uint8_t* p) {
-  return std::uint32_t{p[0]} << 24 | std::uint32_t{p[1]} << 16 | std::uint32_t{p[2]} << 8 | std::uint32_t{p[3]};
+/// Runs `parse`: true when it returned, false when it threw one of the readers' documented
+/// exceptions (whose message must name the source); anything else escapes to libFuzzer.
+template <class Parse>
+bool parses(Parse&& parse) {
+  try {
+    parse();
+    return true;
+  } catch (const std::invalid_argument& error) {
+    check_message(error);
+  } catch (const std::runtime_error& error) {
+    check_message(error);
+  }
+  return false;
 }
+
+using distopt::data::detail::idx::big_endian;
 
 void fuzz_images(std::span<const std::uint8_t> file) {
   std::vector<std::uint8_t> bytes;
   xt::xtensor<std::uint8_t, 4> images;
-  try {
-    bytes = distopt::data::idx_bytes(file, source_name);
-    images = distopt::data::parse_idx_images(bytes, source_name);
-  } catch (const std::invalid_argument& error) {
-    check_message(error);
+  if (!parses([&] {
+        bytes = distopt::data::idx_bytes(file, source_name);
+        images = distopt::data::parse_idx_images(bytes, source_name);
+      }))
     return;
-  } catch (const std::runtime_error& error) {
-    check_message(error);
-    return;
-  }
   // The header is the shape, the data are the pixels, and nothing is left over.
   const auto& shape = images.shape();
   check(bytes.size() == 16 + images.size());
@@ -62,16 +70,11 @@ void fuzz_images(std::span<const std::uint8_t> file) {
 void fuzz_labels(std::span<const std::uint8_t> file, std::size_t classes) {
   std::vector<std::uint8_t> bytes;
   std::vector<std::uint8_t> labels;
-  try {
-    bytes = distopt::data::idx_bytes(file, source_name);
-    labels = distopt::data::parse_idx_labels(bytes, source_name, classes);
-  } catch (const std::invalid_argument& error) {
-    check_message(error);
+  if (!parses([&] {
+        bytes = distopt::data::idx_bytes(file, source_name);
+        labels = distopt::data::parse_idx_labels(bytes, source_name, classes);
+      }))
     return;
-  } catch (const std::runtime_error& error) {
-    check_message(error);
-    return;
-  }
   check(bytes.size() == 8 + labels.size());
   check(big_endian(bytes.data()) == 0x0801u && big_endian(bytes.data() + 4) == labels.size());
   for (std::size_t i = 0; i < labels.size(); ++i) check(labels[i] < classes && labels[i] == bytes[8 + i]);

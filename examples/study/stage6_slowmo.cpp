@@ -83,11 +83,7 @@ void stage(const study::Config& config, study::LrRule rule, Comm& comm) {
   const std::size_t epochs = scale.scaled(scale.epochs_local);
   if (root) {
     std::printf("SlowMo at K = %zu workers, H = %zu local steps\n", k, h);
-    std::printf("data: %zu train, %zu validation, %zu test images; model %s\n", prepared.train.size(), prepared.validation.size(),
-                prepared.test.size(), study::model_label(prepared.info).c_str());
-    std::printf("inner optimizer: SGDM lr %s momentum %s weight decay %s, from %s; lr rule %s\n", exact(inner.lr).c_str(),
-                exact(inner.momentum).c_str(), exact(inner.weight_decay).c_str(), inner.source.c_str(),
-                study::lr_rule_name(rule).c_str());
+    study::print_local_setup(prepared, inner, rule);
   }
   const study::LocalRuns ctx{config, prepared, distopt::data::Normalizer(prepared.stats), inner, epochs,
                              root ? std::make_shared<train::JsonLinesSink>(results / "metrics.jsonl", /*append=*/true) : nullptr,

@@ -156,6 +156,15 @@ enum class LrRule { scaled, unscaled };
 
 [[nodiscard]] inline std::string lr_rule_name(LrRule r) { return r == LrRule::scaled ? "scaled" : "unscaled"; }
 
+/// The two lines stages 5 and 6 open with: the data and model, and the inner optimizer with its
+/// source and lr rule.
+inline void print_local_setup(const data::PreparedData& prepared, const SgdmSetting& inner, LrRule rule) {
+  std::printf("data: %zu train, %zu validation, %zu test images; model %s\n", prepared.train.size(), prepared.validation.size(),
+              prepared.test.size(), model_label(prepared.info).c_str());
+  std::printf("inner optimizer: SGDM lr %s momentum %s weight decay %s, from %s; lr rule %s\n", exact(inner.lr).c_str(),
+              exact(inner.momentum).c_str(), exact(inner.weight_decay).c_str(), inner.source.c_str(), lr_rule_name(rule).c_str());
+}
+
 [[nodiscard]] inline LrRule parse_lr_rule(const std::string& text) {
   require(text == "scaled" || text == "unscaled", "--local-lr must be 'scaled' or 'unscaled', got '", text, "'");
   return text == "scaled" ? LrRule::scaled : LrRule::unscaled;
