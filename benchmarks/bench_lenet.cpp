@@ -1,7 +1,9 @@
 // LeNet-5 training and inference throughput, beside the machine's measured fp32 FMA peak and,
 // when LibTorch is installed, beside LibTorch running the same model and step in the same run.
 //
-// BM_Peak_Fma/<threads>: fused multiply-adds on independent registers, the machine's fp32 ceiling.
+// BM_Peak_Fma/<threads>: fused multiply-adds on independent registers of the ISA the build
+//   targets (printed as `isa` in the context), the machine's fp32 ceiling for these kernels.
+// BM_Gemm_MicroKernel: the 6 x 16 (AVX2) micro-kernel alone on L1-resident panels, against that peak.
 // BM_Torch_LeNet5_TrainStep/<preset>/<batch>/<threads>: LibTorch (torch::nn, torch::optim::SGD).
 // BM_LeNet5_TrainStep/<preset>/<batch>/<threads>: zero_grad, forward, cross-entropy, backward,
 //   SGDM step (lr 0.01, momentum 0.9, weight decay 4e-4); items/s = images/s. Counters: `of_peak`,
@@ -12,7 +14,9 @@
 
 #include <benchmark/benchmark.h>
 
+#include <array>
 #include <chrono>
+#include <cstdio>
 #include <map>
 #include <string>
 #include <tuple>
@@ -30,47 +34,44 @@ double seconds_since(Clock::time_point start) { return std::chrono::duration<dou
 
 // --- the machine's fp32 FMA peak ------------------------------------------------------------
 
-// Sixteen independent chains of 64-byte vector FMAs per thread: enough to cover the latency of
-// two FMA pipes. GCC's vector extension compiles to the widest FMA -march=native offers.
-using Vector = float __attribute__((vector_size(64)));
-constexpr int chains = 16;
-constexpr int lanes = static_cast<int>(sizeof(Vector) / sizeof(float));
+// Twelve independent chains of FMAs on the widest float packet the build targets (the kernels'
+// own type, so the peak is that of the ISA the kernels use): enough to cover 2 FMA pipes x 4
+// cycles of latency, and few enough for 16 registers.
+namespace ei = Eigen::internal;
+using Packet = nn::gemm::Packet<float>;
+constexpr std::int64_t lanes = nn::gemm::lanes<float>;
+
+template <int... C>
+float fma_chains(std::int64_t iterations, std::integer_sequence<int, C...>) {
+  Packet x = ei::pset1<Packet>(0.9999999f), y = ei::pset1<Packet>(1e-7f);
+  // Hide the values from the optimiser, or it folds the whole loop into constants.
+  benchmark::DoNotOptimize(x);
+  benchmark::DoNotOptimize(y);
+  Packet chain[sizeof...(C)] = {ei::pset1<Packet>(1.0f + static_cast<float>(C) * 1e-3f)...};
+  for (std::int64_t i = 0; i < iterations; ++i) ((chain[C] = ei::pmadd(chain[C], x, y)), ...);
+  Packet sum = chain[0];
+  ((sum = ei::padd(sum, chain[C])), ...);
+  return ei::predux(sum);
+}
+constexpr int chains = 12;
 
 double peak_flops(int threads, std::int64_t iterations) {
   distopt::parallel::ThreadCount scope(threads);
   const auto start = Clock::now();
   float sink = 0;
 #pragma omp parallel reduction(+ : sink)
-  {
-    Vector acc[chains];
-    for (int c = 0; c < chains; ++c)
-      for (int l = 0; l < lanes; ++l) acc[c][l] = 1.0f + static_cast<float>(c + l) * 1e-3f;
-    Vector x, y;
-    for (int l = 0; l < lanes; ++l) {
-      x[l] = 0.9999999f;
-      y[l] = 1e-7f;
-    }
-    // Hide the values from the optimiser, or it folds the whole loop into constants.
-    benchmark::DoNotOptimize(x);
-    benchmark::DoNotOptimize(y);
-    for (int c = 0; c < chains; ++c) benchmark::DoNotOptimize(acc[c]);
-    Vector chain[chains];  // a copy whose address is never taken, so it stays in registers
-    for (int c = 0; c < chains; ++c) chain[c] = acc[c];
-    for (std::int64_t i = 0; i < iterations; ++i)
-      for (int c = 0; c < chains; ++c) chain[c] = chain[c] * x + y;
-    for (int c = 0; c < chains; ++c)
-      for (int l = 0; l < lanes; ++l) sink += chain[c][l];
-  }
+  sink += fma_chains(iterations, std::make_integer_sequence<int, chains>{});
   benchmark::DoNotOptimize(sink);
   return 2.0 * chains * lanes * static_cast<double>(iterations) * threads / seconds_since(start);
 }
 
+constexpr int eval_batch = 1000;
 std::map<int, double> best_peak;  // threads -> FLOP/s
 
 double peak(int threads) {
   auto& best = best_peak[threads];
   if (best == 0)
-    for (int rep = 0; rep < 5; ++rep) best = std::max(best, peak_flops(threads, 20'000'000));
+    for (int rep = 0; rep < 5; ++rep) best = std::max(best, peak_flops(threads, 50'000'000));
   return best;
 }
 
@@ -80,16 +81,40 @@ void BM_Peak_Fma(benchmark::State& state, int threads) {
 
 // --- the model --------------------------------------------------------------------------------
 
-// Multiply-adds of one training image (counted as 2 FLOPs each): the forward pass, the weight
-// gradients (as much again), and the input gradients of every layer but conv1 (nothing needs
-// the gradient of the images).
-double training_flops(const nn::LeNet5Options& o) {
+// FLOPs (2 per multiply-add) of one image in each pass of a training step: the forward pass,
+// the weight gradients (as much again), and the input gradients of every layer but conv1
+// (nothing needs the gradient of the images). Pooling, ReLU and the loss count as 0.
+std::array<double, nn::pass_count> pass_flops(const nn::LeNet5Options& o) {
   const bool hsu = o.preset == nn::Preset::hsu;
   const double c1 = hsu ? 64 : 6, c2 = hsu ? 64 : 16, f1 = hsu ? 384 : 120, f2 = hsu ? 192 : 84;
-  const double s1 = static_cast<double>(o.image_size) - 4, p1 = std::floor(s1 / 2), s2 = p1 - 4, p2 = std::floor(s2 / 2);
-  const double conv1 = 2 * c1 * static_cast<double>(o.channels) * 25 * s1 * s1;
-  const double rest = 2 * c2 * c1 * 25 * s2 * s2 + 2 * (c2 * p2 * p2 * f1 + f1 * f2 + f2 * static_cast<double>(o.classes));
-  return 2 * conv1 + 3 * rest;
+  const double classes = static_cast<double>(o.classes);
+  const double s1 = static_cast<double>(o.image_size + 2 * o.padding) - 4, p1 = std::floor(s1 / 2), s2 = p1 - 4,
+               p2 = std::floor(s2 / 2);
+  const double conv1 = 2 * c1 * static_cast<double>(o.channels) * 25 * s1 * s1, conv2 = 2 * c2 * c1 * 25 * s2 * s2;
+  const double fc1 = 2 * c2 * p2 * p2 * f1, fc2 = 2 * f1 * f2, fc3 = 2 * f2 * classes;
+  std::array<double, nn::pass_count> flops{};
+  auto at = [&](nn::Pass p) -> double& { return flops[static_cast<std::size_t>(p)]; };
+  at(nn::Pass::conv1_forward) = at(nn::Pass::conv1_weights) = conv1;
+  at(nn::Pass::conv2_forward) = at(nn::Pass::conv2_weights) = at(nn::Pass::conv2_input) = conv2;
+  at(nn::Pass::fc1_forward) = fc1;
+  at(nn::Pass::fc2_forward) = fc2;
+  at(nn::Pass::fc3_forward) = fc3;
+  at(nn::Pass::fc1_backward) = 2 * fc1;
+  at(nn::Pass::fc2_backward) = 2 * fc2;
+  at(nn::Pass::fc3_backward) = 2 * fc3;
+  return flops;
+}
+double training_flops(const nn::LeNet5Options& o) {
+  double sum = 0;
+  for (double f : pass_flops(o)) sum += f;
+  return sum;
+}
+// The forward pass alone.
+double forward_flops(const nn::LeNet5Options& o) {
+  const auto f = pass_flops(o);
+  return f[static_cast<std::size_t>(nn::Pass::conv1_forward)] + f[static_cast<std::size_t>(nn::Pass::conv2_forward)] +
+         f[static_cast<std::size_t>(nn::Pass::fc1_forward)] + f[static_cast<std::size_t>(nn::Pass::fc2_forward)] +
+         f[static_cast<std::size_t>(nn::Pass::fc3_forward)];
 }
 
 struct Batch {
@@ -105,7 +130,16 @@ struct Batch {
   }
 };
 
-std::map<std::tuple<std::string, int, int>, double> best_torch_step;  // (preset, batch, threads) -> s
+using Key = std::tuple<std::string, int, int>;  // (preset, batch, threads)
+std::map<Key, double> best_torch_step, best_step, best_forward;  // seconds
+struct PassTimes {
+  std::array<double, nn::pass_count> seconds{};  // per step, one thread
+  double step = 0;                               // seconds per step with timing on
+  int batch = 0;
+};
+std::map<std::string, PassTimes> pass_times;  // preset -> the per-layer split
+double micro_kernel_flops = 0;
+
 
 nn::Preset preset_of(const std::string& name) { return name == "hsu" ? nn::Preset::hsu : nn::Preset::classic; }
 
@@ -127,6 +161,8 @@ void BM_LeNet5_TrainStep(benchmark::State& state, const std::string& preset, int
     step();
     best = std::min(best, seconds_since(t0));
   }
+  auto& record = best_step[{preset, batch, threads}];
+  record = record > 0 ? std::min(record, best) : best;
   state.SetItemsProcessed(state.iterations() * batch);
   state.counters["best_img_per_s"] = batch / best;
   state.counters["of_peak"] = training_flops(options) * batch / best / peak(threads);
@@ -147,8 +183,61 @@ void BM_LeNet5_Forward(benchmark::State& state, const std::string& preset, int b
     benchmark::DoNotOptimize(logits.data());
     best = std::min(best, seconds_since(t0));
   }
+  auto& record = best_forward[{preset, batch, threads}];
+  record = record > 0 ? std::min(record, best) : best;
   state.SetItemsProcessed(state.iterations() * batch);
   state.counters["best_img_per_s"] = batch / best;
+  state.counters["of_peak"] = forward_flops({.preset = preset_of(preset)}) * batch / best / peak(threads);
+}
+
+// One thread, timing on: where a training step's time goes, pass by pass.
+void BM_LeNet5_Layers(benchmark::State& state, const std::string& preset, int batch) {
+  distopt::parallel::ThreadCount scope(1);
+  nn::LeNet5<float> net({.preset = preset_of(preset)});
+  distopt::optim::Sgdm sgdm(net.parameters(), {.lr = 0.01, .momentum = 0.9, .weight_decay = 4e-4});
+  const Batch data(batch, 1);
+  auto step = [&] {
+    net.parameters().zero_grad();
+    benchmark::DoNotOptimize(net.loss_and_gradient(data.view(), data.labels));
+    sgdm.step(net.parameters());
+  };
+  step();
+  net.time_passes(true);
+  double total = 0;
+  std::int64_t steps = 0;
+  for (auto _ : state) {
+    const auto t0 = Clock::now();
+    step();
+    total += seconds_since(t0);
+    ++steps;
+  }
+  PassTimes& times = pass_times[preset];
+  times.seconds = net.pass_seconds();
+  for (double& t : times.seconds) t /= static_cast<double>(steps);
+  times.step = total / static_cast<double>(steps);
+  times.batch = batch;
+  state.SetItemsProcessed(state.iterations() * batch);
+}
+
+// The micro-kernel alone on L1-resident panels: what the product reaches before packing and
+// epilogues, against the FMA peak of one core.
+void BM_Gemm_MicroKernel(benchmark::State& state) {
+  using B = nn::gemm::Blocking<float>;
+  distopt::AlignedBuffer<float> a(B::mr * B::kc), b(B::nr * B::kc);
+  alignas(64) float tile[B::mr * B::nr];
+  double best = 1e30;
+  for (auto _ : state) {
+    const auto t0 = Clock::now();
+    for (int r = 0; r < 1000; ++r) {
+      nn::gemm::micro_kernel<float>(B::kc, a.data(), b.data(), tile);
+      benchmark::DoNotOptimize(tile);
+      benchmark::ClobberMemory();
+    }
+    best = std::min(best, seconds_since(t0));
+  }
+  micro_kernel_flops = 2.0 * B::mr * B::nr * B::kc * 1000 / best;
+  state.counters["GFLOPs"] = micro_kernel_flops / 1e9;
+  state.counters["of_peak"] = micro_kernel_flops / peak(1);
 }
 
 #if DISTOPT_HAVE_TORCH
@@ -177,6 +266,7 @@ void register_all() {
   for (int t : {1, 2})
     benchmark::RegisterBenchmark(distopt::message("BM_Peak_Fma/", t).c_str(), [t](benchmark::State& s) { BM_Peak_Fma(s, t); })
         ->Iterations(1);
+  benchmark::RegisterBenchmark("BM_Gemm_MicroKernel", BM_Gemm_MicroKernel)->UseRealTime();
   for (const std::string preset : {"hsu", "classic"})
     for (int batch : {64, 256})
       for (int t : {1, 2}) {
@@ -190,11 +280,71 @@ void register_all() {
                                      [=](benchmark::State& s) { BM_LeNet5_TrainStep(s, preset, batch, t); })
             ->UseRealTime()
             ->Unit(benchmark::kMillisecond);
-        benchmark::RegisterBenchmark(name("BM_LeNet5_Forward", preset, batch, t).c_str(),
-                                     [=](benchmark::State& s) { BM_LeNet5_Forward(s, preset, batch, t); })
-            ->UseRealTime()
-            ->Unit(benchmark::kMillisecond);
       }
+  for (const std::string preset : {"hsu", "classic"}) {
+    for (int t : {1, 2})
+      benchmark::RegisterBenchmark(name("BM_LeNet5_Forward", preset, eval_batch, t).c_str(),
+                                   [=](benchmark::State& s) { BM_LeNet5_Forward(s, preset, eval_batch, t); })
+          ->UseRealTime()
+          ->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark(distopt::message("BM_LeNet5_Layers/", preset, "/64/1").c_str(),
+                                 [=](benchmark::State& s) { BM_LeNet5_Layers(s, preset, 64); })
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+  }
+}
+
+// The figures the targets are stated in, computed from this run's timings.
+void print_summary() {
+  std::printf("\nSummary (%s kernels; FMA peak %.1f GFLOP/s on 1 thread, %.1f on 2, measured above)\n",
+              nn::gemm::isa(), peak(1) / 1e9, peak(2) / 1e9);
+  if (micro_kernel_flops > 0)
+    std::printf("micro-kernel: %.1f GFLOP/s, %.0f%% of the 1-thread peak\n", micro_kernel_flops / 1e9,
+                100 * micro_kernel_flops / peak(1));
+  if (!best_step.empty()) {
+    std::printf("\n%-20s %12s %12s %8s %9s\n", "train step", "distopt img/s", "LibTorch", "ratio", "of peak");
+    for (const auto& [key, seconds] : best_step) {
+      const auto& [preset, batch, threads] = key;
+      const double flops = training_flops({.preset = preset_of(preset)}) * batch / seconds;
+      const auto torch = best_torch_step.find(key);
+      std::printf("%-20s %12.0f", distopt::message(preset, "/", batch, "/", threads).c_str(), batch / seconds);
+      if (torch != best_torch_step.end())
+        std::printf(" %12.0f %7.2fx", batch / torch->second, torch->second / seconds);
+      else
+        std::printf(" %12s %8s", "-", "-");
+      std::printf(" %8.0f%%\n", 100 * flops / peak(threads));
+    }
+  }
+  if (!best_forward.empty()) {
+    std::printf("\n%-20s %12s %14s %8s\n", "evaluation", "img/s", "train img/s", "ratio");
+    for (const auto& [key, seconds] : best_forward) {
+      const auto& [preset, batch, threads] = key;
+      // Against the training step at batch 256 (the study's evaluation runs beside training).
+      const auto train = best_step.find({preset, 256, threads});
+      std::printf("%-20s %12.0f", distopt::message(preset, "/", batch, "/", threads).c_str(), batch / seconds);
+      if (train != best_step.end())
+        std::printf(" %14.0f %7.2fx\n", 256 / train->second, (batch / seconds) / (256 / train->second));
+      else
+        std::printf(" %14s %8s\n", "-", "-");
+    }
+  }
+  for (const auto& [preset, times] : pass_times) {
+    const auto flops = pass_flops({.preset = preset_of(preset)});
+    double sum = 0;
+    for (double t : times.seconds) sum += t;
+    std::printf("\nper layer: %s, batch %d, 1 thread (step %.2f ms; the passes add up to %.2f ms)\n", preset.c_str(),
+                times.batch, 1e3 * times.step, 1e3 * sum);
+    std::printf("%-22s %9s %9s %7s\n", "pass", "ms", "GFLOP/s", "share");
+    for (std::size_t p = 0; p < nn::pass_count; ++p) {
+      const double t = times.seconds[p];
+      std::printf("%-22s %9.3f", nn::to_string(static_cast<nn::Pass>(p)), 1e3 * t);
+      if (flops[p] > 0)
+        std::printf(" %9.1f", flops[p] * times.batch / t / 1e9);
+      else
+        std::printf(" %9s", "-");
+      std::printf(" %6.1f%%\n", 100 * t / times.step);
+    }
+  }
 }
 
 }  // namespace
@@ -206,7 +356,9 @@ int main(int argc, char** argv) {
 #if DISTOPT_HAVE_TORCH
   benchmark::AddCustomContext("torch", distopt_bench::torch_version() + ", BLAS: " + distopt_bench::torch_blas_info());
 #endif
+  benchmark::AddCustomContext("isa", nn::gemm::isa());
   benchmark::RunSpecifiedBenchmarks();
+  print_summary();
   benchmark::Shutdown();
   return 0;
 }

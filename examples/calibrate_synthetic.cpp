@@ -46,7 +46,8 @@ class SoftmaxRegression {
   [[nodiscard]] std::ptrdiff_t num_classes() const noexcept { return layer_.out_features; }
 
   void forward(const Images<float>& x, float* logits) {
-    layer_.forward(params_.value(weight_).data(), params_.value(bias_).data(), x.data, logits, 0, x.count, gemm_);
+    layer_.forward(params_.value(weight_).data(), params_.value(bias_).data(), x.data, x.count, logits, 0,
+                   layer_.out_features, false, gemm_);
   }
 
   LossStats evaluate(const Images<float>& x, std::span<const std::int32_t> labels) {
@@ -84,7 +85,7 @@ class SoftmaxRegression {
   distopt::nn::Linear layer_;
   params_type params_;
   std::size_t weight_ = 0, bias_ = 0;
-  distopt::nn::detail::Gemm<float> gemm_;
+  distopt::nn::gemm::Workspace<float> gemm_;
   std::vector<float> logits_, d_logits_;
 };
 

@@ -24,6 +24,8 @@
 #include "distopt/local/outer.hpp"
 #include "distopt/nn/conv2d.hpp"
 #include "distopt/nn/flatten.hpp"
+#include "distopt/nn/gemm/kernel.hpp"
+#include "distopt/nn/gemm/matrix.hpp"
 #include "distopt/nn/init.hpp"
 #include "distopt/nn/lenet5.hpp"
 #include "distopt/nn/linear.hpp"

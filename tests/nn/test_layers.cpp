@@ -63,15 +63,16 @@ TEST_CASE("Conv2d gradients match finite differences (double)", "[nn][conv2d][gr
   Vec x = random_vector(static_cast<std::size_t>(n * 3 * h * w), 1), weight = random_vector(4 * 27, 2, 0.3),
       bias = random_vector(4, 3);
   const Vec r = random_vector(static_cast<std::size_t>(4 * columns), 4);  // loss = sum r * y
-  nn::detail::Gemm<double> gemm;
-  Vec col(static_cast<std::size_t>(conv.patch() * columns)), dcol(col.size()), y(r.size());
+  nn::gemm::Workspace<double> gemm;
+  Vec y(r.size());
   auto loss = [&] {
-    conv.forward(weight.data(), bias.data(), x.data(), in, col.data(), y.data(), gemm);
+    conv.forward(weight.data(), bias.data(), x.data(), in, y.data(), gemm);
     return dot(r, y);
   };
   loss();
-  Vec dw(weight.size(), 0.0), db(bias.size(), 0.0), dx(x.size());
-  conv.backward(weight.data(), r.data(), in, col.data(), dcol.data(), dw.data(), db.data(), dx.data(), gemm);
+  Vec dw(weight.size(), 0.0), db(bias.size(), 0.0), dx(x.size(), 7.0);  // backward_input overwrites dx
+  conv.backward_weights(r.data(), x.data(), in, dw.data(), db.data(), gemm);
+  conv.backward_input(weight.data(), r.data(), in, dx.data(), gemm);
   CHECK(check(weight, dw, loss) < 1e-7);
   CHECK(check(bias, db, loss) < 1e-7);
   CHECK(check(x, dx, loss) < 1e-7);
@@ -88,10 +89,10 @@ TEST_CASE("Conv2d reads channel-major chunks as well as NCHW batches", "[nn][con
       for (std::ptrdiff_t p = 0; p < h * w; ++p)
         cnhw[static_cast<std::size_t>((c * n + i) * h * w + p)] = nchw[static_cast<std::size_t>((i * 2 + c) * h * w + p)];
   const Vec weight = random_vector(3 * 18, 10), bias = random_vector(3, 11);
-  nn::detail::Gemm<double> gemm;
-  Vec col(static_cast<std::size_t>(18 * n * h * w)), a(static_cast<std::size_t>(3 * n * h * w)), b(a.size());
-  conv.forward(weight.data(), bias.data(), nchw.data(), nn::PlaneLayout::nchw(n, 2, h, w), col.data(), a.data(), gemm);
-  conv.forward(weight.data(), bias.data(), cnhw.data(), nn::PlaneLayout::cnhw(2, n, h, w), col.data(), b.data(), gemm);
+  nn::gemm::Workspace<double> gemm;
+  Vec a(static_cast<std::size_t>(3 * n * h * w)), b(a.size());
+  conv.forward(weight.data(), bias.data(), nchw.data(), nn::PlaneLayout::nchw(n, 2, h, w), a.data(), gemm);
+  conv.forward(weight.data(), bias.data(), cnhw.data(), nn::PlaneLayout::cnhw(2, n, h, w), b.data(), gemm);
   CHECK(a == b);
   CHECK_THROWS_WITH(conv.check_input(nn::PlaneLayout::nchw(1, 3, 4, 4)), Catch::Matchers::Contains("conv: expected 2 input channels, got 3"));
 }
@@ -125,10 +126,10 @@ TEST_CASE("ReLU and Linear gradients match finite differences", "[nn][relu][line
   const std::ptrdiff_t rows = 3;
   Vec x = random_vector(21, 7), weight = random_vector(35, 8, 0.4), bias = random_vector(5, 9);
   const Vec r = random_vector(15, 10);
-  nn::detail::Gemm<double> gemm;
+  nn::gemm::Workspace<double> gemm;
   Vec y(15);
   auto loss = [&] {
-    fc.forward(weight.data(), bias.data(), x.data(), y.data(), 0, rows, gemm);
+    fc.forward(weight.data(), bias.data(), x.data(), rows, y.data(), 0, 5, false, gemm);
     Vec z = y;
     nn::Relu::forward(z.data(), 15);
     return dot(r, z);
@@ -140,7 +141,7 @@ TEST_CASE("ReLU and Linear gradients match finite differences", "[nn][relu][line
   nn::Relu::backward(z.data(), dy.data(), 15);
   Vec dw(weight.size(), 0.0), db(bias.size(), 0.0), dx(x.size());
   fc.backward_weights(x.data(), dy.data(), rows, dw.data(), db.data(), 0, 5, gemm);
-  fc.backward_input(weight.data(), dy.data(), dx.data(), 0, rows, gemm);
+  fc.backward_input(weight.data(), dy.data(), rows, dx.data(), 0, 7, static_cast<const double*>(nullptr), gemm);
   CHECK(check(weight, dw, loss) < 1e-7);
   CHECK(check(bias, db, loss) < 1e-7);
   CHECK(check(x, dx, loss) < 1e-7);

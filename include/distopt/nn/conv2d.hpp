@@ -1,12 +1,14 @@
-// 2-D convolution as a matrix product over an im2col matrix.
+// 2-D convolution as a matrix product over an implicit im2col matrix.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <string>
 
 #include "distopt/core/error.hpp"
-#include "distopt/nn/detail/gemm.hpp"
-#include "distopt/nn/detail/spans.hpp"
+#include "distopt/nn/gemm/kernel.hpp"
+#include "distopt/nn/gemm/matrix.hpp"
 
 namespace distopt::nn {
 
@@ -29,12 +31,45 @@ struct PlaneLayout {
   }
 };
 
+/// Output positions [j0, j0 + count) of a convolution over `images` planes of oh x ow, cut
+/// into runs of consecutive columns x0 .. x0 + length - 1 of one output row (image i, row y):
+/// f(offset of the run from j0, length, i, y, x0). The implicit im2col packers and the col2im
+/// epilogue read and write whole runs, which are contiguous in the image.
+template <class F>
+inline void for_each_run(std::ptrdiff_t j0, std::ptrdiff_t count, std::ptrdiff_t oh, std::ptrdiff_t ow, F&& f) {
+  std::ptrdiff_t j = j0;
+  const std::ptrdiff_t end = j0 + count;
+  while (j < end) {
+    const std::ptrdiff_t row = j / ow, x0 = j - row * ow;
+    const std::ptrdiff_t length = std::min(ow - x0, end - j);
+    f(j - j0, length, row / oh, row % oh, x0);
+    j += length;
+  }
+}
+
+/// out[0, n) = src[0, n): runs of at least one register as two overlapping unaligned packets
+/// (nothing outside either range is read or written), shorter runs element by element.
+template <class T>
+inline void copy_run(T* out, const T* src, std::ptrdiff_t n) {
+  namespace ei = Eigen::internal;
+  using P = gemm::Packet<T>;
+  constexpr std::ptrdiff_t L = gemm::lanes<T>;
+  if (L > 1 && n >= L) {
+    for (std::ptrdiff_t t = 0; t + L < n; t += L) ei::pstoreu(out + t, ei::ploadu<P>(src + t));
+    ei::pstoreu(out + n - L, ei::ploadu<P>(src + n - L));
+    return;
+  }
+  for (std::ptrdiff_t t = 0; t < n; ++t) out[t] = src[t];
+}
+
 /// Conv2d (stride 1, zero padding `padding`, bias), PyTorch's layout: weight [out, in, k, k] and
-/// bias [out] as blocks of a parameter set. Computed as Y = W * col(X) + b with
+/// bias [out] as blocks of a parameter set. A matrix product over the im2col matrix
 ///   col(X)[(c, ky, kx), (i, y, x)] = X(c, i, y + ky - padding, x + kx - padding)  (0 outside),
-/// so Y is [out, images * out_h * out_w]: the channel-major (CNHW) layout the next layer reads.
-/// Backward: dW += dY col(X)^T, db += row sums of dY, dX = col^-1(W^T dY) (scatter-add).
-/// The layer holds geometry only; weights, gradients and scratch are passed in.
+/// forward Y = W col(X) + b, Y [out, images * out_h * out_w] (the channel-major CNHW layout the
+/// next layer reads); backward dW += dY col(X)^T, db += row sums of dY, dX = col^-1(W^T dY).
+/// col(X) is never formed: the product's packers read its panels straight from X (implicit
+/// im2col), and the input gradient's epilogue adds each tile of W^T dY back where im2col would
+/// have read it. The layer holds geometry only; weights, gradients and scratch are passed in.
 struct Conv2d {
   std::string name;
   std::ptrdiff_t in_channels;
@@ -54,95 +89,160 @@ struct Conv2d {
             " is smaller than the ", kernel, " x ", kernel, " kernel");
   }
 
-  /// col [patch, images * oh * ow] from x.
+  /// One past the last element of x that `in` names.
   template <class T>
-  void im2col(const T* x, const PlaneLayout& in, T* col) const {
-    const std::ptrdiff_t oh = out_size(in.height), ow = out_size(in.width), n = in.images;
-    const std::ptrdiff_t row_length = n * oh * ow;
-    for (std::ptrdiff_t c = 0; c < in_channels; ++c)
-      for (std::ptrdiff_t ky = 0; ky < kernel; ++ky)
-        for (std::ptrdiff_t kx = 0; kx < kernel; ++kx) {
-          T* row = col + ((c * kernel + ky) * kernel + kx) * row_length;
-          for (std::ptrdiff_t i = 0; i < n; ++i)
-            for (std::ptrdiff_t y = 0; y < oh; ++y) {
-              T* out = row + (i * oh + y) * ow;
-              const std::ptrdiff_t sy = y + ky - padding;
-              if (sy < 0 || sy >= in.height) {
-                for (std::ptrdiff_t xx = 0; xx < ow; ++xx) out[xx] = T(0);
-                continue;
-              }
-              const T* src = x + in.at(c, i, sy, 0);
-              const std::ptrdiff_t shift = kx - padding;
-              if (shift >= 0 && shift + ow <= in.width) {  // the whole run inside the image
-                detail::copy_run(out, src + shift, ow);
-                continue;
-              }
-              for (std::ptrdiff_t xx = 0; xx < ow; ++xx) {
-                const std::ptrdiff_t sx = xx + shift;
-                out[xx] = (sx >= 0 && sx < in.width) ? src[sx] : T(0);
-              }
-            }
-        }
+  [[nodiscard]] static const T* extent(const T* x, const PlaneLayout& in) {
+    return x + in.at(in.channels - 1, in.images - 1, in.height - 1, in.width - 1) + 1;
   }
 
-  /// dx += col^-1(dcol): every patch element added back where im2col read it, in a fixed order
-  /// (for each input row, the kernel columns kx = 0..k-1 in turn).
+  /// y [out, images * oh * ow] = W col(x) + b.
   template <class T>
-  void col2im(const T* dcol, const PlaneLayout& in, T* dx) const {
-    const std::ptrdiff_t oh = out_size(in.height), ow = out_size(in.width), n = in.images;
-    const std::ptrdiff_t row_length = n * oh * ow;
-    for (std::ptrdiff_t c = 0; c < in_channels; ++c)
-      for (std::ptrdiff_t ky = 0; ky < kernel; ++ky) {
-        const T* rows = dcol + (c * kernel + ky) * kernel * row_length;  // kx = 0; kx rows follow
-        for (std::ptrdiff_t i = 0; i < n; ++i)
-          for (std::ptrdiff_t y = 0; y < oh; ++y) {
-            const std::ptrdiff_t sy = y + ky - padding;
-            if (sy < 0 || sy >= in.height) continue;
-            const T* src = rows + (i * oh + y) * ow;
-            T* out = dx + in.at(c, i, sy, 0);
-            if (padding == 0) {  // every run inside the image: out[kx + t] += row_kx[t]
-              detail::add_shifted_runs(out, src, row_length, kernel, ow);
-              continue;
-            }
-            for (std::ptrdiff_t kx = 0; kx < kernel; ++kx)
-              for (std::ptrdiff_t xx = 0; xx < ow; ++xx) {
-                const std::ptrdiff_t sx = xx + kx - padding;
-                if (sx >= 0 && sx < in.width) out[sx] += src[kx * row_length + xx];
-              }
-          }
-      }
-  }
-
-  /// y [out, images * oh * ow] = W col(x) + b. `col` is scratch of patch() * images * oh * ow.
-  template <class T>
-  void forward(const T* weight, const T* bias, const T* x, const PlaneLayout& in, T* col, T* y,
-               detail::Gemm<T>& gemm) const {
+  void forward(const T* weight, const T* bias, const T* x, const PlaneLayout& in, T* y,
+               gemm::Workspace<T>& ws) const {
     const std::ptrdiff_t columns = in.images * out_size(in.height) * out_size(in.width);
-    im2col(x, in, col);
-    gemm(false, false, out_channels, columns, patch(), T(1), weight, patch(), col, columns, T(0), y, columns);
-    for (std::ptrdiff_t o = 0; o < out_channels; ++o) {
-      T* row = y + o * columns;
-      for (std::ptrdiff_t j = 0; j < columns; ++j) row[j] += bias[o];
-    }
+    gemm::product(out_channels, columns, patch(), gemm::MatrixA<T>{weight, patch()}, Columns<T>{this, x, in, extent(x, in)},
+                  gemm::MatrixC<T>{.data = y, .ld = columns, .row_bias = bias}, ws);
   }
 
-  /// Adds dW and db into `weight_grad`, `bias_grad`; if `dx` is given, writes the input gradient
-  /// there (zeroed first). `col` must hold col(x) (as forward left it, or recomputed); `dcol` is
-  /// scratch of the same size, used only for dx.
+  /// Adds dW = dY col(x)^T into `weight_grad` and the row sums of dY into `bias_grad`.
   template <class T>
-  void backward(const T* weight, const T* dy, const PlaneLayout& in, const T* col, T* dcol, T* weight_grad,
-                T* bias_grad, T* dx, detail::Gemm<T>& gemm) const {
+  void backward_weights(const T* dy, const T* x, const PlaneLayout& in, T* weight_grad, T* bias_grad,
+                        gemm::Workspace<T>& ws) const {
     const std::ptrdiff_t columns = in.images * out_size(in.height) * out_size(in.width);
     for (std::ptrdiff_t o = 0; o < out_channels; ++o)
       bias_grad[o] += Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(dy + o * columns, columns).sum();
-    gemm(false, true, out_channels, patch(), columns, T(1), dy, columns, col, columns, T(1), weight_grad, patch());
-    if (dx == nullptr) return;
-    gemm(true, false, patch(), columns, out_channels, T(1), weight, patch(), dy, columns, T(0), dcol, columns);
-    for (std::ptrdiff_t c = 0; c < in.channels; ++c)
-      for (std::ptrdiff_t i = 0; i < in.images; ++i)
-        for (std::ptrdiff_t p = 0; p < in.height * in.width; ++p) dx[in.at(c, i, 0, 0) + p] = T(0);
-    col2im(dcol, in, dx);
+    gemm::product(out_channels, patch(), columns, gemm::MatrixA<T>{dy, columns}, ColumnsTransposed<T>{this, x, in, extent(x, in)},
+                  gemm::MatrixC<T>{.data = weight_grad, .ld = patch(), .accumulate = true}, ws);
   }
+
+  /// dx = col^-1(W^T dY), written over the whole of dx (laid out as `in`).
+  template <class T>
+  void backward_input(const T* weight, const T* dy, const PlaneLayout& in, T* dx, gemm::Workspace<T>& ws) const {
+    const std::ptrdiff_t columns = in.images * out_size(in.height) * out_size(in.width);
+    for (std::ptrdiff_t c = 0; c < in.channels; ++c)
+      for (std::ptrdiff_t i = 0; i < in.images; ++i) std::fill_n(dx + in.at(c, i, 0, 0), in.height * in.width, T(0));
+    gemm::product(patch(), columns, out_channels, gemm::MatrixA<T>{weight, patch(), true},
+                  gemm::MatrixB<T>{dy, columns}, Col2im<T>{this, dx, in}, ws);
+  }
+
+  /// Where patch element p = (c, ky, kx) and output position j = (i, y, x) meet in x: the element
+  /// col(x)[p, j] is x[patch_offset + position_offset] when 0 <= patch_y + position_y < height
+  /// and 0 <= patch_x + position_x < width, and 0 otherwise.
+  struct Coordinate {
+    std::ptrdiff_t offset, y, x;
+  };
+  [[nodiscard]] Coordinate patch_coordinate(const PlaneLayout& in, std::ptrdiff_t p) const {
+    const std::ptrdiff_t c = (p / kernel) / kernel, ky = (p / kernel) % kernel - padding, kx = p % kernel - padding;
+    return {c * in.channel_stride + ky * in.width + kx, ky, kx};
+  }
+  [[nodiscard]] Coordinate position_coordinate(const PlaneLayout& in, std::ptrdiff_t j) const {
+    const std::ptrdiff_t oh = out_size(in.height), ow = out_size(in.width);
+    const std::ptrdiff_t i = j / (oh * ow), y = (j / ow) % oh, x = j % ow;
+    return {i * in.image_stride + y * in.width + x, y, x};
+  }
+
+  /// Packs nr-column panels of a matrix whose element (kk, jj) is x at rows[kk] + cols[jj] (see
+  /// Coordinate): col(x) when rows are patch elements and columns positions, col(x)^T the other
+  /// way round. Without padding every element is inside x, and a panel row is nr plain loads.
+  template <class T, bool Transposed>
+  struct Panels {
+    const Conv2d* conv;
+    const T* x;
+    PlaneLayout in;
+    const T* end;  ///< x may be read up to here (past the last element `in` names, if the caller has more)
+
+    [[nodiscard]] Coordinate row(std::ptrdiff_t k) const {
+      return Transposed ? conv->position_coordinate(in, k) : conv->patch_coordinate(in, k);
+    }
+    [[nodiscard]] Coordinate column(std::ptrdiff_t j) const {
+      return Transposed ? conv->patch_coordinate(in, j) : conv->position_coordinate(in, j);
+    }
+
+    void operator()(T* out, std::ptrdiff_t k0, std::ptrdiff_t depth, std::ptrdiff_t j0, std::ptrdiff_t cols) const {
+      constexpr std::ptrdiff_t nr = gemm::Blocking<T>::nr, kc = gemm::Blocking<T>::kc;
+      Coordinate rows[kc];
+      for (std::ptrdiff_t kk = 0; kk < depth; ++kk) rows[kk] = row(k0 + kk);
+      for (std::ptrdiff_t q = 0; q * nr < cols; ++q, out += nr * depth) {
+        const std::ptrdiff_t valid = std::min(nr, cols - q * nr);
+        Coordinate columns[nr];
+        std::ptrdiff_t offsets[nr];
+        for (std::ptrdiff_t jj = 0; jj < nr; ++jj) {
+          columns[jj] = column(j0 + q * nr + std::min(jj, valid - 1));
+          offsets[jj] = columns[jj].offset;
+        }
+        if (conv->padding == 0) {
+          // Without padding the columns' offsets form runs of consecutive elements. A run is
+          // copied as packets; a short one as one whole packet when x has that much left, its
+          // excess written over by the next run (or the next row: rows are packed in order, and
+          // the product leaves a packet of slack after the panels).
+          std::ptrdiff_t run_start[nr + 1], runs = 0;
+          for (std::ptrdiff_t jj = 0; jj < valid; ++jj)
+            if (jj == 0 || offsets[jj] != offsets[jj - 1] + 1) run_start[runs++] = jj;
+          run_start[runs] = valid;  // columns past the end are zeroed below
+          for (std::ptrdiff_t kk = 0; kk < depth; ++kk) {
+            const T* src = x + rows[kk].offset;
+            T* dst = out + kk * nr;
+            for (std::ptrdiff_t r = 0; r < runs; ++r) {
+              const std::ptrdiff_t first = run_start[r], length = run_start[r + 1] - first;
+              const T* from = src + offsets[first];
+              if (length <= gemm::lanes<T> && from + gemm::lanes<T> <= end)
+                Eigen::internal::pstoreu(dst + first, Eigen::internal::ploadu<gemm::Packet<T>>(from));
+              else
+                copy_run(dst + first, from, length);
+            }
+          }
+          if (valid < nr)
+            for (std::ptrdiff_t kk = 0; kk < depth; ++kk) std::fill_n(out + kk * nr + valid, nr - valid, T(0));
+          continue;
+        }
+        for (std::ptrdiff_t kk = 0; kk < depth; ++kk) {
+          const Coordinate r = rows[kk];
+          T* dst = out + kk * nr;
+          for (std::ptrdiff_t jj = 0; jj < nr; ++jj) {
+            const std::ptrdiff_t sy = r.y + columns[jj].y, sx = r.x + columns[jj].x;
+            const bool inside = jj < valid && sy >= 0 && sy < in.height && sx >= 0 && sx < in.width;
+            dst[jj] = inside ? x[r.offset + offsets[jj]] : T(0);
+          }
+        }
+      }
+    }
+  };
+  template <class T>
+  using Columns = Panels<T, false>;
+  template <class T>
+  using ColumnsTransposed = Panels<T, true>;
+
+  /// Adds tiles of W^T dY (rows: patch elements, columns: output positions) into dx where
+  /// im2col read them. Each element of dx receives its terms in the product's fixed tile order.
+  template <class T>
+  struct Col2im {
+    const Conv2d* conv;
+    T* dx;
+    PlaneLayout in;
+
+    void operator()(const gemm::Tile<T>& t) const {
+      const std::ptrdiff_t k = conv->kernel, pad = conv->padding;
+      const std::ptrdiff_t oh = conv->out_size(in.height), ow = conv->out_size(in.width);
+      for_each_run(t.col, t.cols, oh, ow, [&](std::ptrdiff_t at, std::ptrdiff_t length, std::ptrdiff_t i,
+                                              std::ptrdiff_t y, std::ptrdiff_t x0) {
+        for (std::ptrdiff_t r = 0; r < t.rows; ++r) {
+          const std::ptrdiff_t p = t.row + r, c = (p / k) / k, ky = (p / k) % k, kx = p % k;
+          const std::ptrdiff_t sy = y + ky - pad, sx = x0 + kx - pad;
+          if (sy < 0 || sy >= in.height) continue;
+          const T* src = t.values + r * t.stride + at;
+          T* row = dx + in.at(c, i, sy, 0);
+          if (sx >= 0 && sx + length <= in.width) {
+            // Element by element: the next tile row adds into this run shifted by one, and
+            // packet loads overlapping a packet store just made would not be forwarded.
+            for (std::ptrdiff_t u = 0; u < length; ++u) row[sx + u] += src[u];
+          } else {
+            for (std::ptrdiff_t u = 0; u < length; ++u)
+              if (sx + u >= 0 && sx + u < in.width) row[sx + u] += src[u];
+          }
+        }
+      });
+    }
+  };
 };
 
 }  // namespace distopt::nn

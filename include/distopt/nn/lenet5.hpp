@@ -2,6 +2,8 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
+#include <chrono>
 #include <cmath>
 #include <concepts>
 #include <cstddef>
@@ -18,14 +20,12 @@
 #include "distopt/core/parameter_set.hpp"
 #include "distopt/core/rng.hpp"
 #include "distopt/nn/conv2d.hpp"
-#include "distopt/nn/detail/gemm.hpp"
-#include "distopt/nn/flatten.hpp"
+#include "distopt/nn/gemm/kernel.hpp"
 #include "distopt/nn/init.hpp"
 #include "distopt/nn/linear.hpp"
 #include "distopt/nn/loss.hpp"
 #include "distopt/nn/maxpool2d.hpp"
 #include "distopt/nn/model.hpp"
-#include "distopt/nn/relu.hpp"
 
 namespace distopt::nn {
 
@@ -50,6 +50,22 @@ struct LeNet5Options {
   /// added), never of the thread count: the same chunk gives the same bits for any threads.
   std::ptrdiff_t chunk = 4;
 };
+
+/// The passes of a LeNet5 step, in the order they run, for its per-layer timing.
+enum class Pass : std::uint8_t {
+  conv1_forward, pool1_forward, conv2_forward, pool2_forward, fc1_forward, fc2_forward, fc3_forward, loss,
+  fc3_backward, fc2_backward, fc1_backward, pool2_backward, conv2_weights, conv2_input, pool1_backward,
+  conv1_weights, gradient_sum
+};
+inline constexpr std::size_t pass_count = 17;
+[[nodiscard]] constexpr const char* to_string(Pass p) noexcept {
+  constexpr std::array<const char*, pass_count> names = {
+      "conv1 forward", "pool1+relu forward", "conv2 forward", "pool2+relu forward", "fc1+relu forward",
+      "fc2+relu forward", "fc3 forward", "cross-entropy", "fc3 backward", "fc2 backward", "fc1 backward",
+      "pool2+relu backward", "conv2 weight grad", "conv2 input grad", "pool1+relu backward", "conv1 weight grad",
+      "chunk gradient sum"};
+  return names[static_cast<std::size_t>(p)];
+}
 
 /// LeNet-5: conv1 - max-pool - ReLU - conv2 - max-pool - ReLU - fc1 - ReLU - fc2 - ReLU - fc3, with
 /// cross-entropy on the logits. Blocks are named as PyTorch's state_dict (`conv1.weight`, ...,
@@ -142,11 +158,27 @@ class LeNet5 {
     return stats;
   }
 
+  /// Per-pass timing for benchmarks: while on, every pass adds its time on each thread, so with
+  /// one thread the seconds add up to the step. Off by default (it costs two clock reads per
+  /// pass and chunk); switching it on or off clears the totals.
+  void time_passes(bool on) {
+    timing_ = on;
+    for (auto& t : ws_.threads) t.seconds.fill(0.0);
+  }
+  /// Seconds spent in each pass since time_passes(true), summed over threads.
+  [[nodiscard]] std::array<double, pass_count> pass_seconds() const {
+    std::array<double, pass_count> total{};
+    for (const auto& t : ws_.threads)
+      for (std::size_t p = 0; p < pass_count; ++p) total[p] += t.seconds[p];
+    return total;
+  }
+
  private:
   // Scratch one thread needs for one chunk.
   struct ThreadScratch {
-    AlignedBuffer<T> col1, y1, col2, y2, dcol2, dp1, dy1, dp2, dy2;
-    detail::Gemm<T> gemm;
+    AlignedBuffer<T> y1, y2, dp1, dy1, dy2;
+    gemm::Workspace<T> gemm;
+    std::array<double, pass_count> seconds{};
   };
   // Everything a batch needs beyond the parameters; grown, never shrunk. A copied model starts
   // with an empty one: scratch is not state, and replicas should not pay for copying it.
@@ -158,15 +190,14 @@ class LeNet5 {
     Workspace& operator=(Workspace&&) noexcept = default;
 
     std::ptrdiff_t capacity = 0;
-    AlignedBuffer<T> pooled1, pooled2, a0, a1, a2, logits, d_logits, d_a2, d_a1, d_a0, slots;
+    AlignedBuffer<T> pooled1, a0, a1, a2, logits, d_logits, d_a2, d_a1, d_a0, slots;
     AlignedBuffer<std::uint8_t> argmax1, argmax2;
     AlignedBuffer<double> row_loss;
     AlignedBuffer<std::uint8_t> row_top1, row_top5;
     std::vector<ThreadScratch> threads;
   };
 
-  static constexpr std::ptrdiff_t row_tile = 16;  // rows of a fully connected tile
-  static constexpr std::ptrdiff_t out_tile = 32;  // outputs of a weight-gradient tile
+  static constexpr std::ptrdiff_t row_tile = 16;  // rows of a loss tile
 
   void check_input(const Images<T>& x) const {
     require(x.count >= 1, "LeNet5: empty batch");
@@ -193,7 +224,6 @@ class LeNet5 {
     const std::ptrdiff_t n = count, classes = options_.classes;
     ws_.pooled1 = AlignedBuffer<T>(n * pooled1_size());
     ws_.argmax1 = AlignedBuffer<std::uint8_t>(n * pooled1_size());
-    ws_.pooled2 = AlignedBuffer<T>(n * pooled2_size());
     ws_.argmax2 = AlignedBuffer<std::uint8_t>(n * pooled2_size());
     ws_.a0 = AlignedBuffer<T>(n * fc1_.in_features);
     ws_.a1 = AlignedBuffer<T>(n * fc1_.out_features);
@@ -210,7 +240,8 @@ class LeNet5 {
     ws_.capacity = n;
   }
 
-  // Runs body(begin, end, scratch) over fixed pieces of [0, n), pieces spread over the team.
+  // Runs body(begin, end, scratch) over fixed pieces of [0, n), pieces spread over the team
+  // (or on the calling thread inside another parallel region).
   template <class Body>
   void for_each_piece(std::ptrdiff_t n, std::ptrdiff_t piece, Body&& body) {
     const parallel::Chunks pieces{n, piece};
@@ -223,19 +254,37 @@ class LeNet5 {
       body(pieces.begin(k), pieces.end(k), ws_.threads[static_cast<std::size_t>(omp_get_thread_num())]);
   }
 
+  // Runs body(begin, end, scratch) over one block of [0, n) per thread, blocks a multiple of
+  // `align`: for the fully connected products, whose every element is the same sum whatever the
+  // block, so the split may follow the team.
+  template <class Body>
+  void for_each_block(std::ptrdiff_t n, std::ptrdiff_t align, Body&& body) {
+    const std::ptrdiff_t team = omp_in_parallel() ? 1 : omp_get_max_threads();
+    const std::ptrdiff_t piece = std::max<std::ptrdiff_t>(align, (n + team * align - 1) / (team * align) * align);
+    for_each_piece(n, piece, body);
+  }
+
+  // Runs f(), adding its time to pass p of this thread when timing is on.
+  template <class F>
+  void timed(ThreadScratch& s, Pass p, F&& f) const {
+    if (!timing_) {
+      f();
+      return;
+    }
+    const auto start = std::chrono::steady_clock::now();
+    f();
+    s.seconds[static_cast<std::size_t>(p)] += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  }
+
   static void ensure(AlignedBuffer<T>& buffer, std::ptrdiff_t size) {
     if (buffer.size() < size) buffer = AlignedBuffer<T>(size);
   }
   void ensure_scratch(ThreadScratch& s, std::ptrdiff_t n) const {
     const std::ptrdiff_t columns1 = n * size1_ * size1_, columns2 = n * size2_ * size2_;
-    ensure(s.col1, conv1_.patch() * columns1);
     ensure(s.y1, conv1_.out_channels * columns1);
-    ensure(s.col2, conv2_.patch() * columns2);
     ensure(s.y2, conv2_.out_channels * columns2);
-    ensure(s.dcol2, conv2_.patch() * columns2);
     ensure(s.dp1, n * pooled1_size());
     ensure(s.dy1, conv1_.out_channels * columns1);
-    ensure(s.dp2, n * pooled2_size());
     ensure(s.dy2, conv2_.out_channels * columns2);
   }
 
@@ -246,7 +295,9 @@ class LeNet5 {
   PlaneLayout conv1_out(std::ptrdiff_t n) const { return PlaneLayout::cnhw(conv1_.out_channels, n, size1_, size1_); }
   PlaneLayout pool1_out(std::ptrdiff_t n) const { return PlaneLayout::cnhw(conv1_.out_channels, n, pooled1_, pooled1_); }
   PlaneLayout conv2_out(std::ptrdiff_t n) const { return PlaneLayout::cnhw(conv2_.out_channels, n, size2_, size2_); }
-  PlaneLayout pool2_out(std::ptrdiff_t n) const { return PlaneLayout::cnhw(conv2_.out_channels, n, pooled2_, pooled2_); }
+  // pool2 writes fc1's input rows directly: image i of the chunk is a row of a0, in PyTorch's
+  // flatten order (channel, row, column).
+  PlaneLayout pool2_out(std::ptrdiff_t n) const { return PlaneLayout::nchw(n, conv2_.out_channels, pooled2_, pooled2_); }
 
   void run_forward(const Images<T>& x) {
     reserve(x.count);
@@ -258,26 +309,34 @@ class LeNet5 {
       const std::ptrdiff_t n = end - begin;
       ensure_scratch(s, n);
       T* pooled1 = ws_.pooled1.data() + begin * pooled1_size();
-      T* pooled2 = ws_.pooled2.data() + begin * pooled2_size();
-      conv1_.forward(w + offset(conv1_w_), w + offset(conv1_b_), x.data + begin * x.image_size(), input_layout(x, n),
-                     s.col1.data(), s.y1.data(), s.gemm);
-      MaxPool2d::forward(s.y1.data(), conv1_out(n), pooled1, ws_.argmax1.data() + begin * pooled1_size());
-      Relu::forward(pooled1, n * pooled1_size());
-      conv2_.forward(w + offset(conv2_w_), w + offset(conv2_b_), pooled1, pool1_out(n), s.col2.data(), s.y2.data(),
-                     s.gemm);
-      MaxPool2d::forward(s.y2.data(), conv2_out(n), pooled2, ws_.argmax2.data() + begin * pooled2_size());
-      Relu::forward(pooled2, n * pooled2_size());
-      Flatten::forward(pooled2, pool2_out(n), ws_.a0.data(), begin);
+      timed(s, Pass::conv1_forward, [&] {
+        conv1_.forward(w + offset(conv1_w_), w + offset(conv1_b_), x.data + begin * x.image_size(),
+                       input_layout(x, n), s.y1.data(), s.gemm);
+      });
+      timed(s, Pass::pool1_forward, [&] {
+        MaxPool2d::forward(s.y1.data(), conv1_out(n), pooled1, pool1_out(n),
+                           ws_.argmax1.data() + begin * pooled1_size(), true);
+      });
+      timed(s, Pass::conv2_forward, [&] {
+        conv2_.forward(w + offset(conv2_w_), w + offset(conv2_b_), pooled1, pool1_out(n), s.y2.data(), s.gemm);
+      });
+      timed(s, Pass::pool2_forward, [&] {
+        MaxPool2d::forward(s.y2.data(), conv2_out(n), ws_.a0.data() + begin * fc1_.in_features, pool2_out(n),
+                           ws_.argmax2.data() + begin * pooled2_size(), true);
+      });
     });
 
-    // Phase B: the fully connected layers over the whole batch, in fixed row tiles.
-    for_each_piece(x.count, row_tile, [&](std::ptrdiff_t begin, std::ptrdiff_t end, ThreadScratch& s) {
-      fc1_.forward(w + offset(fc1_w_), w + offset(fc1_b_), ws_.a0.data(), ws_.a1.data(), begin, end, s.gemm);
-      Relu::forward(ws_.a1.data() + begin * fc1_.out_features, (end - begin) * fc1_.out_features);
-      fc2_.forward(w + offset(fc2_w_), w + offset(fc2_b_), ws_.a1.data(), ws_.a2.data(), begin, end, s.gemm);
-      Relu::forward(ws_.a2.data() + begin * fc2_.out_features, (end - begin) * fc2_.out_features);
-      fc3_.forward(w + offset(fc3_w_), w + offset(fc3_b_), ws_.a2.data(), ws_.logits.data(), begin, end, s.gemm);
-    });
+    // Phase B: the fully connected layers, each one product over the whole batch, its output
+    // columns split over the team; bias and ReLU fused.
+    const std::ptrdiff_t count = x.count, nr = gemm::Blocking<T>::nr;
+    auto dense = [&](const Linear& layer, const T* in, T* out, std::size_t wb, std::size_t bb, bool relu, Pass p) {
+      for_each_block(layer.out_features, nr, [&](std::ptrdiff_t begin, std::ptrdiff_t end, ThreadScratch& s) {
+        timed(s, p, [&] { layer.forward(w + offset(wb), w + offset(bb), in, count, out, begin, end, relu, s.gemm); });
+      });
+    };
+    dense(fc1_, ws_.a0.data(), ws_.a1.data(), fc1_w_, fc1_b_, true, Pass::fc1_forward);
+    dense(fc2_, ws_.a1.data(), ws_.a2.data(), fc2_w_, fc2_b_, true, Pass::fc2_forward);
+    dense(fc3_, ws_.a2.data(), ws_.logits.data(), fc3_w_, fc3_b_, false, Pass::fc3_forward);
   }
 
   // Loss and accuracy over the logits; with `gradient`, d_logits = weight / count * dloss/dz.
@@ -285,14 +344,17 @@ class LeNet5 {
     const CrossEntropy criterion{options_.label_smoothing};
     const std::ptrdiff_t classes = options_.classes;
     const double scale = weight / static_cast<double>(count);
-    for_each_piece(count, row_tile, [&](std::ptrdiff_t begin, std::ptrdiff_t end, ThreadScratch&) {
-      for (std::ptrdiff_t r = begin; r < end; ++r) {
-        const T* z = ws_.logits.data() + r * classes;
-        const std::int32_t label = labels[static_cast<std::size_t>(r)];
-        ws_.row_loss[r] = criterion.row(z, classes, label, gradient ? ws_.d_logits.data() + r * classes : nullptr, scale);
-        ws_.row_top1[r] = in_top_k(z, classes, label, 1) ? 1 : 0;
-        ws_.row_top5[r] = in_top_k(z, classes, label, 5) ? 1 : 0;
-      }
+    for_each_piece(count, row_tile, [&](std::ptrdiff_t begin, std::ptrdiff_t end, ThreadScratch& s) {
+      timed(s, Pass::loss, [&] {
+        for (std::ptrdiff_t r = begin; r < end; ++r) {
+          const T* z = ws_.logits.data() + r * classes;
+          const std::int32_t label = labels[static_cast<std::size_t>(r)];
+          ws_.row_loss[r] =
+              criterion.row(z, classes, label, gradient ? ws_.d_logits.data() + r * classes : nullptr, scale);
+          ws_.row_top1[r] = in_top_k(z, classes, label, 1) ? 1 : 0;
+          ws_.row_top5[r] = in_top_k(z, classes, label, 5) ? 1 : 0;
+        }
+      });
     });
     LossStats stats;
     for (std::ptrdiff_t r = 0; r < count; ++r) {  // in row order: the same sum for any threads
@@ -311,29 +373,21 @@ class LeNet5 {
     const auto offset = [&](std::size_t block) { return params_.block(block).offset; };
     const std::ptrdiff_t count = x.count;
 
-    // Phase B backward: weight gradients over the whole batch in fixed output tiles, then input
-    // gradients in fixed row tiles, layer by layer.
-    auto weights = [&](const Linear& layer, const T* input, const T* d_out, std::size_t wb, std::size_t bb) {
-      for_each_piece(layer.out_features, out_tile, [&](std::ptrdiff_t begin, std::ptrdiff_t end, ThreadScratch& s) {
-        layer.backward_weights(input, d_out, count, g + offset(wb), g + offset(bb), begin, end, s.gemm);
+    // Phase B backward, layer by layer: the weight gradient (its output rows split over the
+    // team), then the input gradient (its columns split) through the ReLU below, fused.
+    const std::ptrdiff_t nr = gemm::Blocking<T>::nr, mr = gemm::Blocking<T>::mr;
+    auto back = [&](const Linear& layer, const T* input, const T* d_out, T* d_in, std::size_t wb, std::size_t bb,
+                    Pass p) {
+      for_each_block(layer.out_features, mr, [&](std::ptrdiff_t begin, std::ptrdiff_t end, ThreadScratch& s) {
+        timed(s, p, [&] { layer.backward_weights(input, d_out, count, g + offset(wb), g + offset(bb), begin, end, s.gemm); });
+      });
+      for_each_block(layer.in_features, nr, [&](std::ptrdiff_t begin, std::ptrdiff_t end, ThreadScratch& s) {
+        timed(s, p, [&] { layer.backward_input(w + offset(wb), d_out, count, d_in, begin, end, input, s.gemm); });
       });
     };
-    auto inputs = [&](const Linear& layer, const T* d_out, T* d_in, std::size_t wb, const T* activation) {
-      for_each_piece(count, row_tile, [&](std::ptrdiff_t begin, std::ptrdiff_t end, ThreadScratch& s) {
-        layer.backward_input(w + offset(wb), d_out, d_in, begin, end, s.gemm);
-        const std::ptrdiff_t width = layer.in_features;
-        Relu::backward(activation + begin * width, d_in + begin * width, (end - begin) * width);
-      });
-    };
-    weights(fc3_, ws_.a2.data(), ws_.d_logits.data(), fc3_w_, fc3_b_);
-    inputs(fc3_, ws_.d_logits.data(), ws_.d_a2.data(), fc3_w_, ws_.a2.data());
-    weights(fc2_, ws_.a1.data(), ws_.d_a2.data(), fc2_w_, fc2_b_);
-    inputs(fc2_, ws_.d_a2.data(), ws_.d_a1.data(), fc2_w_, ws_.a1.data());
-    weights(fc1_, ws_.a0.data(), ws_.d_a1.data(), fc1_w_, fc1_b_);
-    // fc1's input is pooled2 after its ReLU: the mask is applied per chunk below.
-    for_each_piece(count, row_tile, [&](std::ptrdiff_t begin, std::ptrdiff_t end, ThreadScratch& s) {
-      fc1_.backward_input(w + offset(fc1_w_), ws_.d_a1.data(), ws_.d_a0.data(), begin, end, s.gemm);
-    });
+    back(fc3_, ws_.a2.data(), ws_.d_logits.data(), ws_.d_a2.data(), fc3_w_, fc3_b_, Pass::fc3_backward);
+    back(fc2_, ws_.a1.data(), ws_.d_a2.data(), ws_.d_a1.data(), fc2_w_, fc2_b_, Pass::fc2_backward);
+    back(fc1_, ws_.a0.data(), ws_.d_a1.data(), ws_.d_a0.data(), fc1_w_, fc1_b_, Pass::fc1_backward);
 
     // Phase C: the convolutions backward, chunk by chunk, each into its own gradient slot.
     const std::ptrdiff_t region = conv_region();
@@ -343,30 +397,42 @@ class LeNet5 {
       T* slot = ws_.slots.data() + (begin / options_.chunk) * region;
       std::fill_n(slot, region, T(0));
       const T* pooled1 = ws_.pooled1.data() + begin * pooled1_size();
-      const T* pooled2 = ws_.pooled2.data() + begin * pooled2_size();
-      // Back to the chunk's channel-major layout, through pool2's ReLU.
-      Flatten::backward(ws_.d_a0.data(), begin, pool2_out(n), s.dp2.data());
-      Relu::backward(pooled2, s.dp2.data(), n * pooled2_size());
-      MaxPool2d::backward(s.dp2.data(), ws_.argmax2.data() + begin * pooled2_size(), conv2_out(n), s.dy2.data());
-      conv2_.im2col(pooled1, pool1_out(n), s.col2.data());
-      conv2_.backward(w + offset(conv2_w_), s.dy2.data(), pool1_out(n), s.col2.data(), s.dcol2.data(),
-                      slot + offset(conv2_w_), slot + offset(conv2_b_), s.dp1.data(), s.gemm);
-      Relu::backward(pooled1, s.dp1.data(), n * pooled1_size());
-      MaxPool2d::backward(s.dp1.data(), ws_.argmax1.data() + begin * pooled1_size(), conv1_out(n), s.dy1.data());
-      const T* images = x.data + begin * x.image_size();
-      conv1_.im2col(images, input_layout(x, n), s.col1.data());
-      conv1_.backward(w + offset(conv1_w_), s.dy1.data(), input_layout(x, n), s.col1.data(), static_cast<T*>(nullptr),
-                      slot + offset(conv1_w_), slot + offset(conv1_b_), static_cast<T*>(nullptr), s.gemm);
+      // d_a0 already holds pool2's ReLU mask (fc1's input gradient took it from a0).
+      timed(s, Pass::pool2_backward, [&] {
+        MaxPool2d::backward(ws_.d_a0.data() + begin * fc1_.in_features, pool2_out(n),
+                            ws_.argmax2.data() + begin * pooled2_size(), static_cast<const T*>(nullptr), conv2_out(n),
+                            s.dy2.data());
+      });
+      timed(s, Pass::conv2_weights, [&] {
+        conv2_.backward_weights(s.dy2.data(), pooled1, pool1_out(n), slot + offset(conv2_w_),
+                                slot + offset(conv2_b_), s.gemm);
+      });
+      timed(s, Pass::conv2_input,
+            [&] { conv2_.backward_input(w + offset(conv2_w_), s.dy2.data(), pool1_out(n), s.dp1.data(), s.gemm); });
+      timed(s, Pass::pool1_backward, [&] {
+        MaxPool2d::backward(s.dp1.data(), pool1_out(n), ws_.argmax1.data() + begin * pooled1_size(), pooled1,
+                            conv1_out(n), s.dy1.data());
+      });
+      timed(s, Pass::conv1_weights, [&] {
+        conv1_.backward_weights(s.dy1.data(), x.data + begin * x.image_size(), input_layout(x, n),
+                                slot + offset(conv1_w_), slot + offset(conv1_b_), s.gemm);
+      });
     });
 
     // The slots, added in chunk order (each element's sum is the same for any thread count).
     const std::ptrdiff_t slots = chunks(count);
-    parallel::for_each_chunk(region, 4096, [&](std::ptrdiff_t begin, std::ptrdiff_t end) {
-      for (std::ptrdiff_t j = begin; j < end; ++j) {
-        T sum = ws_.slots[j];
-        for (std::ptrdiff_t k = 1; k < slots; ++k) sum += ws_.slots[k * region + j];
-        g[j] += sum;
-      }
+    constexpr std::ptrdiff_t block = 1024;  // slot by slot over a block that stays in L1
+    for_each_piece(region, block, [&](std::ptrdiff_t begin, std::ptrdiff_t end, ThreadScratch& s) {
+      timed(s, Pass::gradient_sum, [&] {
+        T sum[block];
+        const std::ptrdiff_t n = end - begin;
+        std::copy_n(ws_.slots.data() + begin, n, sum);
+        for (std::ptrdiff_t k = 1; k < slots; ++k) {
+          const T* slot = ws_.slots.data() + k * region + begin;
+          for (std::ptrdiff_t j = 0; j < n; ++j) sum[j] += slot[j];
+        }
+        for (std::ptrdiff_t j = 0; j < n; ++j) g[begin + j] += sum[j];
+      });
     });
   }
 
@@ -378,6 +444,7 @@ class LeNet5 {
   std::size_t conv1_w_ = 0, conv1_b_ = 0, conv2_w_ = 0, conv2_b_ = 0;
   std::size_t fc1_w_ = 0, fc1_b_ = 0, fc2_w_ = 0, fc2_b_ = 0, fc3_w_ = 0, fc3_b_ = 0;
   Workspace ws_;
+  bool timing_ = false;
 };
 
 static_assert(Model<LeNet5<float>>, "LeNet5 must model nn::Model");

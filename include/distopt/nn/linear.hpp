@@ -1,18 +1,19 @@
 // Fully connected layer over a batch.
 #pragma once
 
-#include <algorithm>
 #include <cstddef>
 #include <string>
 
-#include "distopt/nn/detail/gemm.hpp"
+#include "distopt/nn/gemm/kernel.hpp"
+#include "distopt/nn/gemm/matrix.hpp"
 
 namespace distopt::nn {
 
 /// Linear: Y = X W^T + b for X [rows, in], W [out, in] (PyTorch's layout), b [out]. Backward:
-/// dW += dY^T X, db += column sums of dY, dX = dY W. Each function computes a fixed piece of its
-/// output ([row_begin, row_end) of Y or dX, [out_begin, out_end) of dW), so a caller can spread the
-/// pieces over threads and get the same bits for any thread count.
+/// dW += dY^T X, db += column sums of dY, dX = dY W. Each is one product over the whole batch;
+/// each function computes a fixed block of its output (columns [begin, end) of Y or dX, rows
+/// [begin, end) of dW), and every element is the same sum whatever the block, so a caller can
+/// split the work over any number of threads and get the same bits.
 struct Linear {
   std::string name;
   std::ptrdiff_t in_features;
@@ -20,38 +21,38 @@ struct Linear {
 
   [[nodiscard]] std::ptrdiff_t fan_in() const { return in_features; }
 
-  /// Rows [row_begin, row_end) of Y.
+  /// Columns [begin, end) of Y = X W^T + b for `rows` rows; with `relu`, Y = max(Y, 0) (fused).
   template <class T>
-  void forward(const T* weight, const T* bias, const T* x, T* y, std::ptrdiff_t row_begin, std::ptrdiff_t row_end,
-               detail::Gemm<T>& gemm) const {
-    const std::ptrdiff_t rows = row_end - row_begin;
-    T* y_rows = y + row_begin * out_features;
-    gemm(false, true, rows, out_features, in_features, T(1), x + row_begin * in_features, in_features, weight,
-         in_features, T(0), y_rows, out_features);
-    for (std::ptrdiff_t r = 0; r < rows; ++r)
-      for (std::ptrdiff_t o = 0; o < out_features; ++o) y_rows[r * out_features + o] += bias[o];
+  void forward(const T* weight, const T* bias, const T* x, std::ptrdiff_t rows, T* y, std::ptrdiff_t begin,
+               std::ptrdiff_t end, bool relu, gemm::Workspace<T>& ws) const {
+    gemm::product(rows, end - begin, in_features, gemm::MatrixA<T>{x, in_features},
+                  gemm::MatrixB<T>{weight + begin * in_features, in_features, true},
+                  gemm::MatrixC<T>{.data = y + begin, .ld = out_features, .col_bias = bias + begin, .relu = relu}, ws);
   }
 
-  /// Adds rows [out_begin, out_end) of dW = dY^T X and of db over all `rows` of the batch.
+  /// Adds rows [begin, end) of dW = dY^T X and of db over all `rows` of the batch.
   template <class T>
   void backward_weights(const T* x, const T* dy, std::ptrdiff_t rows, T* weight_grad, T* bias_grad,
-                        std::ptrdiff_t out_begin, std::ptrdiff_t out_end, detail::Gemm<T>& gemm) const {
-    const std::ptrdiff_t outs = out_end - out_begin;
-    gemm(true, false, outs, in_features, rows, T(1), dy + out_begin, out_features, x, in_features, T(1),
-         weight_grad + out_begin * in_features, in_features);
-    for (std::ptrdiff_t o = out_begin; o < out_end; ++o) {
+                        std::ptrdiff_t begin, std::ptrdiff_t end, gemm::Workspace<T>& ws) const {
+    gemm::product(end - begin, in_features, rows, gemm::MatrixA<T>{dy + begin, out_features, true},
+                  gemm::MatrixB<T>{x, in_features},
+                  gemm::MatrixC<T>{.data = weight_grad + begin * in_features, .ld = in_features, .accumulate = true},
+                  ws);
+    for (std::ptrdiff_t o = begin; o < end; ++o) {
       T sum = 0;
       for (std::ptrdiff_t r = 0; r < rows; ++r) sum += dy[r * out_features + o];
       bias_grad[o] += sum;
     }
   }
 
-  /// Rows [row_begin, row_end) of dX = dY W.
+  /// Columns [begin, end) of dX = dY W; with `mask` (laid out as dX), dX = dX * [mask > 0]: the
+  /// backward pass of a ReLU whose output is `mask`, fused.
   template <class T>
-  void backward_input(const T* weight, const T* dy, T* dx, std::ptrdiff_t row_begin, std::ptrdiff_t row_end,
-                      detail::Gemm<T>& gemm) const {
-    gemm(false, false, row_end - row_begin, in_features, out_features, T(1), dy + row_begin * out_features,
-         out_features, weight, in_features, T(0), dx + row_begin * in_features, in_features);
+  void backward_input(const T* weight, const T* dy, std::ptrdiff_t rows, T* dx, std::ptrdiff_t begin,
+                      std::ptrdiff_t end, const T* mask, gemm::Workspace<T>& ws) const {
+    gemm::product(rows, end - begin, out_features, gemm::MatrixA<T>{dy, out_features},
+                  gemm::MatrixB<T>{weight + begin, in_features},
+                  gemm::MatrixC<T>{.data = dx + begin, .ld = in_features, .mask = mask ? mask + begin : nullptr}, ws);
   }
 };
 

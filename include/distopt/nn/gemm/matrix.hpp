@@ -1,0 +1,141 @@
+// Products of plain row-major matrices: packers that read op(A) and op(B) from memory and the
+// epilogue that writes C, with the fused extras the layers need (bias, ReLU, a ReLU mask).
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+
+#include "distopt/nn/gemm/kernel.hpp"
+
+namespace distopt::nn::gemm {
+
+/// op(A) for a row-major A with row stride `ld`: A itself [m, k], or, transposed, A^T of an A
+/// stored [k, m].
+template <class T>
+struct MatrixA {
+  const T* data;
+  Index ld;
+  bool transposed = false;
+
+  void operator()(T* out, Index i0, Index rows, Index k0, Index depth) const {
+    constexpr Index mr = Blocking<T>::mr;
+    for (Index q = 0; q * mr < rows; ++q, out += mr * depth) {
+      const Index valid = std::min(mr, rows - q * mr), first = i0 + q * mr;
+      if (transposed) {
+        for (Index kk = 0; kk < depth; ++kk) {
+          const T* src = data + (k0 + kk) * ld + first;
+          for (Index r = 0; r < mr; ++r) out[kk * mr + r] = r < valid ? src[r] : T(0);
+        }
+        continue;
+      }
+      for (Index r = 0; r < mr; ++r) {
+        if (r >= valid) {
+          for (Index kk = 0; kk < depth; ++kk) out[kk * mr + r] = T(0);
+          continue;
+        }
+        const T* src = data + (first + r) * ld + k0;
+        for (Index kk = 0; kk < depth; ++kk) out[kk * mr + r] = src[kk];
+      }
+    }
+  }
+};
+
+/// op(B) for a row-major B with row stride `ld`: B itself [k, n], or B^T of a B stored [n, k].
+template <class T>
+struct MatrixB {
+  const T* data;
+  Index ld;
+  bool transposed = false;
+
+  void operator()(T* out, Index k0, Index depth, Index j0, Index cols) const {
+    constexpr Index nr = Blocking<T>::nr;
+    for (Index q = 0; q * nr < cols; ++q, out += nr * depth) {
+      const Index valid = std::min(nr, cols - q * nr), first = j0 + q * nr;
+      if (!transposed) {
+        for (Index kk = 0; kk < depth; ++kk) {
+          const T* src = data + (k0 + kk) * ld + first;
+          T* dst = out + kk * nr;
+          if (valid == nr) {
+            for (Index j = 0; j < nr; ++j) dst[j] = src[j];
+          } else {
+            for (Index j = 0; j < nr; ++j) dst[j] = j < valid ? src[j] : T(0);
+          }
+        }
+        continue;
+      }
+      for (Index j = 0; j < nr; ++j) {
+        if (j >= valid) {
+          for (Index kk = 0; kk < depth; ++kk) out[kk * nr + j] = T(0);
+          continue;
+        }
+        const T* src = data + (first + j) * ld + k0;
+        for (Index kk = 0; kk < depth; ++kk) out[kk * nr + j] = src[kk];
+      }
+    }
+  }
+};
+
+/// Writes C (row-major, row stride `ld`) from the tiles of a product:
+///   C = [C +] op(A) op(B) [+ row_bias (one per row) | + col_bias (one per column)],
+/// then, on the finished sum, C = max(C, 0) if `relu`, or C = C * [mask > 0] if `mask` is given
+/// (a ReLU's backward pass through its output, `mask` laid out as C). The bias is added to the
+/// finished sum, so the bits are those of a product followed by a bias pass.
+template <class T>
+struct MatrixC {
+  T* data;
+  Index ld;
+  bool accumulate = false;
+  const T* row_bias = nullptr;
+  const T* col_bias = nullptr;
+  bool relu = false;
+  const T* mask = nullptr;
+
+  void operator()(const Tile<T>& t) const {
+    for (Index r = 0; r < t.rows; ++r) {
+      const T* src = t.values + r * t.stride;
+      T* dst = data + (t.row + r) * ld + t.col;
+      if (t.first && !accumulate) {
+        for (Index j = 0; j < t.cols; ++j) dst[j] = src[j];
+      } else {
+        for (Index j = 0; j < t.cols; ++j) dst[j] += src[j];
+      }
+      if (!t.last) continue;
+      if (row_bias != nullptr) {
+        const T b = row_bias[t.row + r];
+        for (Index j = 0; j < t.cols; ++j) dst[j] += b;
+      }
+      if (col_bias != nullptr)
+        for (Index j = 0; j < t.cols; ++j) dst[j] += col_bias[t.col + j];
+      if (relu)
+        for (Index j = 0; j < t.cols; ++j) dst[j] = dst[j] > T(0) ? dst[j] : T(0);
+      if (mask != nullptr) {
+        const T* m = mask + (t.row + r) * ld + t.col;
+        for (Index j = 0; j < t.cols; ++j) dst[j] = m[j] > T(0) ? dst[j] : T(0);
+      }
+    }
+  }
+};
+
+/// Serial GEMM with reusable packing buffers, in BLAS terms for row-major matrices:
+///   C = alpha * op(A) * op(B) + beta * C,  alpha = 1, beta in {0, 1},
+/// op(A) of shape [m, k], op(B) [k, n], C [m, n]; `lda`, `ldb`, `ldc` are row strides. One object
+/// per thread: the buffers are scratch. The layers call `product` with fused epilogues; this is
+/// the plain form, for tests and callers that want a matrix product and nothing else.
+template <class T>
+class Gemm {
+ public:
+  void operator()(bool transpose_a, bool transpose_b, Index m, Index n, Index k, const T* a, Index lda, const T* b,
+                  Index ldb, bool accumulate, T* c, Index ldc) {
+    if (k == 0 && !accumulate)
+      for (Index i = 0; i < m; ++i) std::fill_n(c + i * ldc, n, T(0));
+    product(m, n, k, MatrixA<T>{a, lda, transpose_a}, MatrixB<T>{b, ldb, transpose_b},
+            MatrixC<T>{.data = c, .ld = ldc, .accumulate = accumulate}, workspace_);
+  }
+
+  [[nodiscard]] Workspace<T>& workspace() noexcept { return workspace_; }
+
+ private:
+  Workspace<T> workspace_;
+};
+
+}  // namespace distopt::nn::gemm
