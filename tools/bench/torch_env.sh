@@ -18,8 +18,10 @@
 #              OpenBLAS's own core detection and its own thread pool (OPENBLAS_NUM_THREADS unset:
 #              one thread per core, whatever torch.set_num_threads says).
 #   tuned      the OpenMP build of OpenBLAS (libopenblas0-openmp), which runs in torch's OpenMP
-#              threads and follows torch.set_num_threads, with OPENBLAS_CORETYPE=SkylakeX (the
-#              AVX-512 kernels; needs a CPU with AVX-512F).
+#              threads and follows torch.set_num_threads, with OPENBLAS_CORETYPE set to the
+#              widest kernels this CPU runs (read from /proc/cpuinfo): SkylakeX with AVX-512F,
+#              Zen on an AMD CPU with AVX2, Haswell on another with AVX2, and OpenBLAS's own
+#              detection otherwise.
 #   reference  Debian's reference BLAS (netlib libblas3), what `--no-install-recommends` gives.
 #   system     no change: whatever the alternatives currently point to.
 # Every mode but `system` unsets OPENBLAS_CORETYPE, OPENBLAS_NUM_THREADS, GOTO_NUM_THREADS and
@@ -59,9 +61,28 @@ _torch_env_apply() {
   local path=$dir
   [[ $1 == reference ]] && path=$libdir/blas:$libdir/lapack
   export LD_LIBRARY_PATH=$path${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-  [[ $1 == tuned ]] && export OPENBLAS_CORETYPE=SkylakeX
+  if [[ $1 == tuned ]]; then
+    local core
+    core=$(_torch_env_core_type)
+    [[ -n $core ]] && export OPENBLAS_CORETYPE=$core
+  fi
   export DISTOPT_TORCH_ENV=$1
   return 0
+}
+
+# _torch_env_core_type: the OpenBLAS core type of the widest kernels this CPU can run ("" to let
+# OpenBLAS detect it).
+_torch_env_core_type() {
+  local flags vendor
+  flags=$(grep -m 1 '^flags' /proc/cpuinfo 2>/dev/null || true)
+  vendor=$(grep -m 1 '^vendor_id' /proc/cpuinfo 2>/dev/null || true)
+  if [[ " $flags " == *" avx512f "* ]]; then
+    echo SkylakeX
+  elif [[ " $flags " == *" avx2 "* && $vendor == *AuthenticAMD* ]]; then
+    echo Zen
+  elif [[ " $flags " == *" avx2 "* ]]; then
+    echo Haswell
+  fi
 }
 
 # _torch_env_check: what libtorch_cpu would load here, and the core OpenBLAS would pick.
@@ -86,7 +107,7 @@ if [[ "${BASH_SOURCE[0]}" != "$0" ]]; then
   else
     _torch_env_apply "$1"
   fi
-  unset -f _torch_env_usage _torch_env_apply _torch_env_check
+  unset -f _torch_env_usage _torch_env_apply _torch_env_check _torch_env_core_type
   return 0 2>/dev/null
 fi
 

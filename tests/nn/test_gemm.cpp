@@ -1,0 +1,218 @@
+// The product engine and the layers built on it, in float (the SIMD paths) against plain loops
+// in double: every shape edge the blocking has, every transpose, every fused epilogue.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <tuple>
+#include <vector>
+
+#include "distopt/core/rng.hpp"
+#include "distopt/nn/conv2d.hpp"
+#include "distopt/nn/gemm/kernel.hpp"
+#include "distopt/nn/gemm/matrix.hpp"
+#include "distopt/nn/maxpool2d.hpp"
+
+namespace nn = distopt::nn;
+namespace gemm = distopt::nn::gemm;
+using Index = std::ptrdiff_t;
+
+namespace {
+
+template <class T>
+std::vector<T> random_values(Index n, std::uint64_t seed) {
+  distopt::Rng rng(seed);
+  std::vector<T> v(static_cast<std::size_t>(n));
+  for (T& x : v) x = static_cast<T>(rng.normal());
+  return v;
+}
+
+// C = op(A) op(B) in double, with the bound sum |a| |b| of each element's rounding error scale.
+struct Reference {
+  std::vector<double> c, scale;
+};
+template <class T>
+Reference reference_product(bool ta, bool tb, Index m, Index n, Index k, const std::vector<T>& a,
+                            const std::vector<T>& b) {
+  Reference r{std::vector<double>(static_cast<std::size_t>(m * n)), std::vector<double>(static_cast<std::size_t>(m * n))};
+  for (Index i = 0; i < m; ++i)
+    for (Index j = 0; j < n; ++j) {
+      double sum = 0, bound = 0;
+      for (Index p = 0; p < k; ++p) {
+        const double x = a[static_cast<std::size_t>(ta ? p * m + i : i * k + p)];
+        const double y = b[static_cast<std::size_t>(tb ? j * k + p : p * n + j)];
+        sum += x * y;
+        bound += std::abs(x * y);
+      }
+      r.c[static_cast<std::size_t>(i * n + j)] = sum;
+      r.scale[static_cast<std::size_t>(i * n + j)] = bound;
+    }
+  return r;
+}
+
+template <class T>
+void check_product(Index m, Index n, Index k) {
+  const double tolerance = std::is_same_v<T, float> ? 1e-6 : 1e-14;
+  for (const bool ta : {false, true})
+    for (const bool tb : {false, true})
+      for (const bool accumulate : {false, true}) {
+        INFO("m " << m << " n " << n << " k " << k << " ta " << ta << " tb " << tb << " accumulate " << accumulate);
+        const auto a = random_values<T>(m * k, 1), b = random_values<T>(k * n, 2), c0 = random_values<T>(m * n, 3);
+        auto c = c0;
+        gemm::Gemm<T> product;
+        product(ta, tb, m, n, k, a.data(), ta ? m : k, b.data(), tb ? k : n, accumulate, c.data(), n);
+        const Reference r = reference_product(ta, tb, m, n, k, a, b);
+        double worst = 0;
+        for (std::size_t e = 0; e < c.size(); ++e) {
+          const double expected = r.c[e] + (accumulate ? static_cast<double>(c0[e]) : 0.0);
+          const double scale = r.scale[e] + (accumulate ? std::abs(static_cast<double>(c0[e])) : 0.0);
+          worst = std::max(worst, std::abs(static_cast<double>(c[e]) - expected) / std::max(scale, 1e-30));
+        }
+        CHECK(worst <= tolerance * static_cast<double>(k + 1));
+      }
+}
+
+}  // namespace
+
+TEST_CASE("gemm matches a plain product at every blocking edge", "[nn][gemm]") {
+  using B = gemm::Blocking<float>;
+  // Tiles that are full and partial in m and n, one and several k blocks, more rows than mc.
+  const auto [m, n, k] = GENERATE(table<Index, Index, Index>({{1, 1, 1},
+                                                               {B::mr, B::nr, 3},
+                                                               {B::mr + 1, B::nr + 1, B::kc},
+                                                               {13, 37, B::kc + 1},
+                                                               {64, 40, 2 * B::kc + 7},
+                                                               {B::mc + 5, 9, 20}}));
+  check_product<float>(m, n, k);
+  check_product<double>(m, n, k);
+}
+
+TEST_CASE("gemm gives the same bits for any split of the output", "[nn][gemm]") {
+  const Index m = 29, n = 70, k = 600;  // k spans three float k blocks
+  const auto a = random_values<float>(m * k, 4), b = random_values<float>(k * n, 5);
+  std::vector<float> whole(static_cast<std::size_t>(m * n)), pieces(whole.size());
+  gemm::Gemm<float> product;
+  product(false, false, m, n, k, a.data(), k, b.data(), n, false, whole.data(), n);
+  // Rows [0, 11) and [11, m), columns [0, 23) and [23, n): splits off every tile boundary.
+  for (const auto& [r0, r1] : {std::pair<Index, Index>{0, 11}, {11, m}})
+    for (const auto& [c0, c1] : {std::pair<Index, Index>{0, 23}, {23, n}})
+      product(false, false, r1 - r0, c1 - c0, k, a.data() + r0 * k, k, b.data() + c0, n, false,
+              pieces.data() + r0 * n + c0, n);
+  CHECK(pieces == whole);
+}
+
+TEST_CASE("gemm epilogues add the bias to the finished sum, then apply the ReLU or its mask", "[nn][gemm]") {
+  const Index m = 7, n = 19, k = 300;
+  const auto a = random_values<float>(m * k, 6), b = random_values<float>(k * n, 7);
+  const auto row_bias = random_values<float>(m, 8), col_bias = random_values<float>(n, 9),
+             mask = random_values<float>(m * n, 10);
+  std::vector<float> plain(static_cast<std::size_t>(m * n));
+  gemm::Workspace<float> ws;
+  gemm::product(m, n, k, gemm::MatrixA<float>{a.data(), k}, gemm::MatrixB<float>{b.data(), n},
+                gemm::MatrixC<float>{.data = plain.data(), .ld = n}, ws);
+  auto fused = plain;
+  gemm::product(m, n, k, gemm::MatrixA<float>{a.data(), k}, gemm::MatrixB<float>{b.data(), n},
+                gemm::MatrixC<float>{.data = fused.data(), .ld = n, .row_bias = row_bias.data(), .relu = true}, ws);
+  auto masked = plain;
+  gemm::product(m, n, k, gemm::MatrixA<float>{a.data(), k}, gemm::MatrixB<float>{b.data(), n},
+                gemm::MatrixC<float>{.data = masked.data(), .ld = n, .col_bias = col_bias.data(), .mask = mask.data()},
+                ws);
+  for (Index i = 0; i < m; ++i)
+    for (Index j = 0; j < n; ++j) {
+      const auto e = static_cast<std::size_t>(i * n + j);
+      const float with_row = plain[e] + row_bias[static_cast<std::size_t>(i)];
+      const float with_col = plain[e] + col_bias[static_cast<std::size_t>(j)];
+      CHECK(fused[e] == (with_row > 0 ? with_row : 0.0f));
+      CHECK(masked[e] == (mask[e] > 0 ? with_col : 0.0f));
+    }
+}
+
+TEST_CASE("Conv2d in float (implicit im2col, col2im epilogue) matches a direct convolution", "[nn][conv2d][gemm]") {
+  // Output widths below and above a panel's width, with and without padding, NCHW input.
+  const auto [channels, size, padding] = GENERATE(table<Index, Index, Index>({{1, 28, 2}, {3, 32, 0}, {6, 14, 0}, {4, 9, 1}}));
+  INFO("channels " << channels << " size " << size << " padding " << padding);
+  const nn::Conv2d conv{"conv", channels, 5, 5, padding};
+  const Index n = 3, out = conv.out_size(size), positions = n * out * out;
+  const nn::PlaneLayout in = nn::PlaneLayout::nchw(n, channels, size, size);
+  const auto x = random_values<float>(n * channels * size * size, 11), w = random_values<float>(5 * conv.patch(), 12),
+             bias = random_values<float>(5, 13), dy = random_values<float>(5 * positions, 14);
+  gemm::Workspace<float> ws;
+  std::vector<float> y(static_cast<std::size_t>(5 * positions)), dw(w.size(), 0.0f), db(5, 0.0f), dx(x.size(), 1.0f);
+  conv.forward(w.data(), bias.data(), x.data(), in, y.data(), ws);
+  conv.backward_weights(dy.data(), x.data(), in, dw.data(), db.data(), ws);
+  conv.backward_input(w.data(), dy.data(), in, dx.data(), ws);
+
+  std::vector<double> ry(y.size()), rdw(dw.size()), rdx(dx.size()), sy(y.size()), sdw(dw.size()), sdx(dx.size());
+  for (Index o = 0; o < 5; ++o)
+    for (Index i = 0; i < n; ++i)
+      for (Index oy = 0; oy < out; ++oy)
+        for (Index ox = 0; ox < out; ++ox) {
+          const auto at = static_cast<std::size_t>(o * positions + (i * out + oy) * out + ox);
+          ry[at] = bias[static_cast<std::size_t>(o)];
+          sy[at] = std::abs(ry[at]);
+          for (Index c = 0; c < channels; ++c)
+            for (Index ky = 0; ky < 5; ++ky)
+              for (Index kx = 0; kx < 5; ++kx) {
+                const Index sy_ = oy + ky - padding, sx = ox + kx - padding;
+                if (sy_ < 0 || sy_ >= size || sx < 0 || sx >= size) continue;
+                const auto xi = static_cast<std::size_t>(in.at(c, i, sy_, sx));
+                const auto wi = static_cast<std::size_t>(((o * channels + c) * 5 + ky) * 5 + kx);
+                ry[at] += double(w[wi]) * x[xi];
+                sy[at] += std::abs(double(w[wi]) * x[xi]);
+                rdw[wi] += double(dy[at]) * x[xi];
+                sdw[wi] += std::abs(double(dy[at]) * x[xi]);
+                rdx[xi] += double(w[wi]) * dy[at];
+                sdx[xi] += std::abs(double(w[wi]) * dy[at]);
+              }
+        }
+  auto worst = [](const std::vector<float>& got, const std::vector<double>& want, const std::vector<double>& scale) {
+    double e = 0;
+    for (std::size_t i = 0; i < got.size(); ++i) e = std::max(e, std::abs(got[i] - want[i]) / std::max(scale[i], 1e-30));
+    return e;
+  };
+  CHECK(worst(y, ry, sy) < 1e-5);
+  CHECK(worst(dw, rdw, sdw) < 1e-5);
+  CHECK(worst(dx, rdx, sdx) < 1e-5);
+  for (Index o = 0; o < 5; ++o) {
+    double sum = 0;
+    for (Index j = 0; j < positions; ++j) sum += dy[static_cast<std::size_t>(o * positions + j)];
+    CHECK(db[static_cast<std::size_t>(o)] == Approx(sum).epsilon(1e-5));
+  }
+}
+
+TEST_CASE("MaxPool2d with its ReLU, in float, matches plain loops bit for bit", "[nn][maxpool2d]") {
+  const bool relu = GENERATE(false, true);
+  const Index c = 3, n = 2, h = 7, w = 21;  // 10 windows a row: the 8-wide path and its tail; odd sizes
+  const nn::PlaneLayout in = nn::PlaneLayout::cnhw(c, n, h, w);
+  const Index oh = h / 2, ow = w / 2;
+  const nn::PlaneLayout out = nn::PlaneLayout::nchw(n, c, oh, ow);  // a different layout for the output
+  auto x = random_values<float>(c * n * h * w, 15);
+  x[5] = x[4];  // a tie: the first position wins
+  std::vector<float> y(static_cast<std::size_t>(c * n * oh * ow)), dx(x.size(), 9.0f);
+  std::vector<std::uint8_t> argmax(y.size());
+  nn::MaxPool2d::forward(x.data(), in, y.data(), out, argmax.data(), relu);
+  const auto dy = random_values<float>(static_cast<Index>(y.size()), 16);
+  nn::MaxPool2d::backward(dy.data(), out, argmax.data(), relu ? y.data() : nullptr, in, dx.data());
+  std::vector<float> expected_dx(x.size(), 0.0f);
+  for (Index ch = 0; ch < c; ++ch)
+    for (Index i = 0; i < n; ++i)
+      for (Index r = 0; r < oh; ++r)
+        for (Index q = 0; q < ow; ++q) {
+          Index best = 0;
+          float value = x[static_cast<std::size_t>(in.at(ch, i, 2 * r, 2 * q))];
+          for (Index k = 1; k < 4; ++k) {
+            const float v = x[static_cast<std::size_t>(in.at(ch, i, 2 * r + k / 2, 2 * q + k % 2))];
+            if (v > value) value = v, best = k;
+          }
+          const auto o = static_cast<std::size_t>(out.at(ch, i, r, q));
+          const auto a = static_cast<std::size_t>(((ch * n + i) * oh + r) * ow + q);
+          const float kept = relu && !(value > 0) ? 0.0f : value;
+          CHECK(y[o] == kept);
+          CHECK(argmax[a] == best);
+          const float g = !relu || kept > 0 ? dy[o] : 0.0f;
+          expected_dx[static_cast<std::size_t>(in.at(ch, i, 2 * r + best / 2, 2 * q + best % 2))] = g;
+        }
+  CHECK(dx == expected_dx);
+  CHECK(argmax[2] != 1);  // x[4] and x[5], window 2's top pair, tie: the left one is kept
+}
