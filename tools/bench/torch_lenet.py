@@ -31,7 +31,7 @@ update-alternatives (needs libopenblas0-pthread and libopenblas0-openmp: scripts
         (apt's recommended libopenblas0), its own core detection and thread pool
     tools/bench/torch_env.sh tuned /usr/bin/python3 tools/bench/torch_lenet.py
         the OpenMP build of OpenBLAS (shares torch's OpenMP threads and follows
-        torch.set_num_threads) with OPENBLAS_CORETYPE=SkylakeX
+        torch.set_num_threads) with OPENBLAS_CORETYPE set for this CPU (SkylakeX, Zen or Haswell)
     tools/bench/torch_env.sh reference ...   Debian's netlib BLAS (--no-install-recommends)
 Run without the wrapper, the script measures whatever the alternatives currently point to.
 On 2 cores, keep the machine otherwise idle: the pthread OpenBLAS pool spins beside torch's

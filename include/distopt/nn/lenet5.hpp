@@ -72,12 +72,13 @@ inline constexpr std::size_t pass_count = 17;
 /// `fc3.bias`) and initialised with PyTorch's default distributions from `seed`.
 ///
 /// Pooling comes before the ReLU: max and ReLU commute, so the function is PyTorch's
-/// (conv - ReLU - pool) exactly, with a quarter of the ReLU work and nothing to keep for it.
+/// (conv - ReLU - pool) exactly, with a quarter of the ReLU work, and the two run as one pass.
 ///
 /// A batch is cut into chunks of `chunk` images. The convolutions run per chunk, chunks spread over
 /// OpenMP threads with per-thread scratch; each chunk adds its convolution gradients into its own
-/// slot, and the slots are added in chunk order. The fully connected layers run over the whole
-/// batch, cut into fixed tiles. So the same inputs give the same bits with 1, 2 or 3 threads, and
+/// slot, and the slots are added in chunk order. Each fully connected layer is one product over the
+/// whole batch (nn/gemm), its output split over the threads; every element is the same sum
+/// whatever the split. So the same inputs give the same bits with 1, 2 or 3 threads, and
 /// inside another parallel region the model runs on the calling thread. After the first batch of
 /// the largest size, a step allocates nothing.
 template <std::floating_point T = float>
