@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -97,6 +98,7 @@ class LeNet5 {
     const std::ptrdiff_t c1 = hsu ? 64 : 6, c2 = hsu ? 64 : 16, f1 = hsu ? 384 : 120, f2 = hsu ? 192 : 84;
     require(options.padding >= 0 && options.padding <= 4, "LeNet5: padding must be in [0, 4], got ", options.padding);
     conv1_ = {"conv1", options.channels, c1, 5, options.padding};
+    framed_conv1_ = {"conv1", options.channels, c1, 5, 0};
     conv2_ = {"conv2", c1, c2, 5, 0};
     size1_ = conv1_.out_size(options.image_size);
     pooled1_ = MaxPool2d::out_size(size1_);
@@ -177,7 +179,7 @@ class LeNet5 {
  private:
   // Scratch one thread needs for one chunk.
   struct ThreadScratch {
-    AlignedBuffer<T> y1, y2, dp1, dy1, dy2;
+    AlignedBuffer<T> framed, y1, y2, dp1, dy1, dy2;
     gemm::Workspace<T> gemm;
     std::array<double, pass_count> seconds{};
   };
@@ -289,6 +291,25 @@ class LeNet5 {
     ensure(s.dy2, conv2_.out_channels * columns2);
   }
 
+  // conv1's input for chunk [begin, begin + n): the images themselves, or, with padding, a copy
+  // inside a zero frame (the frame is zeroed when the buffer is made and never written), so that
+  // conv1 runs unpadded and its packers never test bounds.
+  std::pair<const T*, PlaneLayout> conv1_input(const Images<T>& x, std::ptrdiff_t begin, std::ptrdiff_t n,
+                                               ThreadScratch& s) const {
+    const T* images = x.data + begin * x.image_size();
+    const std::ptrdiff_t pad = options_.padding;
+    if (pad == 0) return {images, input_layout(x, n)};
+    const std::ptrdiff_t h = x.height + 2 * pad, wd = x.width + 2 * pad;
+    const PlaneLayout framed = PlaneLayout::nchw(n, x.channels, h, wd);
+    if (s.framed.size() < n * x.channels * h * wd) s.framed = AlignedBuffer<T>(options_.chunk * x.channels * h * wd);
+    for (std::ptrdiff_t i = 0; i < n; ++i)
+      for (std::ptrdiff_t c = 0; c < x.channels; ++c)
+        for (std::ptrdiff_t y = 0; y < x.height; ++y)
+          std::copy_n(images + ((i * x.channels + c) * x.height + y) * x.width, x.width,
+                      s.framed.data() + framed.at(c, i, y + pad, pad));
+    return {s.framed.data(), framed};
+  }
+
   // Layouts of the pieces of chunk [begin, end).
   PlaneLayout input_layout(const Images<T>& x, std::ptrdiff_t n) const {
     return PlaneLayout::nchw(n, x.channels, x.height, x.width);
@@ -311,8 +332,8 @@ class LeNet5 {
       ensure_scratch(s, n);
       T* pooled1 = ws_.pooled1.data() + begin * pooled1_size();
       timed(s, Pass::conv1_forward, [&] {
-        conv1_.forward(w + offset(conv1_w_), w + offset(conv1_b_), x.data + begin * x.image_size(),
-                       input_layout(x, n), s.y1.data(), s.gemm);
+        const auto [images, layout] = conv1_input(x, begin, n, s);
+        framed_conv1_.forward(w + offset(conv1_w_), w + offset(conv1_b_), images, layout, s.y1.data(), s.gemm);
       });
       timed(s, Pass::pool1_forward, [&] {
         MaxPool2d::forward(s.y1.data(), conv1_out(n), pooled1, pool1_out(n),
@@ -415,8 +436,9 @@ class LeNet5 {
                             conv1_out(n), s.dy1.data());
       });
       timed(s, Pass::conv1_weights, [&] {
-        conv1_.backward_weights(s.dy1.data(), x.data + begin * x.image_size(), input_layout(x, n),
-                                slot + offset(conv1_w_), slot + offset(conv1_b_), s.gemm);
+        const auto [images, layout] = conv1_input(x, begin, n, s);
+        framed_conv1_.backward_weights(s.dy1.data(), images, layout, slot + offset(conv1_w_),
+                                       slot + offset(conv1_b_), s.gemm);
       });
     });
 
@@ -440,6 +462,7 @@ class LeNet5 {
   LeNet5Options options_;
   params_type params_;
   Conv2d conv1_, conv2_;
+  Conv2d framed_conv1_;  // conv1 without padding, over conv1_input's framed copy
   Linear fc1_, fc2_, fc3_;
   std::ptrdiff_t size1_ = 0, pooled1_ = 0, size2_ = 0, pooled2_ = 0;
   std::size_t conv1_w_ = 0, conv1_b_ = 0, conv2_w_ = 0, conv2_b_ = 0;
