@@ -143,18 +143,29 @@ double micro_kernel_flops = 0;
 
 nn::Preset preset_of(const std::string& name) { return name == "hsu" ? nn::Preset::hsu : nn::Preset::classic; }
 
-void BM_LeNet5_TrainStep(benchmark::State& state, const std::string& preset, int batch, int threads) {
-  distopt::parallel::ThreadCount scope(threads);
-  const nn::LeNet5Options options{.preset = preset_of(preset)};
-  nn::LeNet5<float> net(options);
-  distopt::optim::Sgdm sgdm(net.parameters(), {.lr = 0.01, .momentum = 0.9, .weight_decay = 4e-4});
-  const Batch data(batch, 1);
-  auto step = [&] {
+// The training step every benchmark times: zero_grad, loss and gradient, SGDM; constructed with
+// one step taken, so the workspace is sized outside the timing.
+struct TrainStep {
+  nn::LeNet5<float> net;
+  distopt::optim::Sgdm<nn::LeNet5<float>::params_type> sgdm;
+  Batch data;
+
+  TrainStep(const std::string& preset, int batch)
+      : net({.preset = preset_of(preset)}),
+        sgdm(net.parameters(), {.lr = 0.01, .momentum = 0.9, .weight_decay = 4e-4}),
+        data(batch, 1) {
+    operator()();
+  }
+  void operator()() {
     net.parameters().zero_grad();
     benchmark::DoNotOptimize(net.loss_and_gradient(data.view(), data.labels));
     sgdm.step(net.parameters());
-  };
-  step();  // sizes the workspace outside the timing
+  }
+};
+
+void BM_LeNet5_TrainStep(benchmark::State& state, const std::string& preset, int batch, int threads) {
+  distopt::parallel::ThreadCount scope(threads);
+  TrainStep step(preset, batch);
   double best = 1e30;
   for (auto _ : state) {
     const auto t0 = Clock::now();
@@ -165,7 +176,7 @@ void BM_LeNet5_TrainStep(benchmark::State& state, const std::string& preset, int
   record = record > 0 ? std::min(record, best) : best;
   state.SetItemsProcessed(state.iterations() * batch);
   state.counters["best_img_per_s"] = batch / best;
-  state.counters["of_peak"] = training_flops(options) * batch / best / peak(threads);
+  state.counters["of_peak"] = training_flops(step.net.options()) * batch / best / peak(threads);
   const auto torch = best_torch_step.find({preset, batch, threads});
   if (torch != best_torch_step.end()) state.counters["vs_torch"] = torch->second / best;
 }
@@ -193,16 +204,8 @@ void BM_LeNet5_Forward(benchmark::State& state, const std::string& preset, int b
 // One thread, timing on: where a training step's time goes, pass by pass.
 void BM_LeNet5_Layers(benchmark::State& state, const std::string& preset, int batch) {
   distopt::parallel::ThreadCount scope(1);
-  nn::LeNet5<float> net({.preset = preset_of(preset)});
-  distopt::optim::Sgdm sgdm(net.parameters(), {.lr = 0.01, .momentum = 0.9, .weight_decay = 4e-4});
-  const Batch data(batch, 1);
-  auto step = [&] {
-    net.parameters().zero_grad();
-    benchmark::DoNotOptimize(net.loss_and_gradient(data.view(), data.labels));
-    sgdm.step(net.parameters());
-  };
-  step();
-  net.time_passes(true);
+  TrainStep step(preset, batch);
+  step.net.time_passes(true);
   double total = 0;
   std::int64_t steps = 0;
   for (auto _ : state) {
@@ -212,7 +215,7 @@ void BM_LeNet5_Layers(benchmark::State& state, const std::string& preset, int ba
     ++steps;
   }
   PassTimes& times = pass_times[preset];
-  times.seconds = net.pass_seconds();
+  times.seconds = step.net.pass_seconds();
   for (double& t : times.seconds) t /= static_cast<double>(steps);
   times.step = total / static_cast<double>(steps);
   times.batch = batch;

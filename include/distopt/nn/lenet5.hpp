@@ -179,7 +179,7 @@ class LeNet5 {
  private:
   // Scratch one thread needs for one chunk.
   struct ThreadScratch {
-    AlignedBuffer<T> framed, y1, y2, dp1, dy1, dy2;
+    AlignedBuffer<T> y1, y2, dp1, dy1, dy2;
     gemm::Workspace<T> gemm;
     std::array<double, pass_count> seconds{};
   };
@@ -193,7 +193,7 @@ class LeNet5 {
     Workspace& operator=(Workspace&&) noexcept = default;
 
     std::ptrdiff_t capacity = 0;
-    AlignedBuffer<T> pooled1, a0, a1, a2, logits, d_logits, d_a2, d_a1, d_a0, slots;
+    AlignedBuffer<T> framed, pooled1, a0, a1, a2, logits, d_logits, d_a2, d_a1, d_a0, slots;
     AlignedBuffer<std::uint8_t> argmax1, argmax2;
     AlignedBuffer<double> row_loss;
     AlignedBuffer<std::uint8_t> row_top1, row_top5;
@@ -225,6 +225,7 @@ class LeNet5 {
   void reserve(std::ptrdiff_t count) {
     if (count <= ws_.capacity) return;
     const std::ptrdiff_t n = count, classes = options_.classes;
+    if (options_.padding > 0) ws_.framed = AlignedBuffer<T>(n * framed_conv1_.in_channels * framed_size() * framed_size());
     ws_.pooled1 = AlignedBuffer<T>(n * pooled1_size());
     ws_.argmax1 = AlignedBuffer<std::uint8_t>(n * pooled1_size());
     ws_.argmax2 = AlignedBuffer<std::uint8_t>(n * pooled2_size());
@@ -291,23 +292,27 @@ class LeNet5 {
     ensure(s.dy2, conv2_.out_channels * columns2);
   }
 
-  // conv1's input for chunk [begin, begin + n): the images themselves, or, with padding, a copy
-  // inside a zero frame (the frame is zeroed when the buffer is made and never written), so that
-  // conv1 runs unpadded and its packers never test bounds.
-  std::pair<const T*, PlaneLayout> conv1_input(const Images<T>& x, std::ptrdiff_t begin, std::ptrdiff_t n,
-                                               ThreadScratch& s) const {
-    const T* images = x.data + begin * x.image_size();
+  // conv1 runs unpadded: with padding, over a copy of the batch inside a zero frame (the frame is
+  // zeroed when the buffer is made and never written), made once by the forward pass and read
+  // again by the weight gradient, so its packers never test bounds.
+  std::ptrdiff_t framed_size() const { return options_.image_size + 2 * options_.padding; }
+  void frame(const Images<T>& x, std::ptrdiff_t begin, std::ptrdiff_t n) {
     const std::ptrdiff_t pad = options_.padding;
-    if (pad == 0) return {images, input_layout(x, n)};
-    const std::ptrdiff_t h = x.height + 2 * pad, wd = x.width + 2 * pad;
-    const PlaneLayout framed = PlaneLayout::nchw(n, x.channels, h, wd);
-    if (s.framed.size() < n * x.channels * h * wd) s.framed = AlignedBuffer<T>(options_.chunk * x.channels * h * wd);
+    if (pad == 0) return;
+    const PlaneLayout layout = PlaneLayout::nchw(n, x.channels, framed_size(), framed_size());
+    T* framed = ws_.framed.data() + begin * layout.image_stride;
+    const T* images = x.data + begin * x.image_size();
     for (std::ptrdiff_t i = 0; i < n; ++i)
       for (std::ptrdiff_t c = 0; c < x.channels; ++c)
         for (std::ptrdiff_t y = 0; y < x.height; ++y)
           std::copy_n(images + ((i * x.channels + c) * x.height + y) * x.width, x.width,
-                      s.framed.data() + framed.at(c, i, y + pad, pad));
-    return {s.framed.data(), framed};
+                      framed + layout.at(c, i, y + pad, pad));
+  }
+  // conv1's input for chunk [begin, begin + n): the images, or their framed copy.
+  std::pair<const T*, PlaneLayout> conv1_input(const Images<T>& x, std::ptrdiff_t begin, std::ptrdiff_t n) const {
+    if (options_.padding == 0) return {x.data + begin * x.image_size(), input_layout(x, n)};
+    const PlaneLayout layout = PlaneLayout::nchw(n, x.channels, framed_size(), framed_size());
+    return {ws_.framed.data() + begin * layout.image_stride, layout};
   }
 
   // Layouts of the pieces of chunk [begin, end).
@@ -332,7 +337,8 @@ class LeNet5 {
       ensure_scratch(s, n);
       T* pooled1 = ws_.pooled1.data() + begin * pooled1_size();
       timed(s, Pass::conv1_forward, [&] {
-        const auto [images, layout] = conv1_input(x, begin, n, s);
+        frame(x, begin, n);
+        const auto [images, layout] = conv1_input(x, begin, n);
         framed_conv1_.forward(w + offset(conv1_w_), w + offset(conv1_b_), images, layout, s.y1.data(), s.gemm);
       });
       timed(s, Pass::pool1_forward, [&] {
@@ -436,7 +442,7 @@ class LeNet5 {
                             conv1_out(n), s.dy1.data());
       });
       timed(s, Pass::conv1_weights, [&] {
-        const auto [images, layout] = conv1_input(x, begin, n, s);
+        const auto [images, layout] = conv1_input(x, begin, n);
         framed_conv1_.backward_weights(s.dy1.data(), images, layout, slot + offset(conv1_w_),
                                        slot + offset(conv1_b_), s.gemm);
       });

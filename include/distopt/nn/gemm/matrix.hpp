@@ -9,6 +9,32 @@
 
 namespace distopt::nn::gemm {
 
+/// Packs `Width`-wide panels of the matrix M(k, c) = data[c * ld + k] (`k_contiguous`) or
+/// data[k * ld + c], for c in [c0, c0 + count) and k in [k0, k0 + depth): panel q at
+/// out + q * Width * depth, element (kk, j) at kk * Width + j, zero past `count`. Both operands
+/// of a product are such panels: op(A)'s rows, op(B)'s columns.
+template <Index Width, class T>
+void pack_panels(T* out, const T* data, Index ld, bool k_contiguous, Index c0, Index count, Index k0, Index depth) {
+  for (Index q = 0; q * Width < count; ++q, out += Width * depth) {
+    const Index valid = std::min(Width, count - q * Width), first = c0 + q * Width;
+    if (!k_contiguous) {
+      for (Index kk = 0; kk < depth; ++kk) {
+        const T* src = data + (k0 + kk) * ld + first;
+        for (Index j = 0; j < Width; ++j) out[kk * Width + j] = j < valid ? src[j] : T(0);
+      }
+      continue;
+    }
+    for (Index j = 0; j < Width; ++j) {
+      if (j >= valid) {
+        for (Index kk = 0; kk < depth; ++kk) out[kk * Width + j] = T(0);
+        continue;
+      }
+      const T* src = data + (first + j) * ld + k0;
+      for (Index kk = 0; kk < depth; ++kk) out[kk * Width + j] = src[kk];
+    }
+  }
+}
+
 /// op(A) for a row-major A with row stride `ld`: A itself [m, k], or, transposed, A^T of an A
 /// stored [k, m].
 template <class T>
@@ -18,25 +44,7 @@ struct MatrixA {
   bool transposed = false;
 
   void operator()(T* out, Index i0, Index rows, Index k0, Index depth) const {
-    constexpr Index mr = Blocking<T>::mr;
-    for (Index q = 0; q * mr < rows; ++q, out += mr * depth) {
-      const Index valid = std::min(mr, rows - q * mr), first = i0 + q * mr;
-      if (transposed) {
-        for (Index kk = 0; kk < depth; ++kk) {
-          const T* src = data + (k0 + kk) * ld + first;
-          for (Index r = 0; r < mr; ++r) out[kk * mr + r] = r < valid ? src[r] : T(0);
-        }
-        continue;
-      }
-      for (Index r = 0; r < mr; ++r) {
-        if (r >= valid) {
-          for (Index kk = 0; kk < depth; ++kk) out[kk * mr + r] = T(0);
-          continue;
-        }
-        const T* src = data + (first + r) * ld + k0;
-        for (Index kk = 0; kk < depth; ++kk) out[kk * mr + r] = src[kk];
-      }
-    }
+    pack_panels<Blocking<T>::mr>(out, data, ld, !transposed, i0, rows, k0, depth);
   }
 };
 
@@ -48,30 +56,7 @@ struct MatrixB {
   bool transposed = false;
 
   void operator()(T* out, Index k0, Index depth, Index j0, Index cols) const {
-    constexpr Index nr = Blocking<T>::nr;
-    for (Index q = 0; q * nr < cols; ++q, out += nr * depth) {
-      const Index valid = std::min(nr, cols - q * nr), first = j0 + q * nr;
-      if (!transposed) {
-        for (Index kk = 0; kk < depth; ++kk) {
-          const T* src = data + (k0 + kk) * ld + first;
-          T* dst = out + kk * nr;
-          if (valid == nr) {
-            for (Index j = 0; j < nr; ++j) dst[j] = src[j];
-          } else {
-            for (Index j = 0; j < nr; ++j) dst[j] = j < valid ? src[j] : T(0);
-          }
-        }
-        continue;
-      }
-      for (Index j = 0; j < nr; ++j) {
-        if (j >= valid) {
-          for (Index kk = 0; kk < depth; ++kk) out[kk * nr + j] = T(0);
-          continue;
-        }
-        const T* src = data + (first + j) * ld + k0;
-        for (Index kk = 0; kk < depth; ++kk) out[kk * nr + j] = src[kk];
-      }
-    }
+    pack_panels<Blocking<T>::nr>(out, data, ld, transposed, j0, cols, k0, depth);
   }
 };
 
