@@ -181,6 +181,63 @@ TEST_CASE("Conv2d in float (implicit im2col, col2im epilogue) matches a direct c
   }
 }
 
+TEST_CASE("the direct convolution gives the product's forward bits and its weight gradient", "[nn][conv2d][direct]") {
+  // Output widths of whole packets and of an overlapped last packet; channel blocks with a
+  // remainder (1, 6, 7 outputs); row-packet counts that are not a multiple of four; the NCHW
+  // batch and a channel-major chunk.
+  const auto [channels, outputs, size, images] =
+      GENERATE(table<Index, Index, Index, Index>({{1, 6, 32, 4}, {3, 6, 32, 3}, {1, 1, 28, 1}, {2, 5, 20, 2},
+                                                  {1, 6, 12 + 4, 5}, {3, 4, 37, 2}}));
+  const nn::Conv2d conv{"conv", channels, outputs, 5, 0};
+  const bool cnhw = images == 2;
+  const nn::PlaneLayout in = cnhw ? nn::PlaneLayout::cnhw(channels, images, size, size)
+                                  : nn::PlaneLayout::nchw(images, channels, size, size);
+  INFO("channels " << channels << " outputs " << outputs << " size " << size << " images " << images
+                   << " lanes " << gemm::lanes<float>);
+  const Index out = conv.out_size(size), positions = images * out * out;
+  const bool direct = out >= gemm::lanes<float>;
+  CHECK(conv.direct_path<float>(in) == direct);
+  // Below a packet's width the product takes the layer; nothing else to compare on this ISA.
+  if (!direct) return;
+  const auto x = random_values<float>(images * channels * size * size, 21),
+             w = random_values<float>(outputs * conv.patch(), 22), bias = random_values<float>(outputs, 23),
+             dy = random_values<float>(outputs * positions, 24), start = random_values<float>(w.size(), 25);
+  gemm::Workspace<float> ws;
+  std::vector<float> y_direct(static_cast<std::size_t>(outputs * positions), -7.0f), y_product = y_direct;
+  conv.forward(w.data(), bias.data(), x.data(), in, y_direct.data(), ws);
+  conv.forward_product(w.data(), bias.data(), x.data(), in, y_product.data(), ws);
+  CHECK(y_direct == y_product);
+
+  auto dw_direct = start, dw_product = start;
+  std::vector<float> db_direct(static_cast<std::size_t>(outputs), 0.5f), db_product = db_direct;
+  conv.backward_weights(dy.data(), x.data(), in, dw_direct.data(), db_direct.data(), ws);
+  conv.backward_weights_product(dy.data(), x.data(), in, dw_product.data(), db_product.data(), ws);
+  CHECK(db_direct == db_product);
+  // The two sum each weight's terms in different orders; both against the float64 sum.
+  std::vector<double> want(w.size()), scale(w.size());
+  for (std::size_t e = 0; e < w.size(); ++e) want[e] = start[e], scale[e] = std::abs(start[e]);
+  for (Index o = 0; o < outputs; ++o)
+    for (Index i = 0; i < images; ++i)
+      for (Index oy = 0; oy < out; ++oy)
+        for (Index ox = 0; ox < out; ++ox)
+          for (Index c = 0; c < channels; ++c)
+            for (Index ky = 0; ky < 5; ++ky)
+              for (Index kx = 0; kx < 5; ++kx) {
+                const auto wi = static_cast<std::size_t>(((o * channels + c) * 5 + ky) * 5 + kx);
+                const double term = double(dy[static_cast<std::size_t>(o * positions + (i * out + oy) * out + ox)]) *
+                                    x[static_cast<std::size_t>(in.at(c, i, oy + ky, ox + kx))];
+                want[wi] += term;
+                scale[wi] += std::abs(term);
+              }
+  double worst_direct = 0, worst_product = 0;
+  for (std::size_t e = 0; e < w.size(); ++e) {
+    worst_direct = std::max(worst_direct, std::abs(dw_direct[e] - want[e]) / scale[e]);
+    worst_product = std::max(worst_product, std::abs(dw_product[e] - want[e]) / scale[e]);
+  }
+  CHECK(worst_direct < 1e-6);
+  CHECK(worst_product < 1e-6);
+}
+
 TEST_CASE("MaxPool2d with its ReLU, in float, matches plain loops bit for bit", "[nn][maxpool2d]") {
   const bool relu = GENERATE(false, true);
   const Index c = 3, n = 2, h = 7, w = 21;  // 10 windows a row: the 8-wide path and its tail; odd sizes

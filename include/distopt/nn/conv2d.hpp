@@ -1,4 +1,4 @@
-// 2-D convolution as a matrix product over an implicit im2col matrix.
+// 2-D convolution as a matrix product over an implicit im2col matrix, or directly for small layers.
 #pragma once
 
 #include <algorithm>
@@ -7,6 +7,7 @@
 #include <string>
 
 #include "distopt/core/error.hpp"
+#include "distopt/nn/direct_conv.hpp"
 #include "distopt/nn/gemm/kernel.hpp"
 #include "distopt/nn/gemm/matrix.hpp"
 
@@ -69,7 +70,9 @@ inline void copy_run(T* out, const T* src, std::ptrdiff_t n) {
 /// next layer reads); backward dW += dY col(X)^T, db += row sums of dY, dX = col^-1(W^T dY).
 /// col(X) is never formed: the product's packers read its panels straight from X (implicit
 /// im2col), and the input gradient's epilogue adds each tile of W^T dY back where im2col would
-/// have read it. The layer holds geometry only; weights, gradients and scratch are passed in.
+/// have read it. Layers with few output channels (the classic LeNet-5's conv1) skip the product:
+/// their forward pass and weight gradient run as a direct convolution (nn/direct_conv.hpp).
+/// The layer holds geometry only; weights, gradients and scratch are passed in.
 struct Conv2d {
   std::string name;
   std::ptrdiff_t in_channels;
@@ -95,10 +98,28 @@ struct Conv2d {
     return x + in.at(in.channels - 1, in.images - 1, in.height - 1, in.width - 1) + 1;
   }
 
+  /// The layer's geometry as the direct path sees it (padding apart).
+  [[nodiscard]] direct::Geometry geometry(const PlaneLayout& in) const {
+    return {in.channels, in.images, in.height, in.width, in.channel_stride, in.image_stride, kernel, out_channels};
+  }
+  /// Whether this input goes through the direct convolution instead of the product: layers with
+  /// few output channels (direct::takes). Same results either way; the forward pass the same bits.
+  template <class T>
+  [[nodiscard]] bool direct_path(const PlaneLayout& in) const {
+    return direct::takes<T>(geometry(in), padding);
+  }
+
   /// y [out, images * oh * ow] = W col(x) + b.
   template <class T>
   void forward(const T* weight, const T* bias, const T* x, const PlaneLayout& in, T* y,
                gemm::Workspace<T>& ws) const {
+    if (direct_path<T>(in)) return direct::forward(weight, bias, x, geometry(in), y);
+    forward_product(weight, bias, x, in, y, ws);
+  }
+  /// forward() through the product, whichever path it would take (for tests and benchmarks).
+  template <class T>
+  void forward_product(const T* weight, const T* bias, const T* x, const PlaneLayout& in, T* y,
+                       gemm::Workspace<T>& ws) const {
     const std::ptrdiff_t columns = in.images * out_size(in.height) * out_size(in.width);
     gemm::product(out_channels, columns, patch(), gemm::MatrixA<T>{weight, patch()}, Columns<T>{this, x, in, extent(x, in)},
                   gemm::MatrixC<T>{.data = y, .ld = columns, .row_bias = bias}, ws);
@@ -108,11 +129,25 @@ struct Conv2d {
   template <class T>
   void backward_weights(const T* dy, const T* x, const PlaneLayout& in, T* weight_grad, T* bias_grad,
                         gemm::Workspace<T>& ws) const {
+    if (!direct_path<T>(in)) return backward_weights_product(dy, x, in, weight_grad, bias_grad, ws);
+    add_bias_grad(dy, in, bias_grad);
+    direct::backward_weights(dy, x, geometry(in), weight_grad);
+  }
+  /// backward_weights() through the product, whichever path it would take.
+  template <class T>
+  void backward_weights_product(const T* dy, const T* x, const PlaneLayout& in, T* weight_grad, T* bias_grad,
+                                gemm::Workspace<T>& ws) const {
+    const std::ptrdiff_t columns = in.images * out_size(in.height) * out_size(in.width);
+    add_bias_grad(dy, in, bias_grad);
+    gemm::product(out_channels, patch(), columns, gemm::MatrixA<T>{dy, columns}, ColumnsTransposed<T>{this, x, in, extent(x, in)},
+                  gemm::MatrixC<T>{.data = weight_grad, .ld = patch(), .accumulate = true}, ws);
+  }
+
+  template <class T>
+  void add_bias_grad(const T* dy, const PlaneLayout& in, T* bias_grad) const {
     const std::ptrdiff_t columns = in.images * out_size(in.height) * out_size(in.width);
     for (std::ptrdiff_t o = 0; o < out_channels; ++o)
       bias_grad[o] += Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(dy + o * columns, columns).sum();
-    gemm::product(out_channels, patch(), columns, gemm::MatrixA<T>{dy, columns}, ColumnsTransposed<T>{this, x, in, extent(x, in)},
-                  gemm::MatrixC<T>{.data = weight_grad, .ld = patch(), .accumulate = true}, ws);
   }
 
   /// dx = col^-1(W^T dY), written over the whole of dx (laid out as `in`).

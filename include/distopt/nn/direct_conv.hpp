@@ -1,0 +1,188 @@
+// Direct convolution for layers too small for the product's blocking: few output channels (the
+// first layer of the classic LeNet-5, on 1- or 3-channel images), vectorised over the output width.
+//
+// Why not the product: with 6 output channels the im2col matrix is the whole cost. Its panels
+// hold every input element kernel^2 times, and packing them costs more than the 6-row product
+// that reads them (bench_lenet's per-layer table: conv1's weight gradient ran at 15 GFLOP/s,
+// a third of the classic step). Here each input row is loaded once per tap straight from the
+// image and feeds every output channel of a block from registers.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+
+#include <Eigen/Core>
+
+#include "distopt/nn/gemm/kernel.hpp"
+
+namespace distopt::nn::direct {
+
+using gemm::Index;
+
+/// One output row cut into packets of L lanes: starts 0, L, 2L, ... and, when L does not divide
+/// the width, one last packet ending at the row's end. That one overlaps the packet before it by
+/// `overlap` lanes, so every load stays inside the row (no masking, no reads past the image): the
+/// forward pass writes the overlapped outputs twice with the same bits, the weight gradient
+/// zeroes the overlapped lanes of dY so each position counts once.
+struct RowPackets {
+  Index lanes, per_row, last_start, overlap;
+  [[nodiscard]] Index start(Index p) const { return p + 1 < per_row ? p * lanes : last_start; }
+};
+
+/// Geometry of one call: `images` images of `channels` planes of height x width (plane (c, i)
+/// at x + c * channel_stride + i * image_stride, rows of `width`), a k x k kernel, stride 1, no
+/// padding; outputs [out, images * oh * ow] channel-major, as Conv2d writes them.
+struct Geometry {
+  Index channels, images, height, width, channel_stride, image_stride, kernel, out_channels;
+  [[nodiscard]] Index oh() const { return height - kernel + 1; }
+  [[nodiscard]] Index ow() const { return width - kernel + 1; }
+  [[nodiscard]] Index columns() const { return images * oh() * ow(); }
+};
+
+/// Whether the direct path takes a layer: few output channels (the product's 6-row panels would
+/// hold at most one), whole packets across the output row, the patch inside one k block of the
+/// product (so the forward pass gives the product's bits: see forward()), and a 5 x 5 kernel.
+template <class T>
+[[nodiscard]] bool takes(const Geometry& g, Index padding) {
+  return padding == 0 && g.kernel == 5 && g.out_channels <= gemm::Blocking<T>::mr && g.ow() >= gemm::lanes<T> &&
+         g.channels * g.kernel * g.kernel <= gemm::Blocking<T>::kc;
+}
+
+template <class T>
+[[nodiscard]] RowPackets row_packets(Index ow) {
+  constexpr Index L = gemm::lanes<T>;
+  const Index whole = ow / L;
+  if (whole * L == ow) return {L, whole, (whole - 1) * L, 0};
+  return {L, whole + 1, ow - L, whole * L - (ow - L)};
+}
+
+namespace detail {
+
+// The start of row-packet r (image i, row y, packet p) in an image plane and in the output.
+struct Position {
+  Index in, out;
+  bool overlapped;
+};
+inline Position position(const Geometry& g, const RowPackets& rp, Index r) {
+  const Index p = r % rp.per_row, row = r / rp.per_row, i = row / g.oh(), y = row % g.oh();
+  const Index x0 = rp.start(p);
+  return {i * g.image_stride + y * g.width + x0, (i * g.oh() + y) * g.ow() + x0, p + 1 == rp.per_row && rp.overlap > 0};
+}
+
+// Outputs of OB channels [o0, o0 + OB) at NP row-packets: acc = sum over (c, ky, kx) in that
+// order of w * x, from zero, then + bias.
+template <class T, int OB, int NP>
+void forward_block(const T* w, const T* bias, const T* x, T* y, const Geometry& g, const Index* in, const Index* out,
+                   Index o0) {
+  namespace ei = Eigen::internal;
+  using P = gemm::Packet<T>;
+  const Index k = g.kernel, patch = g.channels * k * k, columns = g.columns();
+  P acc[OB][NP];
+  for (int o = 0; o < OB; ++o)
+    for (int q = 0; q < NP; ++q) acc[o][q] = ei::pset1<P>(T(0));
+  const T* wo = w + o0 * patch;
+  for (Index c = 0; c < g.channels; ++c)
+    for (Index ky = 0; ky < k; ++ky) {
+      const T* row = x + c * g.channel_stride + ky * g.width;
+      const T* wr = wo + (c * k + ky) * k;
+      for (Index kx = 0; kx < k; ++kx) {
+        P xv[NP];
+        for (int q = 0; q < NP; ++q) xv[q] = ei::ploadu<P>(row + in[q] + kx);
+        for (int o = 0; o < OB; ++o) {
+          const P wv = ei::pset1<P>(wr[o * patch + kx]);
+          for (int q = 0; q < NP; ++q) acc[o][q] = ei::pmadd(wv, xv[q], acc[o][q]);
+        }
+      }
+    }
+  for (int o = 0; o < OB; ++o) {
+    const P b = ei::pset1<P>(bias[o0 + o]);
+    for (int q = 0; q < NP; ++q) ei::pstoreu(y + (o0 + o) * columns + out[q], ei::padd(acc[o][q], b));
+  }
+}
+
+template <class T, int OB>
+void forward_channels(const T* w, const T* bias, const T* x, T* y, const Geometry& g, Index o0) {
+  constexpr int NP = 4;
+  const RowPackets rp = row_packets<T>(g.ow());
+  const Index total = g.images * g.oh() * rp.per_row;
+  Index in[NP], out[NP];
+  Index r = 0;
+  for (; r + NP <= total; r += NP) {
+    for (int q = 0; q < NP; ++q) {
+      const Position at = position(g, rp, r + q);
+      in[q] = at.in;
+      out[q] = at.out;
+    }
+    forward_block<T, OB, NP>(w, bias, x, y, g, in, out, o0);
+  }
+  for (; r < total; ++r) {
+    const Position at = position(g, rp, r);
+    forward_block<T, OB, 1>(w, bias, x, y, g, &at.in, &at.out, o0);
+  }
+}
+
+// dW[o0 .. o0 + OB, c, ky, 0 .. k) += sum over every output position of dY * x: one lane sum per
+// (channel, kx) over the row-packets in order, then each packet's lanes summed.
+template <class T, int OB, int K>
+void weights_block(const T* dy, const T* x, T* wg, const Geometry& g, Index c, Index ky, Index o0) {
+  namespace ei = Eigen::internal;
+  using P = gemm::Packet<T>;
+  constexpr Index L = gemm::lanes<T>;
+  const RowPackets rp = row_packets<T>(g.ow());
+  const Index total = g.images * g.oh() * rp.per_row, columns = g.columns();
+  alignas(64) T keep[L];
+  for (Index l = 0; l < L; ++l) keep[l] = l < rp.overlap ? T(0) : T(1);
+  const P overlap_mask = ei::pload<P>(keep);
+  P acc[OB][K];
+  for (int o = 0; o < OB; ++o)
+    for (int kx = 0; kx < K; ++kx) acc[o][kx] = ei::pset1<P>(T(0));
+  const T* plane = x + c * g.channel_stride + ky * g.width;
+  for (Index r = 0; r < total; ++r) {
+    const Position at = position(g, rp, r);
+    P d[OB];
+    for (int o = 0; o < OB; ++o) {
+      d[o] = ei::ploadu<P>(dy + (o0 + o) * columns + at.out);
+      if (at.overlapped) d[o] = ei::pmul(d[o], overlap_mask);
+    }
+    for (int kx = 0; kx < K; ++kx) {
+      const P xv = ei::ploadu<P>(plane + at.in + kx);
+      for (int o = 0; o < OB; ++o) acc[o][kx] = ei::pmadd(d[o], xv, acc[o][kx]);
+    }
+  }
+  const Index patch = g.channels * K * K;
+  for (int o = 0; o < OB; ++o)
+    for (int kx = 0; kx < K; ++kx) wg[(o0 + o) * patch + (c * K + ky) * K + kx] += ei::predux(acc[o][kx]);
+}
+
+// Channel blocks: as many as the registers hold beside the block's dY and one row of x
+// (AVX-512's 32 hold 3 x 5 accumulators, AVX2's 16 hold 2 x 5).
+template <class T>
+inline constexpr int weight_block = gemm::lanes<T> >= 16 ? 3 : 2;
+
+}  // namespace detail
+
+/// y [out, columns] = W * x + b for every output position (the convolution as Conv2d defines it,
+/// with padding 0). Each output is the sum over (c, ky, kx) in that order, from zero, plus the
+/// bias: the bits of Conv2d's product when the patch fits one k block (takes() asks for it).
+template <class T>
+void forward(const T* weight, const T* bias, const T* x, const Geometry& g, T* y) {
+  constexpr int OB = 3;
+  Index o0 = 0;
+  for (; o0 + OB <= g.out_channels; o0 += OB) detail::forward_channels<T, OB>(weight, bias, x, y, g, o0);
+  for (; o0 < g.out_channels; ++o0) detail::forward_channels<T, 1>(weight, bias, x, y, g, o0);
+}
+
+/// weight_grad [out, channels, 5, 5] += dY col(x)^T (dY [out, columns]); the bias gradient is
+/// Conv2d's. The order of each sum is fixed by the geometry alone.
+template <class T>
+void backward_weights(const T* dy, const T* x, const Geometry& g, T* weight_grad) {
+  constexpr int OB = detail::weight_block<T>, K = 5;
+  for (Index c = 0; c < g.channels; ++c)
+    for (Index ky = 0; ky < K; ++ky) {
+      Index o0 = 0;
+      for (; o0 + OB <= g.out_channels; o0 += OB) detail::weights_block<T, OB, K>(dy, x, weight_grad, g, c, ky, o0);
+      for (; o0 < g.out_channels; ++o0) detail::weights_block<T, 1, K>(dy, x, weight_grad, g, c, ky, o0);
+    }
+}
+
+}  // namespace distopt::nn::direct
