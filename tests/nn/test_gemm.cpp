@@ -201,7 +201,7 @@ TEST_CASE("the direct convolution gives the product's forward bits and its weigh
   if (!direct) return;
   const auto x = random_values<float>(images * channels * size * size, 21),
              w = random_values<float>(outputs * conv.patch(), 22), bias = random_values<float>(outputs, 23),
-             dy = random_values<float>(outputs * positions, 24), start = random_values<float>(w.size(), 25);
+             dy = random_values<float>(outputs * positions, 24), start = random_values<float>(outputs * conv.patch(), 25);
   gemm::Workspace<float> ws;
   std::vector<float> y_direct(static_cast<std::size_t>(outputs * positions), -7.0f), y_product = y_direct;
   conv.forward(w.data(), bias.data(), x.data(), in, y_direct.data(), ws);

@@ -63,6 +63,39 @@ inline void copy_run(T* out, const T* src, std::ptrdiff_t n) {
   for (std::ptrdiff_t t = 0; t < n; ++t) out[t] = src[t];
 }
 
+// A packet type named through Eigen's traits drops its vector attributes as a template argument,
+// harmlessly (the traits are keyed on the type itself); Eigen silences the same warning inside
+// its own headers.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wignored-attributes"
+#endif
+/// add_run's packets of P, then of its half width, while a whole packet fits.
+template <class P, class T>
+inline void add_run_packets(T* out, const T* src, std::ptrdiff_t& u, std::ptrdiff_t n) {
+  namespace ei = Eigen::internal;
+  using Half = typename ei::unpacket_traits<P>::half;
+  constexpr std::ptrdiff_t L = ei::unpacket_traits<P>::size;
+  if constexpr (L > 1) {
+    for (; u + L <= n; u += L) ei::pstoreu(out + u, ei::padd(ei::ploadu<P>(out + u), ei::ploadu<P>(src + u)));
+    if constexpr (ei::unpacket_traits<Half>::size < L) add_run_packets<Half>(out, src, u, n);
+  }
+}
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+/// out[0, n) += src[0, n) in packets of the full width, then of half and a quarter of it where
+/// the target has them (the runs of a 10-wide output row are one 8-lane packet and two elements
+/// under AVX-512), then element by element. Each element gets one addition, so the bits do not
+/// depend on the split.
+template <class T>
+inline void add_run(T* out, const T* src, std::ptrdiff_t n) {
+  std::ptrdiff_t u = 0;
+  add_run_packets<gemm::Packet<T>>(out, src, u, n);
+  for (; u < n; ++u) out[u] += src[u];
+}
+
 /// Conv2d (stride 1, zero padding `padding`, bias), PyTorch's layout: weight [out, in, k, k] and
 /// bias [out] as blocks of a parameter set. A matrix product over the im2col matrix
 ///   col(X)[(c, ky, kx), (i, y, x)] = X(c, i, y + ky - padding, x + kx - padding)  (0 outside),
@@ -150,15 +183,49 @@ struct Conv2d {
       bias_grad[o] += Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(dy + o * columns, columns).sum();
   }
 
-  /// dx = col^-1(W^T dY), written over the whole of dx (laid out as `in`).
+  /// dx = col^-1(W^T dY), written over the whole of dx (laid out as `in`). The rows of W^T are
+  /// taken tap-major, (ky, kx, c) rather than im2col's (c, ky, kx), so the rows of one micro-tile
+  /// land in different channel planes and Col2im adds them as packets: with (c, ky, kx) rows,
+  /// neighbouring rows add into the same image row shifted by one element, and a packet load
+  /// overlapping the packet store just before it waits for that store to reach the cache.
   template <class T>
   void backward_input(const T* weight, const T* dy, const PlaneLayout& in, T* dx, gemm::Workspace<T>& ws) const {
     const std::ptrdiff_t columns = in.images * out_size(in.height) * out_size(in.width);
     for (std::ptrdiff_t c = 0; c < in.channels; ++c)
       for (std::ptrdiff_t i = 0; i < in.images; ++i) std::fill_n(dx + in.at(c, i, 0, 0), in.height * in.width, T(0));
-    gemm::product(patch(), columns, out_channels, gemm::MatrixA<T>{weight, patch(), true},
-                  gemm::MatrixB<T>{dy, columns}, Col2im<T>{this, dx, in}, ws);
+    gemm::product(patch(), columns, out_channels, TapMajorWeights<T>{this, weight}, gemm::MatrixB<T>{dy, columns},
+                  Col2im<T>{this, dx, in}, ws);
   }
+
+  /// Row q of W^T in tap-major order, q = (ky * kernel + kx) * in_channels + c: the patch element
+  /// (c, ky, kx), i.e. column c * kernel^2 + ky * kernel + kx of W.
+  [[nodiscard]] std::ptrdiff_t tap_major_element(std::ptrdiff_t q) const {
+    const std::ptrdiff_t taps = kernel * kernel;
+    return (q % in_channels) * taps + q / in_channels;
+  }
+
+  /// Packs the mr-row panels of W^T [patch, out] with its rows in tap-major order.
+  template <class T>
+  struct TapMajorWeights {
+    const Conv2d* conv;
+    const T* weight;
+
+    void operator()(T* out, std::ptrdiff_t i0, std::ptrdiff_t rows, std::ptrdiff_t k0, std::ptrdiff_t depth) const {
+      constexpr std::ptrdiff_t mr = gemm::Blocking<T>::mr;
+      const std::ptrdiff_t patch = conv->patch();
+      for (std::ptrdiff_t q = 0; q * mr < rows; ++q, out += mr * depth) {
+        const std::ptrdiff_t valid = std::min(mr, rows - q * mr);
+        for (std::ptrdiff_t r = 0; r < mr; ++r) {
+          if (r >= valid) {
+            for (std::ptrdiff_t kk = 0; kk < depth; ++kk) out[kk * mr + r] = T(0);
+            continue;
+          }
+          const T* src = weight + k0 * patch + conv->tap_major_element(i0 + q * mr + r);
+          for (std::ptrdiff_t kk = 0; kk < depth; ++kk) out[kk * mr + r] = src[kk * patch];
+        }
+      }
+    }
+  };
 
   /// Where patch element p = (c, ky, kx) and output position j = (i, y, x) meet in x: the element
   /// col(x)[p, j] is x[patch_offset + position_offset] when 0 <= patch_y + position_y < height
@@ -247,8 +314,9 @@ struct Conv2d {
   template <class T>
   using ColumnsTransposed = Panels<T, true>;
 
-  /// Adds tiles of W^T dY (rows: patch elements, columns: output positions) into dx where
-  /// im2col read them. Each element of dx receives its terms in the product's fixed tile order.
+  /// Adds tiles of W^T dY (rows: patch elements in tap-major order, columns: output positions)
+  /// into dx where im2col read them. Each element of dx receives its terms in the product's fixed
+  /// tile order.
   template <class T>
   struct Col2im {
     const Conv2d* conv;
@@ -256,20 +324,24 @@ struct Conv2d {
     PlaneLayout in;
 
     void operator()(const gemm::Tile<T>& t) const {
-      const std::ptrdiff_t k = conv->kernel, pad = conv->padding;
+      const std::ptrdiff_t k = conv->kernel, pad = conv->padding, channels = conv->in_channels;
       const std::ptrdiff_t oh = conv->out_size(in.height), ow = conv->out_size(in.width);
+      struct Row {
+        std::ptrdiff_t c, ky, kx;
+      } rows[gemm::Blocking<T>::mr];
+      for (std::ptrdiff_t r = 0; r < t.rows; ++r) {
+        const std::ptrdiff_t q = t.row + r, tap = q / channels;
+        rows[r] = {q % channels, tap / k - pad, tap % k - pad};
+      }
       for_each_run(t.col, t.cols, oh, ow, [&](std::ptrdiff_t at, std::ptrdiff_t length, std::ptrdiff_t i,
                                               std::ptrdiff_t y, std::ptrdiff_t x0) {
         for (std::ptrdiff_t r = 0; r < t.rows; ++r) {
-          const std::ptrdiff_t p = t.row + r, c = (p / k) / k, ky = (p / k) % k, kx = p % k;
-          const std::ptrdiff_t sy = y + ky - pad, sx = x0 + kx - pad;
+          const std::ptrdiff_t sy = y + rows[r].ky, sx = x0 + rows[r].kx;
           if (sy < 0 || sy >= in.height) continue;
           const T* src = t.values + r * t.stride + at;
-          T* row = dx + in.at(c, i, sy, 0);
+          T* row = dx + in.at(rows[r].c, i, sy, 0);
           if (sx >= 0 && sx + length <= in.width) {
-            // Element by element: the next tile row adds into this run shifted by one, and
-            // packet loads overlapping a packet store just made would not be forwarded.
-            for (std::ptrdiff_t u = 0; u < length; ++u) row[sx + u] += src[u];
+            add_run(row + sx, src, length);
           } else {
             for (std::ptrdiff_t u = 0; u < length; ++u)
               if (sx + u >= 0 && sx + u < in.width) row[sx + u] += src[u];
