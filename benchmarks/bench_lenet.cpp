@@ -3,13 +3,16 @@
 //
 // BM_Peak_Fma/<threads>: fused multiply-adds on independent registers of the ISA the build
 //   targets (printed as `isa` in the context), the machine's fp32 ceiling for these kernels.
-// BM_Gemm_MicroKernel: the 6 x 16 (AVX2) micro-kernel alone on L1-resident panels, against that peak.
-// BM_Torch_LeNet5_TrainStep/<preset>/<batch>/<threads>: LibTorch (torch::nn, torch::optim::SGD).
-// BM_LeNet5_TrainStep/<preset>/<batch>/<threads>: zero_grad, forward, cross-entropy, backward,
+// BM_Gemm_MicroKernel: the 6 x (2 packets) micro-kernel alone on L1-resident panels, against that peak.
+// <model>: hsu and classic on CIFAR-shaped 3 x 32 x 32 inputs; fmnist, the quick study's model
+//   (classic on Fashion-MNIST's 1 x 28 x 28, conv1 padded by 2, 10 classes).
+// BM_Torch_LeNet5_TrainStep/<model>/<batch>/<threads>: LibTorch (torch::nn, torch::optim::SGD).
+// BM_LeNet5_TrainStep/<model>/<batch>/<threads>: zero_grad, forward, cross-entropy, backward,
 //   SGDM step (lr 0.01, momentum 0.9, weight decay 4e-4); items/s = images/s. Counters: `of_peak`,
 //   the share of the FMA peak the step's arithmetic reaches; `vs_torch`, LibTorch's step time
 //   over ours (> 1: faster than LibTorch). Both from best-of timings (the machine is shared).
-// BM_LeNet5_Forward/<preset>/<batch>/<threads>: logits only.
+// BM_LeNet5_Forward/<model>/<batch>/<threads>: logits only.
+// BM_LeNet5_Layers/<model>/64/1: one thread, per-pass timing (the per-layer table of the summary).
 #include <distopt/distopt.hpp>
 
 #include <benchmark/benchmark.h>
@@ -117,31 +120,43 @@ double forward_flops(const nn::LeNet5Options& o) {
          f[static_cast<std::size_t>(nn::Pass::fc3_forward)];
 }
 
+// The benchmarked models: the two presets on CIFAR-shaped inputs (3 x 32 x 32, 100 classes), and
+// `fmnist`, the quick study's model (classic on Fashion-MNIST's 1 x 28 x 28, conv1 padded by 2,
+// 10 classes).
+nn::LeNet5Options model_options(const std::string& model) {
+  if (model == "hsu") return {.preset = nn::Preset::hsu};
+  if (model == "classic") return {.preset = nn::Preset::classic};
+  return {.preset = nn::Preset::classic, .classes = 10, .channels = 1, .image_size = 28, .padding = 2};
+}
+const std::array<std::string, 3> models = {"hsu", "classic", "fmnist"};
+
 struct Batch {
+  nn::LeNet5Options shape;
   std::vector<float> images;
   std::vector<std::int32_t> labels;
-  Batch(std::ptrdiff_t n, std::uint64_t seed) : images(static_cast<std::size_t>(n * 3 * 32 * 32)), labels(static_cast<std::size_t>(n)) {
+  Batch(const nn::LeNet5Options& o, std::ptrdiff_t n, std::uint64_t seed)
+      : shape(o), images(static_cast<std::size_t>(n * o.channels * o.image_size * o.image_size)),
+        labels(static_cast<std::size_t>(n)) {
     distopt::Rng rng(seed);
     for (float& v : images) v = static_cast<float>(rng.normal());
-    for (auto& l : labels) l = static_cast<std::int32_t>(rng.below(100));
+    for (auto& l : labels) l = static_cast<std::int32_t>(rng.below(static_cast<std::uint32_t>(o.classes)));
   }
   [[nodiscard]] nn::Images<float> view() const {
-    return {images.data(), static_cast<std::ptrdiff_t>(labels.size()), 3, 32, 32};
+    return {images.data(), static_cast<std::ptrdiff_t>(labels.size()), shape.channels, shape.image_size,
+            shape.image_size};
   }
 };
 
-using Key = std::tuple<std::string, int, int>;  // (preset, batch, threads)
+using Key = std::tuple<std::string, int, int>;  // (model, batch, threads)
 std::map<Key, double> best_torch_step, best_step, best_forward;  // seconds
 struct PassTimes {
   std::array<double, nn::pass_count> seconds{};  // per step, one thread
   double step = 0;                               // seconds per step with timing on
   int batch = 0;
 };
-std::map<std::string, PassTimes> pass_times;  // preset -> the per-layer split
+std::map<std::string, PassTimes> pass_times;  // model -> the per-layer split
 double micro_kernel_flops = 0;
 
-
-nn::Preset preset_of(const std::string& name) { return name == "hsu" ? nn::Preset::hsu : nn::Preset::classic; }
 
 // The training step every benchmark times: zero_grad, loss and gradient, SGDM; constructed with
 // one step taken, so the workspace is sized outside the timing.
@@ -150,10 +165,10 @@ struct TrainStep {
   distopt::optim::Sgdm<nn::LeNet5<float>::params_type> sgdm;
   Batch data;
 
-  TrainStep(const std::string& preset, int batch)
-      : net({.preset = preset_of(preset)}),
+  TrainStep(const std::string& model, int batch)
+      : net(model_options(model)),
         sgdm(net.parameters(), {.lr = 0.01, .momentum = 0.9, .weight_decay = 4e-4}),
-        data(batch, 1) {
+        data(model_options(model), batch, 1) {
     operator()();
   }
   void operator()() {
@@ -183,9 +198,9 @@ void BM_LeNet5_TrainStep(benchmark::State& state, const std::string& preset, int
 
 void BM_LeNet5_Forward(benchmark::State& state, const std::string& preset, int batch, int threads) {
   distopt::parallel::ThreadCount scope(threads);
-  nn::LeNet5<float> net({.preset = preset_of(preset)});
-  const Batch data(batch, 1);
-  std::vector<float> logits(static_cast<std::size_t>(batch * 100));
+  nn::LeNet5<float> net(model_options(preset));
+  const Batch data(net.options(), batch, 1);
+  std::vector<float> logits(static_cast<std::size_t>(batch * net.options().classes));
   net.forward(data.view(), logits.data());
   double best = 1e30;
   for (auto _ : state) {
@@ -198,7 +213,7 @@ void BM_LeNet5_Forward(benchmark::State& state, const std::string& preset, int b
   record = record > 0 ? std::min(record, best) : best;
   state.SetItemsProcessed(state.iterations() * batch);
   state.counters["best_img_per_s"] = batch / best;
-  state.counters["of_peak"] = forward_flops({.preset = preset_of(preset)}) * batch / best / peak(threads);
+  state.counters["of_peak"] = forward_flops(net.options()) * batch / best / peak(threads);
 }
 
 // One thread, timing on: where a training step's time goes, pass by pass.
@@ -246,7 +261,10 @@ void BM_Gemm_MicroKernel(benchmark::State& state) {
 #if DISTOPT_HAVE_TORCH
 void BM_Torch_LeNet5_TrainStep(benchmark::State& state, const std::string& preset, int batch, int threads) {
   distopt_bench::torch_set_threads(threads);
-  distopt_bench::TorchLeNet net(preset, batch);
+  const nn::LeNet5Options o = model_options(preset);
+  distopt_bench::TorchLeNet net(o.preset == nn::Preset::hsu ? "hsu" : "classic", batch, 0,
+                                {.channels = o.channels, .size = o.image_size, .padding = o.padding,
+                                 .classes = o.classes});
   net.train_step();
   double best = 1e30;
   for (auto _ : state) {
@@ -270,7 +288,7 @@ void register_all() {
     benchmark::RegisterBenchmark(distopt::message("BM_Peak_Fma/", t).c_str(), [t](benchmark::State& s) { BM_Peak_Fma(s, t); })
         ->Iterations(1);
   benchmark::RegisterBenchmark("BM_Gemm_MicroKernel", BM_Gemm_MicroKernel)->UseRealTime();
-  for (const std::string preset : {"hsu", "classic"})
+  for (const std::string& preset : models)
     for (int batch : {64, 256})
       for (int t : {1, 2}) {
 #if DISTOPT_HAVE_TORCH
@@ -284,7 +302,7 @@ void register_all() {
             ->UseRealTime()
             ->Unit(benchmark::kMillisecond);
       }
-  for (const std::string preset : {"hsu", "classic"}) {
+  for (const std::string& preset : models) {
     for (int t : {1, 2})
       benchmark::RegisterBenchmark(name("BM_LeNet5_Forward", preset, eval_batch, t).c_str(),
                                    [=](benchmark::State& s) { BM_LeNet5_Forward(s, preset, eval_batch, t); })
@@ -308,7 +326,7 @@ void print_summary() {
     std::printf("\n%-20s %12s %12s %8s %9s\n", "train step", "distopt img/s", "LibTorch", "ratio", "of peak");
     for (const auto& [key, seconds] : best_step) {
       const auto& [preset, batch, threads] = key;
-      const double flops = training_flops({.preset = preset_of(preset)}) * batch / seconds;
+      const double flops = training_flops(model_options(preset)) * batch / seconds;
       const auto torch = best_torch_step.find(key);
       std::printf("%-20s %12.0f", distopt::message(preset, "/", batch, "/", threads).c_str(), batch / seconds);
       if (torch != best_torch_step.end())
@@ -332,7 +350,7 @@ void print_summary() {
     }
   }
   for (const auto& [preset, times] : pass_times) {
-    const auto flops = pass_flops({.preset = preset_of(preset)});
+    const auto flops = pass_flops(model_options(preset));
     double sum = 0;
     for (double t : times.seconds) sum += t;
     std::printf("\nper layer: %s, batch %d, 1 thread (step %.2f ms; the passes add up to %.2f ms)\n", preset.c_str(),

@@ -15,6 +15,7 @@
 
 #include <fstream>
 #include <limits>
+#include <string>
 #include <stdexcept>
 #include <utility>
 
@@ -33,16 +34,18 @@ Shape preset_shape(const std::string& preset) {
                               "\"");
 }
 
-constexpr std::int64_t kClasses = 100;
+// Side of conv2's pooled output: two 5 x 5 convolutions, each followed by a 2 x 2 pool.
+std::int64_t pooled2(const TorchInput& in) { return ((in.size + 2 * in.padding - 4) / 2 - 4) / 2; }
 
 struct LeNet5Impl : torch::nn::Module {
-  explicit LeNet5Impl(const Shape& s)
-      : conv1(register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, s.conv1, 5)))),
+  LeNet5Impl(const Shape& s, const TorchInput& in)
+      : conv1(register_module(
+            "conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(in.channels, s.conv1, 5).padding(in.padding)))),
         conv2(register_module("conv2",
                               torch::nn::Conv2d(torch::nn::Conv2dOptions(s.conv1, s.conv2, 5)))),
-        fc1(register_module("fc1", torch::nn::Linear(s.conv2 * 5 * 5, s.fc1))),
+        fc1(register_module("fc1", torch::nn::Linear(s.conv2 * pooled2(in) * pooled2(in), s.fc1))),
         fc2(register_module("fc2", torch::nn::Linear(s.fc1, s.fc2))),
-        fc3(register_module("fc3", torch::nn::Linear(s.fc2, kClasses))) {}
+        fc3(register_module("fc3", torch::nn::Linear(s.fc2, in.classes))) {}
 
   torch::Tensor forward(torch::Tensor x) {
     x = torch::max_pool2d(torch::relu(conv1->forward(x)), {2, 2}, {2, 2});
@@ -60,11 +63,11 @@ struct LeNet5Impl : torch::nn::Module {
 }  // namespace
 
 struct TorchLeNet::Impl {
-  Impl(const Shape& shape, int batch_size, std::uint64_t seed)
+  Impl(const Shape& shape, int batch_size, std::uint64_t seed, const TorchInput& in)
       : batch(batch_size),
-        model((torch::manual_seed(seed), std::make_shared<LeNet5Impl>(shape))),
-        input(torch::randn({batch_size, 3, 32, 32})),
-        labels(torch::randint(0, kClasses, {batch_size}, torch::kLong)),
+        model((torch::manual_seed(seed), std::make_shared<LeNet5Impl>(shape, in))),
+        input(torch::randn({batch_size, in.channels, in.size, in.size})),
+        labels(torch::randint(0, in.classes, {batch_size}, torch::kLong)),
         optimizer(model->parameters(),
                   torch::optim::SGDOptions(0.01).momentum(0.9).weight_decay(4e-4)) {}
 
@@ -75,10 +78,15 @@ struct TorchLeNet::Impl {
   torch::Tensor loss;
 };
 
-TorchLeNet::TorchLeNet(const std::string& preset, int batch, std::uint64_t seed) {
+TorchLeNet::TorchLeNet(const std::string& preset, int batch, std::uint64_t seed, TorchInput input) {
   const Shape shape = preset_shape(preset);
   if (batch < 1) throw std::invalid_argument("TorchLeNet: batch must be >= 1");
-  impl_ = std::make_unique<Impl>(shape, batch, seed);
+  if (input.channels < 1 || input.classes < 1 || input.padding < 0 || pooled2(input) < 1)
+    throw std::invalid_argument("TorchLeNet: input of " + std::to_string(input.channels) + " x " +
+                                std::to_string(input.size) + " x " + std::to_string(input.size) + ", padding " +
+                                std::to_string(input.padding) + ", " + std::to_string(input.classes) +
+                                " classes cannot feed LeNet-5");
+  impl_ = std::make_unique<Impl>(shape, batch, seed, input);
 }
 
 TorchLeNet::~TorchLeNet() = default;

@@ -10,8 +10,11 @@
 // no padding; pooling is 2x2 with stride 2. Parameter names follow the state_dict
 // (conv1.weight, conv1.bias, ..., fc3.bias).
 //
-// Data: float32 input [batch, 3, 32, 32] drawn from N(0, 1) and int64 labels uniform in
-// [0, 100), both fixed at construction (seeded), so every step sees the same batch.
+// Input geometry (TorchInput): channels x size x size images, conv1 zero-padded by `padding`,
+// `classes` logits; the default is CIFAR's 3 x 32 x 32 with 100 classes, and {1, 28, 2, 10} is
+// the study's Fashion-MNIST model (PyTorch's Conv2d(1, 6, 5, padding=2)).
+// Data: float32 input [batch, channels, size, size] drawn from N(0, 1) and int64 labels uniform
+// in [0, classes), both fixed at construction (seeded), so every step sees the same batch.
 //
 // train_step(): zero_grad, forward, mean cross-entropy, backward, SGD step with lr 0.01,
 // momentum 0.9, weight_decay 4e-4 (torch.optim.SGD semantics). forward(): the forward pass
@@ -41,11 +44,16 @@ std::string torch_blas_info();
 // LibTorch's version, e.g. "1.13.0".
 std::string torch_version();
 
+// The images a TorchLeNet takes and the classes it tells apart.
+struct TorchInput {
+  std::int64_t channels = 3, size = 32, padding = 0, classes = 100;
+};
+
 class TorchLeNet {
  public:
   // preset: "hsu" or "classic" (std::invalid_argument otherwise); batch >= 1. seed fixes the
   // initial weights (LibTorch's default init) and the batch.
-  TorchLeNet(const std::string& preset, int batch, std::uint64_t seed = 0);
+  TorchLeNet(const std::string& preset, int batch, std::uint64_t seed = 0, TorchInput input = {});
   ~TorchLeNet();
   TorchLeNet(TorchLeNet&&) noexcept;
   TorchLeNet& operator=(TorchLeNet&&) noexcept;
