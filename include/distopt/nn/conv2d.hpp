@@ -38,13 +38,15 @@ struct PlaneLayout {
 /// epilogue read and write whole runs, which are contiguous in the image.
 template <class F>
 inline void for_each_run(std::ptrdiff_t j0, std::ptrdiff_t count, std::ptrdiff_t oh, std::ptrdiff_t ow, F&& f) {
-  std::ptrdiff_t j = j0;
-  const std::ptrdiff_t end = j0 + count;
-  while (j < end) {
-    const std::ptrdiff_t row = j / ow, x0 = j - row * ow;
-    const std::ptrdiff_t length = std::min(ow - x0, end - j);
-    f(j - j0, length, row / oh, row % oh, x0);
-    j += length;
+  if (count <= 0) return;
+  // Two divisions for the first run, then counters: the epilogues call this once per tile.
+  const std::ptrdiff_t first_row = j0 / ow;
+  std::ptrdiff_t x0 = j0 - first_row * ow, i = first_row / oh, y = first_row - i * oh;
+  for (std::ptrdiff_t at = 0; at < count; x0 = 0) {
+    const std::ptrdiff_t length = std::min(ow - x0, count - at);
+    f(at, length, i, y, x0);
+    at += length;
+    if (++y == oh) y = 0, ++i;
   }
 }
 
@@ -233,16 +235,28 @@ struct Conv2d {
   struct Coordinate {
     std::ptrdiff_t offset, y, x;
   };
-  [[nodiscard]] Coordinate patch_coordinate(const PlaneLayout& in, std::ptrdiff_t p) const {
-    const std::ptrdiff_t c = (p / kernel) / kernel, ky = (p / kernel) % kernel - padding, kx = p % kernel - padding;
-    return {c * in.channel_stride + ky * in.width + kx, ky, kx};
+  /// out[0, count) = the coordinates of patch elements (or, `positions`, of output positions)
+  /// first, first + 1, ...: one decomposition, then counters (the packers fill these per panel,
+  /// and divisions would cost as much as the copying).
+  void coordinates(const PlaneLayout& in, bool positions, std::ptrdiff_t first, std::ptrdiff_t count,
+                   Coordinate* out) const {
+    if (count <= 0) return;
+    // Both kinds are a plane index, a row and a column with limits: (image, y, x) over
+    // (oh, ow), or (channel, ky, kx) over (kernel, kernel), the row and column offset by -padding.
+    const std::ptrdiff_t rows = positions ? out_size(in.height) : kernel, cols = positions ? out_size(in.width) : kernel;
+    const std::ptrdiff_t plane_stride = positions ? in.image_stride : in.channel_stride;
+    const std::ptrdiff_t shift = positions ? 0 : padding;
+    const std::ptrdiff_t line = first / cols;
+    std::ptrdiff_t col = first - line * cols, plane = line / rows, row = line - plane * rows;
+    for (std::ptrdiff_t n = 0; n < count; ++n) {
+      const std::ptrdiff_t y = row - shift, x = col - shift;
+      out[n] = {plane * plane_stride + y * in.width + x, y, x};
+      if (++col == cols) {
+        col = 0;
+        if (++row == rows) row = 0, ++plane;
+      }
+    }
   }
-  [[nodiscard]] Coordinate position_coordinate(const PlaneLayout& in, std::ptrdiff_t j) const {
-    const std::ptrdiff_t oh = out_size(in.height), ow = out_size(in.width);
-    const std::ptrdiff_t i = j / (oh * ow), y = (j / ow) % oh, x = j % ow;
-    return {i * in.image_stride + y * in.width + x, y, x};
-  }
-
   /// Packs nr-column panels of a matrix whose element (kk, jj) is x at rows[kk] + cols[jj] (see
   /// Coordinate): col(x) when rows are patch elements and columns positions, col(x)^T the other
   /// way round. Without padding every element is inside x, and a panel row is nr plain loads.
@@ -253,25 +267,17 @@ struct Conv2d {
     PlaneLayout in;
     const T* end;  ///< x may be read up to here (past the last element `in` names, if the caller has more)
 
-    [[nodiscard]] Coordinate row(std::ptrdiff_t k) const {
-      return Transposed ? conv->position_coordinate(in, k) : conv->patch_coordinate(in, k);
-    }
-    [[nodiscard]] Coordinate column(std::ptrdiff_t j) const {
-      return Transposed ? conv->patch_coordinate(in, j) : conv->position_coordinate(in, j);
-    }
-
     void operator()(T* out, std::ptrdiff_t k0, std::ptrdiff_t depth, std::ptrdiff_t j0, std::ptrdiff_t cols) const {
       constexpr std::ptrdiff_t nr = gemm::Blocking<T>::nr, kc = gemm::Blocking<T>::kc;
       Coordinate rows[kc];
-      for (std::ptrdiff_t kk = 0; kk < depth; ++kk) rows[kk] = row(k0 + kk);
+      conv->coordinates(in, Transposed, k0, depth, rows);
       for (std::ptrdiff_t q = 0; q * nr < cols; ++q, out += nr * depth) {
         const std::ptrdiff_t valid = std::min(nr, cols - q * nr);
         Coordinate columns[nr];
         std::ptrdiff_t offsets[nr];
-        for (std::ptrdiff_t jj = 0; jj < nr; ++jj) {
-          columns[jj] = column(j0 + q * nr + std::min(jj, valid - 1));
-          offsets[jj] = columns[jj].offset;
-        }
+        conv->coordinates(in, !Transposed, j0 + q * nr, valid, columns);
+        for (std::ptrdiff_t jj = valid; jj < nr; ++jj) columns[jj] = columns[valid - 1];
+        for (std::ptrdiff_t jj = 0; jj < nr; ++jj) offsets[jj] = columns[jj].offset;
         if (conv->padding == 0) {
           // Without padding the columns' offsets form runs of consecutive elements. A run is
           // copied as packets; a short one as one whole packet when x has that much left, its
@@ -329,9 +335,14 @@ struct Conv2d {
       struct Row {
         std::ptrdiff_t c, ky, kx;
       } rows[gemm::Blocking<T>::mr];
+      const std::ptrdiff_t first_tap = t.row / channels;
+      std::ptrdiff_t c = t.row - first_tap * channels, ky = first_tap / k, kx = first_tap - ky * k;
       for (std::ptrdiff_t r = 0; r < t.rows; ++r) {
-        const std::ptrdiff_t q = t.row + r, tap = q / channels;
-        rows[r] = {q % channels, tap / k - pad, tap % k - pad};
+        rows[r] = {c, ky - pad, kx - pad};
+        if (++c == channels) {
+          c = 0;
+          if (++kx == k) kx = 0, ++ky;
+        }
       }
       for_each_run(t.col, t.cols, oh, ow, [&](std::ptrdiff_t at, std::ptrdiff_t length, std::ptrdiff_t i,
                                               std::ptrdiff_t y, std::ptrdiff_t x0) {
