@@ -238,6 +238,38 @@ TEST_CASE("the direct convolution gives the product's forward bits and its weigh
   CHECK(worst_product < 1e-6);
 }
 
+TEST_CASE("the channel-vectorised direct convolution gives the product's bits", "[nn][conv2d][direct]") {
+  // The classic LeNet-5's conv2 on a chunk of 4 images; odd sizes and counts; 8 outputs (one AVX2
+  // packet, the product on AVX-512); a patch over several k blocks (20 channels x 25 taps); the
+  // NCHW batch and a channel-major chunk.
+  const auto [channels, outputs, size, images] = GENERATE(
+      table<Index, Index, Index, Index>({{6, 16, 14, 4}, {3, 16, 9, 3}, {1, 16, 5, 1}, {2, 8, 11, 2}, {20, 16, 8, 2}}));
+  const nn::Conv2d conv{"conv", channels, outputs, 5, 0};
+  const bool cnhw = images % 2 == 0;
+  const nn::PlaneLayout in = cnhw ? nn::PlaneLayout::cnhw(channels, images, size, size)
+                                  : nn::PlaneLayout::nchw(images, channels, size, size);
+  INFO("channels " << channels << " outputs " << outputs << " size " << size << " images " << images
+                   << " lanes " << gemm::lanes<float>);
+  const Index lanes = gemm::lanes<float>, out = conv.out_size(size), positions = images * out * out;
+  const bool expected = lanes >= 4 && outputs > gemm::Blocking<float>::mr && outputs % lanes == 0;
+  CHECK(conv.channel_path<float>(in) == expected);
+  if (!conv.channel_path<float>(in)) return;
+  const auto x = random_values<float>(images * channels * size * size, 31),
+             w = random_values<float>(outputs * conv.patch(), 32), bias = random_values<float>(outputs, 33),
+             dy = random_values<float>(outputs * positions, 34), start = random_values<float>(outputs * conv.patch(), 35);
+  gemm::Workspace<float> ws;
+  std::vector<float> y_direct(static_cast<std::size_t>(outputs * positions), -7.0f), y_product = y_direct;
+  conv.forward(w.data(), bias.data(), x.data(), in, y_direct.data(), ws);
+  conv.forward_product(w.data(), bias.data(), x.data(), in, y_product.data(), ws);
+  CHECK(y_direct == y_product);
+  auto dw_direct = start, dw_product = start;
+  std::vector<float> db_direct(static_cast<std::size_t>(outputs), 0.5f), db_product = db_direct;
+  conv.backward_weights(dy.data(), x.data(), in, dw_direct.data(), db_direct.data(), ws);
+  conv.backward_weights_product(dy.data(), x.data(), in, dw_product.data(), db_product.data(), ws);
+  CHECK(db_direct == db_product);
+  CHECK(dw_direct == dw_product);
+}
+
 TEST_CASE("MaxPool2d with its ReLU, in float, matches plain loops bit for bit", "[nn][maxpool2d]") {
   const bool relu = GENERATE(false, true);
   // Rows of 1 to 33 windows: whole vectors of 8 (AVX2) and 16 (AVX-512) windows and every tail;

@@ -83,20 +83,34 @@ inline void add_run_packets(T* out, const T* src, std::ptrdiff_t& u, std::ptrdif
     if constexpr (ei::unpacket_traits<Half>::size < L) add_run_packets<Half>(out, src, u, n);
   }
 }
+
+/// out[0, n) += src[0, n) in packets of the full width, then, with AVX-512, one packet under a
+/// mask (no element outside [0, n) is read or written), otherwise in packets of half and a quarter
+/// of it and element by element (AVX's masked moves are slow on AMD's cores). Each element gets
+/// one addition, so the bits do not depend on the split.
+template <class T>
+inline void add_run(T* out, const T* src, std::ptrdiff_t n) {
+  namespace ei = Eigen::internal;
+  using P = gemm::Packet<T>;
+  constexpr std::ptrdiff_t L = gemm::lanes<T>;
+  if constexpr (L >= 16 && ei::unpacket_traits<P>::masked_load_available &&
+                ei::unpacket_traits<P>::masked_store_available) {
+    std::ptrdiff_t u = 0;
+    for (; u + L <= n; u += L) ei::pstoreu(out + u, ei::padd(ei::ploadu<P>(out + u), ei::ploadu<P>(src + u)));
+    if (u == n) return;
+    using Mask = typename ei::unpacket_traits<P>::mask_t;
+    const auto mask = static_cast<Mask>((Mask(1) << (n - u)) - 1);
+    ei::pstoreu(out + u, ei::padd(ei::ploadu<P>(out + u, mask), ei::ploadu<P>(src + u, mask)), mask);
+  } else {
+    std::ptrdiff_t u = 0;
+    add_run_packets<P>(out, src, u, n);
+    for (; u < n; ++u) out[u] += src[u];
+  }
+}
+
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
-
-/// out[0, n) += src[0, n) in packets of the full width, then of half and a quarter of it where
-/// the target has them (the runs of a 10-wide output row are one 8-lane packet and two elements
-/// under AVX-512), then element by element. Each element gets one addition, so the bits do not
-/// depend on the split.
-template <class T>
-inline void add_run(T* out, const T* src, std::ptrdiff_t n) {
-  std::ptrdiff_t u = 0;
-  add_run_packets<gemm::Packet<T>>(out, src, u, n);
-  for (; u < n; ++u) out[u] += src[u];
-}
 
 /// Conv2d (stride 1, zero padding `padding`, bias), PyTorch's layout: weight [out, in, k, k] and
 /// bias [out] as blocks of a parameter set. A matrix product over the im2col matrix
@@ -105,8 +119,9 @@ inline void add_run(T* out, const T* src, std::ptrdiff_t n) {
 /// next layer reads); backward dW += dY col(X)^T, db += row sums of dY, dX = col^-1(W^T dY).
 /// col(X) is never formed: the product's packers read its panels straight from X (implicit
 /// im2col), and the input gradient's epilogue adds each tile of W^T dY back where im2col would
-/// have read it. Layers with few output channels (the classic LeNet-5's conv1) skip the product:
-/// their forward pass and weight gradient run as a direct convolution (nn/direct_conv.hpp).
+/// have read it. Layers with few output channels (the classic LeNet-5's conv1 and conv2) skip the
+/// product: their forward pass and weight gradient run as a direct convolution
+/// (nn/direct_conv.hpp), vectorised over the output width or over the output channels.
 /// The layer holds geometry only; weights, gradients and scratch are passed in.
 struct Conv2d {
   std::string name;
@@ -143,12 +158,19 @@ struct Conv2d {
   [[nodiscard]] bool direct_path(const PlaneLayout& in) const {
     return direct::takes<T>(geometry(in), padding);
   }
+  /// Whether it goes through the direct convolution vectorised over output channels instead
+  /// (direct::takes_channels; never when direct_path() holds). The same bits either way.
+  template <class T>
+  [[nodiscard]] bool channel_path(const PlaneLayout& in) const {
+    return !direct_path<T>(in) && direct::takes_channels<T>(geometry(in), padding);
+  }
 
   /// y [out, images * oh * ow] = W col(x) + b.
   template <class T>
   void forward(const T* weight, const T* bias, const T* x, const PlaneLayout& in, T* y,
                gemm::Workspace<T>& ws) const {
     if (direct_path<T>(in)) return direct::forward(weight, bias, x, geometry(in), y);
+    if (channel_path<T>(in)) return direct::forward_by_channels(weight, bias, x, geometry(in), y, ws);
     forward_product(weight, bias, x, in, y, ws);
   }
   /// forward() through the product, whichever path it would take (for tests and benchmarks).
@@ -164,9 +186,15 @@ struct Conv2d {
   template <class T>
   void backward_weights(const T* dy, const T* x, const PlaneLayout& in, T* weight_grad, T* bias_grad,
                         gemm::Workspace<T>& ws) const {
-    if (!direct_path<T>(in)) return backward_weights_product(dy, x, in, weight_grad, bias_grad, ws);
-    add_bias_grad(dy, in, bias_grad);
-    direct::backward_weights(dy, x, geometry(in), weight_grad);
+    if (direct_path<T>(in)) {
+      add_bias_grad(dy, in, bias_grad);
+      return direct::backward_weights(dy, x, geometry(in), weight_grad);
+    }
+    if (channel_path<T>(in)) {
+      add_bias_grad(dy, in, bias_grad);
+      return direct::backward_weights_by_channels(dy, x, geometry(in), weight_grad, ws);
+    }
+    backward_weights_product(dy, x, in, weight_grad, bias_grad, ws);
   }
   /// backward_weights() through the product, whichever path it would take.
   template <class T>

@@ -1,18 +1,25 @@
-// Direct convolution for layers too small for the product's blocking: few output channels (the
-// first layer of the classic LeNet-5, on 1- or 3-channel images), vectorised over the output width.
+// Direct convolution for layers too small for the product's blocking, in two kinds:
+// - vectorised over the output width, for few output channels (the first layer of the classic
+//   LeNet-5, on 1- or 3-channel images: 6 outputs, rows of 28);
+// - vectorised over the output channels, for one or two packets of them and rows narrower than a
+//   packet (the classic LeNet-5's second layer: 16 outputs, rows of 10).
 //
-// Why not the product: with 6 output channels the im2col matrix is the whole cost. Its panels
-// hold every input element kernel^2 times, and packing them costs more than the 6-row product
-// that reads them (bench_lenet's per-layer table: conv1's weight gradient ran at 15 GFLOP/s,
-// a third of the classic step). Here each input row is loaded once per tap straight from the
-// image and feeds every output channel of a block from registers.
+// Why not the product: with 6 or 16 output channels the im2col matrix is the whole cost. Its
+// panels hold every input element kernel^2 times, and packing them costs more than the 6- or
+// 16-row product that reads them (bench_lenet's per-layer table: conv1's weight gradient ran at
+// 15 GFLOP/s, a third of the classic step). Here the image is read where it lies: a row of it
+// per tap feeding every output channel of a block from registers, or one element of it
+// broadcast against a packet of output channels.
 #pragma once
 
 #include <algorithm>
 #include <cstddef>
+#include <stdexcept>
+#include <type_traits>
 
 #include <Eigen/Core>
 
+#include "distopt/core/aligned_buffer.hpp"
 #include "distopt/nn/gemm/kernel.hpp"
 
 namespace distopt::nn::direct {
@@ -183,6 +190,182 @@ void backward_weights(const T* dy, const T* x, const Geometry& g, T* weight_grad
       for (; o0 + OB <= g.out_channels; o0 += OB) detail::weights_block<T, OB, K>(dy, x, weight_grad, g, c, ky, o0);
       for (; o0 < g.out_channels; ++o0) detail::weights_block<T, 1, K>(dy, x, weight_grad, g, c, ky, o0);
     }
+}
+
+// --- vectorised over the output channels ------------------------------------------------------
+
+/// The largest patch (channels x kernel^2) the channel-vectorised path takes: its tap table lives
+/// on the stack.
+inline constexpr Index max_channel_patch = 1024;
+
+/// Whether the channel-vectorised path takes a layer: more output channels than the width path's
+/// blocks hold (the product's 6-row panels would be partly empty), at most 16 and a whole number of
+/// packets of at least 4 lanes, no padding. Its forward pass and weight gradient give the
+/// product's bits: each sum runs over the same k blocks in the same order.
+template <class T>
+[[nodiscard]] bool takes_channels(const Geometry& g, Index padding) {
+  constexpr Index L = gemm::lanes<T>;
+  return padding == 0 && L >= 4 && g.out_channels > gemm::Blocking<T>::mr && g.out_channels <= 16 &&
+         g.out_channels % L == 0 && g.channels * g.kernel * g.kernel <= max_channel_patch;
+}
+
+namespace detail {
+
+// x offsets of patch elements k = (c, ky, kx), in im2col's order.
+inline void patch_offsets(const Geometry& g, Index* out) {
+  for (Index c = 0, k = 0; c < g.channels; ++c)
+    for (Index ky = 0; ky < g.kernel; ++ky)
+      for (Index kx = 0; kx < g.kernel; ++kx) out[k++] = c * g.channel_stride + ky * g.width + kx;
+}
+// x offsets of output positions j = (i, y, x), in the product's column order.
+inline void position_offsets(const Geometry& g, Index* out) {
+  for (Index i = 0, j = 0; i < g.images; ++i)
+    for (Index y = 0; y < g.oh(); ++y)
+      for (Index x = 0; x < g.ow(); ++x) out[j++] = i * g.image_stride + y * g.width + x;
+}
+
+// Registers of accumulators: R positions (or taps) by NP packets of output channels, 12 in all
+// (16 with AVX-512's 32 registers) beside the NP packets of the operand and one broadcast.
+template <class T, int NP>
+inline constexpr int channel_rows = (gemm::lanes<T> >= 16 ? 16 : 12) / NP;
+
+// Outputs at positions at[0, R) (x offsets), every channel: tile[r][o] = sum over the k blocks of
+// the product, in turn, of (sum over k in the block of x[at[r] + taps[k]] * wt[k][o]), + bias[o].
+template <class T, int NP, int R>
+void channels_forward_block(const T* wt, const T* bias, const T* x, const Index* at, const Index* taps, Index patch,
+                            T* tile) {
+  namespace ei = Eigen::internal;
+  using P = gemm::Packet<T>;
+  constexpr Index L = gemm::lanes<T>, out = NP * L, kc = gemm::Blocking<T>::kc;
+  P total[R][NP];
+  for (Index k0 = 0; k0 < patch; k0 += kc) {
+    const Index k1 = std::min(patch, k0 + kc);
+    P acc[R][NP];
+    for (int r = 0; r < R; ++r)
+      for (int q = 0; q < NP; ++q) acc[r][q] = ei::pset1<P>(T(0));
+    for (Index k = k0; k < k1; ++k) {
+      P w[NP];
+      for (int q = 0; q < NP; ++q) w[q] = ei::pload<P>(wt + k * out + q * L);
+      const T* xk = x + taps[k];
+      for (int r = 0; r < R; ++r) {
+        const P xv = ei::pset1<P>(xk[at[r]]);
+        for (int q = 0; q < NP; ++q) acc[r][q] = ei::pmadd(xv, w[q], acc[r][q]);
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      for (int q = 0; q < NP; ++q) total[r][q] = k0 == 0 ? acc[r][q] : ei::padd(total[r][q], acc[r][q]);
+  }
+  for (int q = 0; q < NP; ++q) {
+    const P b = ei::ploadu<P>(bias + q * L);
+    for (int r = 0; r < R; ++r) ei::pstore(tile + r * out + q * L, ei::padd(total[r][q], b));
+  }
+}
+
+// dW[o][first + r] += sum over positions p of dY[o][p] * x[at[p] + taps[r]], r < R, over the
+// product's k blocks of positions, each block's sum added in turn (dyt: dY transposed, [p][o]).
+template <class T, int NP, int R>
+void channels_weights_block(const T* dyt, const T* x, const Index* at, Index columns, const Index* taps, Index count,
+                            Index patch, Index first, T* weight_grad) {
+  namespace ei = Eigen::internal;
+  using P = gemm::Packet<T>;
+  constexpr Index L = gemm::lanes<T>, out = NP * L, kc = gemm::Blocking<T>::kc;
+  alignas(64) T tile[R * out];
+  for (Index p0 = 0; p0 < columns; p0 += kc) {
+    const Index p1 = std::min(columns, p0 + kc);
+    P acc[R][NP];
+    for (int r = 0; r < R; ++r)
+      for (int q = 0; q < NP; ++q) acc[r][q] = ei::pset1<P>(T(0));
+    for (Index p = p0; p < p1; ++p) {
+      P d[NP];
+      for (int q = 0; q < NP; ++q) d[q] = ei::pload<P>(dyt + p * out + q * L);
+      const T* xp = x + at[p];
+      for (int r = 0; r < R; ++r) {
+        const P xv = ei::pset1<P>(xp[taps[r]]);
+        for (int q = 0; q < NP; ++q) acc[r][q] = ei::pmadd(xv, d[q], acc[r][q]);
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      for (int q = 0; q < NP; ++q) ei::pstore(tile + r * out + q * L, acc[r][q]);
+    for (Index o = 0; o < out; ++o)
+      for (Index r = 0; r < count; ++r) weight_grad[o * patch + first + r] += tile[r * out + o];
+  }
+}
+
+template <class T, int NP>
+void channels_forward(const T* weight, const T* bias, const T* x, const Geometry& g, T* y, gemm::Workspace<T>& ws) {
+  constexpr Index out = NP * gemm::lanes<T>;
+  constexpr int R = channel_rows<T, NP>;
+  const Index patch = g.channels * g.kernel * g.kernel, columns = g.columns();
+  if (ws.a.size() < patch * out) ws.a = AlignedBuffer<T>(patch * out);
+  if (ws.offsets.size() < columns + R) ws.offsets = AlignedBuffer<Index>(columns + R);
+  T* wt = ws.a.data();
+  for (Index o = 0; o < out; ++o)
+    for (Index k = 0; k < patch; ++k) wt[k * out + o] = weight[o * patch + k];
+  Index taps[max_channel_patch];
+  patch_offsets(g, taps);
+  Index* at = ws.offsets.data();
+  position_offsets(g, at);
+  // A last block of fewer than R positions repeats the last one; its copies are not stored.
+  for (Index r = 0; r < R; ++r) at[columns + r] = at[columns - 1];
+  alignas(64) T tile[R * out];
+  for (Index j0 = 0; j0 < columns; j0 += R) {
+    channels_forward_block<T, NP, R>(wt, bias, x, at + j0, taps, patch, tile);
+    const Index valid = std::min<Index>(R, columns - j0);
+    for (Index o = 0; o < out; ++o)
+      for (Index r = 0; r < valid; ++r) y[o * columns + j0 + r] = tile[r * out + o];
+  }
+}
+
+template <class T, int NP>
+void channels_weights(const T* dy, const T* x, const Geometry& g, T* weight_grad, gemm::Workspace<T>& ws) {
+  constexpr Index out = NP * gemm::lanes<T>;
+  constexpr int R = channel_rows<T, NP>;
+  const Index patch = g.channels * g.kernel * g.kernel, columns = g.columns();
+  if (ws.b.size() < columns * out) ws.b = AlignedBuffer<T>(columns * out);
+  if (ws.offsets.size() < columns + R) ws.offsets = AlignedBuffer<Index>(columns + R);
+  T* dyt = ws.b.data();
+  for (Index o = 0; o < out; ++o)
+    for (Index p = 0; p < columns; ++p) dyt[p * out + o] = dy[o * columns + p];
+  // Taps past the patch repeat its last one; their sums are not added anywhere.
+  Index taps[max_channel_patch + R];
+  patch_offsets(g, taps);
+  for (Index r = 0; r < R; ++r) taps[patch + r] = taps[patch - 1];
+  Index* at = ws.offsets.data();
+  position_offsets(g, at);
+  for (Index k0 = 0; k0 < patch; k0 += R)
+    channels_weights_block<T, NP, R>(dyt, x, at, columns, taps + k0, std::min<Index>(R, patch - k0), patch, k0,
+                                     weight_grad);
+}
+
+// f(std::integral_constant<int, NP>) for NP = out_channels / lanes in {1, 2, 4}.
+template <class T, class F>
+void with_channel_packets(Index out_channels, F&& f) {
+  switch (out_channels / gemm::lanes<T>) {
+    case 1: return f(std::integral_constant<int, 1>{});
+    case 2: return f(std::integral_constant<int, 2>{});
+    case 4: return f(std::integral_constant<int, 4>{});
+    default: throw std::logic_error("direct: no channel-vectorised kernel for this many output channels");
+  }
+}
+
+}  // namespace detail
+
+/// y [out, columns] = W col(x) + b, vectorised over the output channels (takes_channels()): the
+/// product's bits.
+template <class T>
+void forward_by_channels(const T* weight, const T* bias, const T* x, const Geometry& g, T* y, gemm::Workspace<T>& ws) {
+  detail::with_channel_packets<T>(g.out_channels, [&](auto np) {
+    detail::channels_forward<T, decltype(np)::value>(weight, bias, x, g, y, ws);
+  });
+}
+
+/// weight_grad [out, patch] += dY col(x)^T, vectorised over the output channels: the product's
+/// bits (the bias gradient is Conv2d's).
+template <class T>
+void backward_weights_by_channels(const T* dy, const T* x, const Geometry& g, T* weight_grad, gemm::Workspace<T>& ws) {
+  detail::with_channel_packets<T>(g.out_channels, [&](auto np) {
+    detail::channels_weights<T, decltype(np)::value>(dy, x, g, weight_grad, ws);
+  });
 }
 
 }  // namespace distopt::nn::direct

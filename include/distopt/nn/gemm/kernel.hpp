@@ -114,6 +114,7 @@ inline void micro_kernel(Index kc, const T* __restrict a, const T* __restrict b,
 template <class T>
 struct Workspace {
   AlignedBuffer<T> a, b;
+  AlignedBuffer<Index> offsets;  ///< index tables of the direct convolutions (nn/direct_conv.hpp)
 };
 
 /// A block of a product to be written: rows [row, row + rows) and columns [col, col + cols) of
