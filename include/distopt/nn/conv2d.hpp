@@ -2,9 +2,11 @@
 #pragma once
 
 #include <algorithm>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include "distopt/core/error.hpp"
 #include "distopt/nn/direct_conv.hpp"
@@ -50,20 +52,11 @@ inline void for_each_run(std::ptrdiff_t j0, std::ptrdiff_t count, std::ptrdiff_t
   }
 }
 
-/// out[0, n) = src[0, n): runs of at least one register as two overlapping unaligned packets
-/// (nothing outside either range is read or written), shorter runs element by element.
+/// out[0, n) = src[0, n): runs of at least one register as two overlapping unaligned packets,
+/// shorter runs under an AVX-512 mask or element by element (nothing outside either range is read
+/// or written).
 template <class T>
-inline void copy_run(T* out, const T* src, std::ptrdiff_t n) {
-  namespace ei = Eigen::internal;
-  using P = gemm::Packet<T>;
-  constexpr std::ptrdiff_t L = gemm::lanes<T>;
-  if (L > 1 && n >= L) {
-    for (std::ptrdiff_t t = 0; t + L < n; t += L) ei::pstoreu(out + t, ei::ploadu<P>(src + t));
-    ei::pstoreu(out + n - L, ei::ploadu<P>(src + n - L));
-    return;
-  }
-  for (std::ptrdiff_t t = 0; t < n; ++t) out[t] = src[t];
-}
+inline void copy_run(T* out, const T* src, std::ptrdiff_t n);
 
 // A packet type named through Eigen's traits drops its vector attributes as a template argument,
 // harmlessly (the traits are keyed on the type itself); Eigen silences the same warning inside
@@ -105,6 +98,46 @@ inline void add_run(T* out, const T* src, std::ptrdiff_t n) {
     std::ptrdiff_t u = 0;
     add_run_packets<P>(out, src, u, n);
     for (; u < n; ++u) out[u] += src[u];
+  }
+}
+
+template <class T>
+inline void copy_run(T* out, const T* src, std::ptrdiff_t n) {
+  namespace ei = Eigen::internal;
+  using P = gemm::Packet<T>;
+  constexpr std::ptrdiff_t L = gemm::lanes<T>;
+  if (L > 1 && n >= L) {
+    for (std::ptrdiff_t t = 0; t + L < n; t += L) ei::pstoreu(out + t, ei::ploadu<P>(src + t));
+    ei::pstoreu(out + n - L, ei::ploadu<P>(src + n - L));
+    return;
+  }
+  if constexpr (L >= 16 && ei::unpacket_traits<P>::masked_load_available &&
+                ei::unpacket_traits<P>::masked_store_available) {
+    using Mask = typename ei::unpacket_traits<P>::mask_t;
+    const auto mask = static_cast<Mask>((Mask(1) << n) - 1);
+    ei::pstoreu(out, ei::ploadu<P>(src, mask), mask);
+  } else {
+    for (std::ptrdiff_t t = 0; t < n; ++t) out[t] = src[t];
+  }
+}
+
+/// Whether a packet of T can be stored under a mask (AVX-512; AVX's masked store is left aside,
+/// slow on AMD's cores).
+template <class T>
+inline constexpr bool masked_packets = gemm::lanes<T> >= 16 &&
+                                       Eigen::internal::unpacket_traits<gemm::Packet<T>>::masked_store_available;
+
+/// The first n < lanes elements of v to out.
+template <class T>
+inline void store_first(T* out, const gemm::Packet<T>& v, std::ptrdiff_t n) {
+  namespace ei = Eigen::internal;
+  if constexpr (masked_packets<T>) {
+    using Mask = typename ei::unpacket_traits<gemm::Packet<T>>::mask_t;
+    ei::pstoreu(out, v, static_cast<Mask>((Mask(1) << n) - 1));
+  } else {
+    alignas(64) T all[gemm::lanes<T>];
+    ei::pstore(all, v);
+    for (std::ptrdiff_t t = 0; t < n; ++t) out[t] = all[t];
   }
 }
 
@@ -213,18 +246,111 @@ struct Conv2d {
       bias_grad[o] += Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(dy + o * columns, columns).sum();
   }
 
-  /// dx = col^-1(W^T dY), written over the whole of dx (laid out as `in`). The rows of W^T are
-  /// taken tap-major, (ky, kx, c) rather than im2col's (c, ky, kx), so the rows of one micro-tile
-  /// land in different channel planes and Col2im adds them as packets: with (c, ky, kx) rows,
-  /// neighbouring rows add into the same image row shifted by one element, and a packet load
-  /// overlapping the packet store just before it waits for that store to reach the cache.
+  /// dx = col^-1(W^T dY), written over the whole of dx (laid out as `in`). Through the gather
+  /// (gather_path()) or through the product with col2im in its epilogue.
   template <class T>
   void backward_input(const T* weight, const T* dy, const PlaneLayout& in, T* dx, gemm::Workspace<T>& ws) const {
+    if (gather_path<T>(in)) return backward_input_gather(weight, dy, in, dx, ws);
+    backward_input_product(weight, dy, in, dx, ws);
+  }
+
+  /// backward_input() through the product and col2im. The rows of W^T are taken tap-major,
+  /// (ky, kx, c) rather than im2col's (c, ky, kx), so the rows of one micro-tile land in different
+  /// channel planes and Col2im adds them as packets: with (c, ky, kx) rows, neighbouring rows add
+  /// into the same image row shifted by one element, and a packet load overlapping the packet
+  /// store just before it waits for that store to reach the cache.
+  template <class T>
+  void backward_input_product(const T* weight, const T* dy, const PlaneLayout& in, T* dx,
+                              gemm::Workspace<T>& ws) const {
     const std::ptrdiff_t columns = in.images * out_size(in.height) * out_size(in.width);
     for (std::ptrdiff_t c = 0; c < in.channels; ++c)
       for (std::ptrdiff_t i = 0; i < in.images; ++i) std::fill_n(dx + in.at(c, i, 0, 0), in.height * in.width, T(0));
     gemm::product(patch(), columns, out_channels, TapMajorWeights<T>{this, weight}, gemm::MatrixB<T>{dy, columns},
                   Col2im<T>{this, dx, in}, ws);
+  }
+
+  /// Whether the input gradient goes through the gather: few output channels (at most 16: with a
+  /// k of 16, col2im's scattered additions would be the product's whole cost), no padding, and
+  /// input rows of at least a packet, or a CPU that stores packets under a mask.
+  template <class T>
+  [[nodiscard]] bool gather_path(const PlaneLayout& in) const {
+    constexpr std::ptrdiff_t L = gemm::lanes<T>;
+    return padding == 0 && L >= 4 && out_channels <= 16 && (in.width >= L || masked_packets<T>) &&
+           row_packets<T>(in.width) * kernel <= max_gather_masks;
+  }
+
+  /// backward_input() as a gather: G = W^T dY [patch, positions] goes through the product into a
+  /// plain matrix, then each packet of an input row adds, for every tap with 0 <= y' - ky < out_h,
+  /// the packet of G's row of output row y' - ky that starts kx before it, its lanes outside the
+  /// output row masked to zero:
+  ///   dx(c, i, y', x') = sum over ky, then kx, of G[(c, ky, kx)][(i, y' - ky, x' - kx)].
+  /// Every element of dx is one sum in a fixed order, written once; nothing is scattered.
+  template <class T>
+  void backward_input_gather(const T* weight, const T* dy, const PlaneLayout& in, T* dx, gemm::Workspace<T>& ws) const {
+    namespace ei = Eigen::internal;
+    using P = gemm::Packet<T>;
+    constexpr std::ptrdiff_t L = gemm::lanes<T>;
+    const std::ptrdiff_t oh = out_size(in.height), ow = out_size(in.width), columns = in.images * oh * ow;
+    // A packet of slack on both sides: masked-off lanes may read up to a packet outside G.
+    const std::ptrdiff_t size = patch() * columns + 2 * L;
+    if (ws.rows.size() < size) ws.rows = AlignedBuffer<T>(size);
+    T* g = ws.rows.data() + L;
+    gemm::product(patch(), columns, out_channels, gemm::MatrixA<T>{weight, patch(), true}, gemm::MatrixB<T>{dy, columns},
+                  gemm::MatrixC<T>{.data = g, .ld = columns}, ws);
+
+    // Input rows in packets: starts 0, L, ... and a last one ending at the row's end (overlapping
+    // the one before it, with the same sums), or one packet stored under a mask when the row is
+    // narrower than a packet. mask[p * kernel + kx]: the lanes of packet p whose x' - kx falls
+    // inside the output row.
+    const std::ptrdiff_t width = in.width, taps = kernel * kernel, packets = row_packets<T>(width);
+    using Bits = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>;
+    alignas(64) T lanes[max_gather_masks][L];
+    for (std::ptrdiff_t p = 0; p < packets; ++p)
+      for (std::ptrdiff_t kx = 0; kx < kernel; ++kx)
+        for (std::ptrdiff_t l = 0; l < L; ++l) {
+          const std::ptrdiff_t x = packet_start<T>(p, width) + l - kx;
+          lanes[p * kernel + kx][l] = std::bit_cast<T>(x >= 0 && x < ow ? ~Bits(0) : Bits(0));
+        }
+    constexpr std::ptrdiff_t block = 4;  // channels summed side by side: independent chains of additions
+    for (std::ptrdiff_t c0 = 0; c0 < in.channels; c0 += block) {
+      const std::ptrdiff_t cb = std::min(block, in.channels - c0);
+      for (std::ptrdiff_t i = 0; i < in.images; ++i)
+        for (std::ptrdiff_t y = 0; y < in.height; ++y) {
+          const std::ptrdiff_t ky_first = std::max<std::ptrdiff_t>(0, y - (oh - 1)), ky_last = std::min(kernel - 1, y);
+          for (std::ptrdiff_t p = 0; p < packets; ++p) {
+            const std::ptrdiff_t x0 = packet_start<T>(p, width);
+            P acc[block];
+            for (std::ptrdiff_t b = 0; b < block; ++b) acc[b] = ei::pset1<P>(T(0));
+            for (std::ptrdiff_t ky = ky_first; ky <= ky_last; ++ky) {
+              const T* row = g + (i * oh + y - ky) * ow + x0;
+              for (std::ptrdiff_t kx = 0; kx < kernel; ++kx) {
+                const P mask = ei::pload<P>(lanes[p * kernel + kx]);
+                const T* tap = row - kx + (ky * kernel + kx) * columns;
+                for (std::ptrdiff_t b = 0; b < cb; ++b)
+                  acc[b] = ei::padd(acc[b], ei::pand(ei::ploadu<P>(tap + (c0 + b) * taps * columns), mask));
+              }
+            }
+            for (std::ptrdiff_t b = 0; b < cb; ++b) {
+              T* out = dx + in.at(c0 + b, i, y, x0);
+              if (width < L)
+                store_first(out, acc[b], width);
+              else
+                ei::pstoreu(out, acc[b]);
+            }
+          }
+        }
+    }
+  }
+
+  /// The gather's packets of an input row of `width`: one when narrower than a packet.
+  static constexpr std::ptrdiff_t max_gather_masks = 64;
+  template <class T>
+  [[nodiscard]] static std::ptrdiff_t row_packets(std::ptrdiff_t width) {
+    return width >= gemm::lanes<T> ? (width + gemm::lanes<T> - 1) / gemm::lanes<T> : 1;
+  }
+  template <class T>
+  [[nodiscard]] static std::ptrdiff_t packet_start(std::ptrdiff_t p, std::ptrdiff_t width) {
+    return width < gemm::lanes<T> ? 0 : std::min(p * gemm::lanes<T>, width - gemm::lanes<T>);
   }
 
   /// Row q of W^T in tap-major order, q = (ky * kernel + kx) * in_channels + c: the patch element

@@ -115,6 +115,7 @@ template <class T>
 struct Workspace {
   AlignedBuffer<T> a, b;
   AlignedBuffer<Index> offsets;  ///< index tables of the direct convolutions (nn/direct_conv.hpp)
+  AlignedBuffer<T> rows;         ///< W^T dY of a convolution's input gradient (Conv2d::backward_input)
 };
 
 /// A block of a product to be written: rows [row, row + rows) and columns [col, col + cols) of
