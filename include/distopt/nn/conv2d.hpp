@@ -202,7 +202,7 @@ struct Conv2d {
   template <class T>
   void forward(const T* weight, const T* bias, const T* x, const PlaneLayout& in, T* y,
                gemm::Workspace<T>& ws) const {
-    if (direct_path<T>(in)) return direct::forward(weight, bias, x, geometry(in), y);
+    if (direct_path<T>(in)) return direct::forward(weight, bias, x, geometry(in), y, ws);
     if (channel_path<T>(in)) return direct::forward_by_channels(weight, bias, x, geometry(in), y, ws);
     forward_product(weight, bias, x, in, y, ws);
   }
@@ -221,7 +221,7 @@ struct Conv2d {
                         gemm::Workspace<T>& ws) const {
     if (direct_path<T>(in)) {
       add_bias_grad(dy, in, bias_grad);
-      return direct::backward_weights(dy, x, geometry(in), weight_grad);
+      return direct::backward_weights(dy, x, geometry(in), weight_grad, ws);
     }
     if (channel_path<T>(in)) {
       add_bias_grad(dy, in, bias_grad);

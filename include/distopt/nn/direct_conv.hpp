@@ -65,15 +65,27 @@ template <class T>
 
 namespace detail {
 
-// The start of row-packet r (image i, row y, packet p) in an image plane and in the output.
-struct Position {
-  Index in, out;
-  bool overlapped;
-};
-inline Position position(const Geometry& g, const RowPackets& rp, Index r) {
-  const Index p = r % rp.per_row, row = r / rp.per_row, i = row / g.oh(), y = row % g.oh();
-  const Index x0 = rp.start(p);
-  return {i * g.image_stride + y * g.width + x0, (i * g.oh() + y) * g.ow() + x0, p + 1 == rp.per_row && rp.overlap > 0};
+// Left alone, GCC folds a packet loaded once and used by three FMAs into each of them as a memory
+// operand: three unaligned loads, each split across two cache lines, where one would do (the
+// width path ran load-bound at 36% of the FMA peak). An empty asm that takes the packet in a
+// vector register makes it load once.
+template <class P>
+inline void keep_in_register([[maybe_unused]] P& v) {
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+  asm("" : "+v"(v));
+#endif
+}
+
+// The starts of every row-packet r (image i, row y, packet p, in that order) in an image plane,
+// in[r], and in the output, out[r]: made once per call, for every block of channels and taps to
+// read (a division per lookup would cost as much as the block's arithmetic).
+inline void row_packet_starts(const Geometry& g, const RowPackets& rp, Index* in, Index* out) {
+  for (Index i = 0, r = 0; i < g.images; ++i)
+    for (Index y = 0; y < g.oh(); ++y)
+      for (Index p = 0; p < rp.per_row; ++p, ++r) {
+        in[r] = i * g.image_stride + y * g.width + rp.start(p);
+        out[r] = (i * g.oh() + y) * g.ow() + rp.start(p);
+      }
 }
 
 // Outputs of OB channels [o0, o0 + OB) at NP row-packets: acc = sum over (c, ky, kx) in that
@@ -94,7 +106,10 @@ void forward_block(const T* w, const T* bias, const T* x, T* y, const Geometry& 
       const T* wr = wo + (c * k + ky) * k;
       for (Index kx = 0; kx < k; ++kx) {
         P xv[NP];
-        for (int q = 0; q < NP; ++q) xv[q] = ei::ploadu<P>(row + in[q] + kx);
+        for (int q = 0; q < NP; ++q) {
+          xv[q] = ei::ploadu<P>(row + in[q] + kx);
+          keep_in_register(xv[q]);
+        }
         for (int o = 0; o < OB; ++o) {
           const P wv = ei::pset1<P>(wr[o * patch + kx]);
           for (int q = 0; q < NP; ++q) acc[o][q] = ei::pmadd(wv, xv[q], acc[o][q]);
@@ -108,34 +123,22 @@ void forward_block(const T* w, const T* bias, const T* x, T* y, const Geometry& 
 }
 
 template <class T, int OB>
-void forward_channels(const T* w, const T* bias, const T* x, T* y, const Geometry& g, Index o0) {
+void forward_channels(const T* w, const T* bias, const T* x, T* y, const Geometry& g, const Index* in,
+                      const Index* out, Index total, Index o0) {
   constexpr int NP = 4;
-  const RowPackets rp = row_packets<T>(g.ow());
-  const Index total = g.images * g.oh() * rp.per_row;
-  Index in[NP], out[NP];
   Index r = 0;
-  for (; r + NP <= total; r += NP) {
-    for (int q = 0; q < NP; ++q) {
-      const Position at = position(g, rp, r + q);
-      in[q] = at.in;
-      out[q] = at.out;
-    }
-    forward_block<T, OB, NP>(w, bias, x, y, g, in, out, o0);
-  }
-  for (; r < total; ++r) {
-    const Position at = position(g, rp, r);
-    forward_block<T, OB, 1>(w, bias, x, y, g, &at.in, &at.out, o0);
-  }
+  for (; r + NP <= total; r += NP) forward_block<T, OB, NP>(w, bias, x, y, g, in + r, out + r, o0);
+  for (; r < total; ++r) forward_block<T, OB, 1>(w, bias, x, y, g, in + r, out + r, o0);
 }
 
 // dW[o0 .. o0 + OB, c, ky, 0 .. k) += sum over every output position of dY * x: one lane sum per
 // (channel, kx) over the row-packets in order, then each packet's lanes summed.
 template <class T, int OB, int K>
-void weights_block(const T* dy, const T* x, T* wg, const Geometry& g, Index c, Index ky, Index o0) {
+void weights_block(const T* dy, const T* x, T* wg, const Geometry& g, const RowPackets& rp, const Index* in,
+                   const Index* out, Index c, Index ky, Index o0) {
   namespace ei = Eigen::internal;
   using P = gemm::Packet<T>;
   constexpr Index L = gemm::lanes<T>;
-  const RowPackets rp = row_packets<T>(g.ow());
   const Index total = g.images * g.oh() * rp.per_row, columns = g.columns();
   alignas(64) T keep[L];
   for (Index l = 0; l < L; ++l) keep[l] = l < rp.overlap ? T(0) : T(1);
@@ -144,15 +147,19 @@ void weights_block(const T* dy, const T* x, T* wg, const Geometry& g, Index c, I
   for (int o = 0; o < OB; ++o)
     for (int kx = 0; kx < K; ++kx) acc[o][kx] = ei::pset1<P>(T(0));
   const T* plane = x + c * g.channel_stride + ky * g.width;
-  for (Index r = 0; r < total; ++r) {
-    const Position at = position(g, rp, r);
+  for (Index r = 0, p = 0; r < total; ++r) {
+    // The last packet of a row overlaps the one before it; its overlapped lanes count once.
+    const bool overlapped = ++p == rp.per_row && rp.overlap > 0;
+    if (p == rp.per_row) p = 0;
     P d[OB];
     for (int o = 0; o < OB; ++o) {
-      d[o] = ei::ploadu<P>(dy + (o0 + o) * columns + at.out);
-      if (at.overlapped) d[o] = ei::pmul(d[o], overlap_mask);
+      d[o] = ei::ploadu<P>(dy + (o0 + o) * columns + out[r]);
+      if (overlapped) d[o] = ei::pmul(d[o], overlap_mask);
+      keep_in_register(d[o]);
     }
     for (int kx = 0; kx < K; ++kx) {
-      const P xv = ei::ploadu<P>(plane + at.in + kx);
+      P xv = ei::ploadu<P>(plane + in[r] + kx);
+      keep_in_register(xv);
       for (int o = 0; o < OB; ++o) acc[o][kx] = ei::pmadd(d[o], xv, acc[o][kx]);
     }
   }
@@ -172,23 +179,34 @@ inline constexpr int weight_block = gemm::lanes<T> >= 16 ? 3 : 2;
 /// with padding 0). Each output is the sum over (c, ky, kx) in that order, from zero, plus the
 /// bias: the bits of Conv2d's product when the patch fits one k block (takes() asks for it).
 template <class T>
-void forward(const T* weight, const T* bias, const T* x, const Geometry& g, T* y) {
+void forward(const T* weight, const T* bias, const T* x, const Geometry& g, T* y, gemm::Workspace<T>& ws) {
   constexpr int OB = 3;
+  const RowPackets rp = row_packets<T>(g.ow());
+  const Index total = g.images * g.oh() * rp.per_row;
+  if (ws.offsets.size() < 2 * total) ws.offsets = AlignedBuffer<Index>(2 * total);
+  Index *in = ws.offsets.data(), *out = in + total;
+  detail::row_packet_starts(g, rp, in, out);
   Index o0 = 0;
-  for (; o0 + OB <= g.out_channels; o0 += OB) detail::forward_channels<T, OB>(weight, bias, x, y, g, o0);
-  for (; o0 < g.out_channels; ++o0) detail::forward_channels<T, 1>(weight, bias, x, y, g, o0);
+  for (; o0 + OB <= g.out_channels; o0 += OB) detail::forward_channels<T, OB>(weight, bias, x, y, g, in, out, total, o0);
+  for (; o0 < g.out_channels; ++o0) detail::forward_channels<T, 1>(weight, bias, x, y, g, in, out, total, o0);
 }
 
 /// weight_grad [out, channels, 5, 5] += dY col(x)^T (dY [out, columns]); the bias gradient is
 /// Conv2d's. The order of each sum is fixed by the geometry alone.
 template <class T>
-void backward_weights(const T* dy, const T* x, const Geometry& g, T* weight_grad) {
+void backward_weights(const T* dy, const T* x, const Geometry& g, T* weight_grad, gemm::Workspace<T>& ws) {
   constexpr int OB = detail::weight_block<T>, K = 5;
+  const RowPackets rp = row_packets<T>(g.ow());
+  const Index total = g.images * g.oh() * rp.per_row;
+  if (ws.offsets.size() < 2 * total) ws.offsets = AlignedBuffer<Index>(2 * total);
+  Index *in = ws.offsets.data(), *out = in + total;
+  detail::row_packet_starts(g, rp, in, out);
   for (Index c = 0; c < g.channels; ++c)
     for (Index ky = 0; ky < K; ++ky) {
       Index o0 = 0;
-      for (; o0 + OB <= g.out_channels; o0 += OB) detail::weights_block<T, OB, K>(dy, x, weight_grad, g, c, ky, o0);
-      for (; o0 < g.out_channels; ++o0) detail::weights_block<T, 1, K>(dy, x, weight_grad, g, c, ky, o0);
+      for (; o0 + OB <= g.out_channels; o0 += OB)
+        detail::weights_block<T, OB, K>(dy, x, weight_grad, g, rp, in, out, c, ky, o0);
+      for (; o0 < g.out_channels; ++o0) detail::weights_block<T, 1, K>(dy, x, weight_grad, g, rp, in, out, c, ky, o0);
     }
 }
 
