@@ -76,13 +76,25 @@ struct MatrixC {
   const T* mask = nullptr;
 
   void operator()(const Tile<T>& t) const {
+    namespace ei = Eigen::internal;
+    using P = Packet<T>;
+    constexpr Index L = lanes<T>;
     for (Index r = 0; r < t.rows; ++r) {
       const T* src = t.values + r * t.stride;
       T* dst = data + (t.row + r) * ld + t.col;
+      // A whole tile row as packets: element by element, the compiler calls memmove for a copy
+      // of 16 floats.
+      const bool whole = t.cols == t.stride;
       if (t.first && !accumulate) {
-        for (Index j = 0; j < t.cols; ++j) dst[j] = src[j];
+        if (whole)
+          for (Index j = 0; j < t.stride; j += L) ei::pstoreu(dst + j, ei::pload<P>(src + j));
+        else
+          for (Index j = 0; j < t.cols; ++j) dst[j] = src[j];
       } else {
-        for (Index j = 0; j < t.cols; ++j) dst[j] += src[j];
+        if (whole)
+          for (Index j = 0; j < t.stride; j += L) ei::pstoreu(dst + j, ei::padd(ei::ploadu<P>(dst + j), ei::pload<P>(src + j)));
+        else
+          for (Index j = 0; j < t.cols; ++j) dst[j] += src[j];
       }
       if (!t.last) continue;
       if (row_bias != nullptr) {
