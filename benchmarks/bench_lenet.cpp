@@ -20,6 +20,7 @@
 #include <array>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <string>
 #include <tuple>
@@ -370,7 +371,22 @@ void print_summary() {
 
 }  // namespace
 
+// LibTorch's convolutions run in oneDNN, which picks the widest ISA of the CPU at run time: an AVX2
+// build of ours on an AVX-512 CPU would race LibTorch's AVX-512 kernels. oneDNN reads its ISA cap
+// from the environment at its first use, so it is set here, before any LibTorch call, to the ISA
+// this build targets (unless the caller chose one).
+void match_torch_isa() {
+#if DISTOPT_HAVE_TORCH && defined(__x86_64__)
+  const std::string isa = nn::gemm::isa();
+  const char* cap = isa == "AVX-512F" ? nullptr : isa == "AVX2+FMA" ? "AVX2" : isa == "AVX" ? "AVX" : "SSE41";
+  if (cap != nullptr) setenv("ONEDNN_MAX_CPU_ISA", cap, 0);
+  const char* set = std::getenv("ONEDNN_MAX_CPU_ISA");
+  benchmark::AddCustomContext("torch_onednn_isa", set != nullptr ? set : "widest of the CPU (ONEDNN_MAX_CPU_ISA unset)");
+#endif
+}
+
 int main(int argc, char** argv) {
+  match_torch_isa();
   register_all();
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
