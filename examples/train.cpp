@@ -56,7 +56,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using distopt::message;
-using distopt::train::format_number;
+using distopt::io::format_number;
 
 /// Everything the command line sets.
 struct Config {
@@ -301,7 +301,7 @@ int train(const Config& c, double lr, double weight_decay, distopt::nn::LeNet5<f
       message(c.patience), number(c.validation_ratio), c.no_augmentation ? "off" : "on", message(c.seed),
       message(distopt::parallel::max_threads())};
   const fs::path summary_file = run.path() / "summary.csv";
-  train::write_csv(summary_file, header, {row});
+  distopt::io::write_csv(summary_file, header, {row});
 
   std::printf("status     %s after %llu epochs (%lld steps, %.1f s)%s%s\n", result.status.c_str(),
               static_cast<unsigned long long>(result.epochs_done), static_cast<long long>(result.steps), result.seconds,

@@ -167,7 +167,7 @@ int main(int argc, char** argv) {
            << "### Plan\n\n" << plan << '\n';
     for (const auto& [stage, title] : stages) {
       const fs::path folder = config.results / stage;
-      report << study::read_text(folder / "table.md") << "\n";
+      report << distopt::io::read_text_if_exists(folder / "table.md").value_or("") << "\n";
       std::vector<std::string> pngs;
       if (fs::is_directory(folder))
         for (const auto& entry : fs::directory_iterator(folder))
@@ -176,7 +176,7 @@ int main(int argc, char** argv) {
       for (const auto& p : pngs) report << "![" << stage << " " << p << "](" << stage << "/" << p << ")\n";
       report << "\n";
     }
-    study::write_text(config.results / "REPORT.md", report.str());
+    distopt::io::write_text(config.results / "REPORT.md", report.str());
     std::cout << "\n## Findings\n\n" << study::findings_table(findings) << "\nstudy complete in " << duration(total) << " (estimated "
               << duration(estimate) << "); report: " << fs::absolute(config.results / "REPORT.md").string() << "\n";
   } catch (const std::exception& e) {

@@ -165,8 +165,8 @@ void run(const study::Config& config) {
     cards.push_back(std::move(card));
   }
 
-  distopt::train::write_csv(results / "summary.csv", {"split", "images", "classes_present", "min_per_class", "max_per_class"}, split_csv);
-  distopt::train::write_csv(results / "shards.csv", {"K", "worker", "images", "classes_present"}, shard_csv);
+  distopt::io::write_csv(results / "summary.csv", {"split", "images", "classes_present", "min_per_class", "max_per_class"}, split_csv);
+  distopt::io::write_csv(results / "shards.csv", {"K", "worker", "images", "classes_present"}, shard_csv);
 
   // Observations, from the numbers above.
   std::size_t worst_spread = 0, worst_size_gap = 0;
@@ -199,7 +199,7 @@ void run(const study::Config& config) {
      << "Data: " << config.data_label() << ", mode " << config.mode() << ". " << prepared.info.classes << " classes, "
      << prepared.info.shape.channels << " x " << prepared.info.shape.height << " x " << prepared.info.shape.width
      << " images; the training runs' augmentation: " << augmentation << " (samples.png).\n\n"
-     << "### Splits (validation ratio " << distopt::train::format_number(config.scale.validation_ratio) << ", seed " << config.seed
+     << "### Splits (validation ratio " << distopt::io::format_number(config.scale.validation_ratio) << ", seed " << config.seed
      << ")\n\n"
      << study::markdown_table({"split", "images", "classes present", "min images/class", "max images/class"}, split_rows)
      << "\n### Per-channel statistics of the train split (pixel / 255)\n\n"
@@ -209,7 +209,7 @@ void run(const study::Config& config) {
                               shard_rows)
      << '\n'
      << notes.str() << '\n';
-  study::write_text(results / "table.md", md.str());
+  distopt::io::write_text(results / "table.md", md.str());
   std::cout << md.str();
 
   // The check the card exists for: a later stage's "IID" must really be IID.

@@ -41,7 +41,7 @@ namespace fs = std::filesystem;
 namespace study = distopt::study;
 namespace train = distopt::train;
 using distopt::message;
-using train::format_number;
+using distopt::io::format_number;
 
 const study::PlotScripts plots{DISTOPT_TOOLS_DIR, DISTOPT_PYTHON};
 
@@ -123,7 +123,7 @@ void run(const study::Config& config, const Options& o) {
                               table_rows)
      << "\nTest accuracy %: " << test.summary() << ". Chance is " << study::fixed(100.0 / static_cast<double>(prepared.info.classes), 1)
      << "%.\n\nPer-epoch curves: curves.png. Initial weights: init_seed<S>.npz (state_dict names).\n";
-  study::write_text(results / "table.md", md.str());
+  distopt::io::write_text(results / "table.md", md.str());
   std::cout << '\n' << md.str();
   std::printf("stage2_lenet: wall time %.1f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
 }

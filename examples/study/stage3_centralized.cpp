@@ -40,7 +40,7 @@ namespace study = distopt::study;
 namespace train = distopt::train;
 using distopt::message;
 using study::Row;
-using train::format_number;
+using distopt::io::format_number;
 
 const study::PlotScripts plots{DISTOPT_TOOLS_DIR, DISTOPT_PYTHON};
 constexpr std::size_t batch_size = 64;
@@ -177,7 +177,7 @@ void run(const study::Config& config) {
                               final_rows)
      << "\n### Finding\n\n"
      << study::findings_table(findings) << '\n';
-  study::write_text(results / "table.md", md.str());
+  distopt::io::write_text(results / "table.md", md.str());
   std::cout << '\n' << md.str();
   std::printf("stage3_centralized: wall time %.1f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
 }

@@ -49,7 +49,7 @@ namespace study = distopt::study;
 namespace train = distopt::train;
 using distopt::message;
 using study::Row;
-using train::format_number;
+using distopt::io::format_number;
 
 const study::PlotScripts plots{DISTOPT_TOOLS_DIR, DISTOPT_PYTHON};
 constexpr double base_batch = 64;  // stage 3's
@@ -237,7 +237,7 @@ void run(const study::Config& config) {
   }
   md << "\n\n### Findings\n\n"
      << study::findings_table(findings) << "\nPlot: accuracy_vs_batch.png.\n";
-  study::write_text(results / "table.md", md.str());
+  distopt::io::write_text(results / "table.md", md.str());
   std::cout << '\n' << md.str();
   std::printf("stage4_large_batch: wall time %.1f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
 }

@@ -53,7 +53,7 @@ namespace local = distopt::local;
 using distopt::message;
 using study::exact;
 using study::Row;
-using train::format_number;
+using distopt::io::format_number;
 
 constexpr const char* stage_name = "stage5_localsgd";
 constexpr std::size_t batch_size = study::local_batch_size;
@@ -267,9 +267,9 @@ void stage(const study::Config& config, study::LrRule rule, Comm& comm) {
   if (best != nullptr)
     md << "Best grid cell by best validation accuracy (ties: fewer rounds): K = " << best->cell("K") << ", H = " << best->cell("H")
        << " (best.json).\n";
-  study::write_text(results / "table.md", md.str());
+  distopt::io::write_text(results / "table.md", md.str());
   if (best != nullptr)
-    study::write_text(results / "best.json",
+    distopt::io::write_text(results / "best.json",
                       message("{\"K\": ", best->cell("K"), ", \"H\": ", best->cell("H"), ", \"best_validation_accuracy\": ",
                               best->cell("best_validation_accuracy"), ", \"test_accuracy\": ", best->cell("test_accuracy"),
                               ", \"rounds\": ", best->cell("rounds"), "}\n"));

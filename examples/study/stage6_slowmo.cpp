@@ -46,7 +46,7 @@ namespace local = distopt::local;
 using distopt::message;
 using study::exact;
 using study::Row;
-using train::format_number;
+using distopt::io::format_number;
 
 constexpr const char* stage_name = "stage6_slowmo";
 constexpr const char* stage5_name = "stage5_localsgd";
@@ -233,7 +233,7 @@ void stage(const study::Config& config, study::LrRule rule, Comm& comm) {
      << strategy_table << "\n### SlowMo against LocalSGD, synchronous SGD and the batch-B run (mean, range over seeds)\n\n"
      << compare_table << "\n### Findings\n\n"
      << study::findings_table(findings) << "\n";
-  study::write_text(results / "table.md", md.str());
+  distopt::io::write_text(results / "table.md", md.str());
   std::printf("\nSlowMo runs (K = %zu, H = %zu)\n%s\nInner buffers at alpha %s, beta %s\n%s\n%s\n%s\n", k, h, run_table.c_str(),
               exact(best_alpha).c_str(), exact(best_beta).c_str(), strategy_table.c_str(), compare_table.c_str(),
               study::findings_table(findings).c_str());

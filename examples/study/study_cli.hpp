@@ -61,7 +61,7 @@ struct Flags {
                                      "--seed", std::to_string(config.seed), "--threads", std::to_string(config.threads)};
     if (!data.empty()) args.insert(args.end(), {"--data", data});
     if (config.synthetic) args.push_back("--synthetic");
-    if (epochs_scale != 1.0) args.insert(args.end(), {"--epochs-scale", distopt::train::format_number(epochs_scale, 17)});
+    if (epochs_scale != 1.0) args.insert(args.end(), {"--epochs-scale", distopt::io::format_number(epochs_scale, 17)});
     if (force) args.push_back("--force");
     return args;
   }
@@ -71,7 +71,7 @@ struct Flags {
     if (scale == "full") config.scale = distopt::study::Scale::full();
     if (scale == "smoke") config.scale = distopt::study::Scale::smoke();
     config.scale.epochs_scale = epochs_scale;
-    if (epochs_scale != 1.0) config.scale.name += distopt::message("-x", distopt::train::format_number(epochs_scale));
+    if (epochs_scale != 1.0) config.scale.name += distopt::message("-x", distopt::io::format_number(epochs_scale));
     config.data = data;
     distopt::study::apply_environment(config);
     if (config.threads > 0) omp_set_num_threads(config.threads);

@@ -163,9 +163,9 @@ std::string joined(const std::vector<std::ptrdiff_t>& shape) {
 
 }  // namespace
 
-TEST_CASE("CRC-32 matches the standard check value and a bitwise reference", "[core][archive]") {
+TEST_CASE("CRC-32 (zlib) matches the standard check value and a bitwise reference", "[core][archive]") {
   constexpr std::array<std::uint8_t, 9> digits{'1', '2', '3', '4', '5', '6', '7', '8', '9'};
-  STATIC_REQUIRE(npz::crc32(digits) == 0xCBF43926u);  // the catalogue's check value for CRC-32/ISO-HDLC
+  CHECK(npz::crc32(digits) == 0xCBF43926u);  // the catalogue's check value for CRC-32/ISO-HDLC
   CHECK(npz::crc32({}) == 0u);
   CHECK(npz::crc32(npz::as_bytes("The quick brown fox jumps over the lazy dog")) == 0x414FA339u);
 

@@ -3,6 +3,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "distopt/core/archive.hpp"
 #include "distopt/data/cache.hpp"
 #include "../support/data.hpp"
 #include "../support/files.hpp"
@@ -48,7 +49,7 @@ TEST_CASE("prepare_data splits the training set and takes its statistics", "[dat
   CHECK(data.source == fingerprint(source));
 }
 
-TEST_CASE("save_data and load_data round trip through .npy files numpy can read", "[data][cache]") {
+TEST_CASE("save_data and load_data round trip through one .npz file", "[data][cache]") {
   test_support::TempDir dir("cache");
   const Cifar100 source = small_source(2);
   const SplitOptions split{.validation_ratio = 0.2, .seed = 7, .stratified = false};
@@ -59,15 +60,15 @@ TEST_CASE("save_data and load_data round trip through .npy files numpy can read"
   const PreparedData loaded = load_data(dir / "prepared", fingerprint(source), split);
   CHECK(same(loaded, data));
 
-  // The .npy header numpy expects: magic, version 1.0, a dict with descr, order and shape.
-  const auto bytes = test_support::read_bytes(dir / "prepared" / "train_images.npy");
-  REQUIRE(bytes.size() > 10);
-  CHECK(std::memcmp(bytes.data(), "\x93NUMPY\x01\x00", 8) == 0);
-  const std::string header(bytes.begin() + 10, bytes.begin() + 10 + (bytes[8] | bytes[9] << 8));
-  CHECK_THAT(header, Contains("'descr': '|u1'") && Contains("'shape': (96, 3, 32, 32)") && Contains("'fortran_order': False"));
-  CHECK(bytes.size() == 10 + header.size() + 96 * 3072);
-  const auto mean = test_support::read_bytes(dir / "prepared" / "mean.npy");
-  CHECK_THAT(std::string(mean.begin(), mean.end()), Contains("<f8"));
+  // One archive, the arrays as NumPy reads them (the Archive's own tests check that format).
+  std::size_t files = 0;
+  for ([[maybe_unused]] const auto& entry : fs::directory_iterator(dir / "prepared")) ++files;
+  CHECK(files == 1);
+  const distopt::Archive archive = distopt::Archive::load(dir / "prepared" / "prepared.npz");
+  CHECK(archive.dtype("train_images") == "|u1");
+  CHECK(archive.shape("train_images") == std::vector<std::ptrdiff_t>{96, 3, 32, 32});
+  CHECK(archive.dtype("mean") == "<f8");
+  CHECK(archive.get_string("format") == "distopt-prepared 3");
 }
 
 TEST_CASE("load_data refuses a cache of another source or split, naming the field", "[data][cache]") {
@@ -78,7 +79,7 @@ TEST_CASE("load_data refuses a cache of another source or split, naming the fiel
 
   Cifar100 other = source;
   other.train.images(5, 1, 2, 3) ^= 1;  // one bit of one pixel
-  CHECK_THROWS_WITH(load_data(dir / "c", fingerprint(other), split), Contains("manifest.txt") && Contains("source.train"));
+  CHECK_THROWS_WITH(load_data(dir / "c", fingerprint(other), split), Contains("prepared.npz") && Contains("source.train"));
   other = source;
   other.test.fine[0] = static_cast<std::uint8_t>((other.test.fine[0] + 1) % 100);
   CHECK_THROWS_WITH(load_data(dir / "c", fingerprint(other), split), Contains("source.test"));
@@ -91,26 +92,41 @@ TEST_CASE("load_data: truncated, altered and missing files are named", "[data][c
   test_support::TempDir dir("cache");
   const Cifar100 source = small_source(4);
   save_data(dir / "c", prepare_data(source, {}));
-  const fs::path labels = dir / "c" / "validation_fine.npy";
-  auto bytes = test_support::read_bytes(labels);
+  const fs::path file = dir / "c" / "prepared.npz";
+  auto bytes = test_support::read_bytes(file);
 
   SECTION("truncated") {
-    test_support::write_bytes(labels, std::span(bytes).first(bytes.size() - 1));
-    CHECK_THROWS_WITH(load_data(dir / "c"), Contains("validation_fine.npy") && Contains("file.validation_fine.npy.bytes"));
-  }
-  SECTION("one byte changed") {
-    bytes.back() ^= 0x40;
-    test_support::write_bytes(labels, bytes);
-    CHECK_THROWS_WITH(load_data(dir / "c"), Contains("validation_fine.npy") && Contains("fingerprint"));
-  }
-  SECTION("missing file") {
-    fs::remove(dir / "c" / "std.npy");
+    test_support::write_bytes(file, std::span(bytes).first(bytes.size() - 1));
     CHECK_THROWS_AS(load_data(dir / "c"), std::runtime_error);
-    CHECK_THROWS_WITH(load_data(dir / "c"), Contains("std.npy"));
+    CHECK_THROWS_WITH(load_data(dir / "c"), Contains("prepared.npz"));
+  }
+  SECTION("one byte of the images changed") {
+    bytes[bytes.size() / 2] ^= 0x40;
+    test_support::write_bytes(file, bytes);
+    CHECK_THROWS_WITH(load_data(dir / "c"), Contains("prepared.npz") && Contains("CRC"));
   }
   SECTION("no cache at all") {
-    CHECK_THROWS_WITH(load_data(dir / "nothing"), Contains("manifest.txt") && Contains("missing"));
+    CHECK_THROWS_WITH(load_data(dir / "nothing"), Contains("prepared.npz") && Contains("missing"));
   }
+  SECTION("load_or_prepare rebuilds a damaged cache") {
+    bytes[bytes.size() / 2] ^= 0x40;
+    test_support::write_bytes(file, bytes);
+    bool loaded = true;
+    const PreparedData rebuilt = load_or_prepare(dir / "c", source, {}, &loaded);
+    CHECK_FALSE(loaded);
+    CHECK(same(load_data(dir / "c"), rebuilt));
+  }
+}
+
+TEST_CASE("save_data replaces a cache of the older format whole", "[data][cache]") {
+  test_support::TempDir dir("cache");
+  fs::create_directories(dir / "c");
+  test_support::write_bytes(dir / "c" / "manifest.txt", std::vector<std::uint8_t>{'f', 'o', 'r', 'm', 'a', 't'});
+  bool loaded = true;
+  const PreparedData data = load_or_prepare(dir / "c", small_source(9), {}, &loaded);
+  CHECK_FALSE(loaded);
+  CHECK_FALSE(fs::exists(dir / "c" / "manifest.txt"));
+  CHECK(same(load_data(dir / "c"), data));
 }
 
 TEST_CASE("save_data replaces a cache whole, and a failed save leaves the old one", "[data][cache]") {

@@ -34,7 +34,7 @@ TEST_CASE("run folder: a finished run is reused, a changed configuration is redo
   CHECK(first.claim() == RunFolder::Start::fresh);
   CHECK(first.same_configuration());
   // Started but no result yet: the run was cut; the same stamp resumes it and keeps its files.
-  study::write_text(folder / "checkpoint.bin", "weights");
+  distopt::io::write_text(folder / "checkpoint.bin", "weights");
   CHECK_FALSE(first.finished());
   CHECK(first.claim() == RunFolder::Start::resume);
   CHECK(fs::exists(folder / "checkpoint.bin"));
@@ -51,11 +51,11 @@ TEST_CASE("run folder: a finished run is reused, a changed configuration is redo
   CHECK(changed.claim() == RunFolder::Start::replaced);
   CHECK_FALSE(fs::exists(folder / "checkpoint.bin"));
   CHECK_FALSE(fs::exists(folder / "result.csv"));
-  CHECK(study::read_text(folder / "stamp.txt") == "lr 0.2\n");
+  CHECK(distopt::io::read_text(folder / "stamp.txt") == "lr 0.2\n");
   CHECK_FALSE(RunFolder(folder, "lr 0.1\n").finished());
 
   // A damaged result is not a finished run.
-  study::write_text(folder / "result.csv", "run,test_accuracy\na\n");
+  distopt::io::write_text(folder / "result.csv", "run,test_accuracy\na\n");
   CHECK_FALSE(changed.finished());
   CHECK_THROWS(RunFolder(folder, ""));
 }
@@ -90,9 +90,9 @@ TEST_CASE("CSV rows round-trip with quotes, commas and line breaks", "[study]") 
   CHECK_FALSE(study::read_row(dir / "two.csv"));  // two rows are not one run's result
   CHECK(study::read_csv(dir / "absent.csv").empty());
 
-  study::write_text(dir / "bad.csv", "a,b\n1,2,3\n");
+  distopt::io::write_text(dir / "bad.csv", "a,b\n1,2,3\n");
   CHECK_THROWS_WITH(study::read_csv(dir / "bad.csv"), Catch::Contains("line 2"));
-  CHECK(study::parse_csv("a,\"b\"\"c\"\r\n") == std::vector<std::vector<std::string>>{{"a", "b\"c"}});
+  CHECK(distopt::io::parse_csv("a,\"b\"\"c\"\r\n") == std::vector<std::vector<std::string>>{{"a", "b\"c"}});
 
   CHECK(study::percent_cell(other, "missing") == "nan (diverged)");
   CHECK(study::signed_points(0.015) == "+1.5");

@@ -105,7 +105,7 @@ TEST_CASE("run_training: a process killed while writing a checkpoint leaves the 
     // the same bits for any thread count, so the comparison below still holds.)
     omp_set_num_threads(1);
     // Dies at the third write into the epoch-2 checkpoint: its temporary file is half written.
-    detail::npz::write_fault_hook = [](const fs::path& target) {
+    io::write_fault_hook = [](const fs::path& target) {
       static int writes = 0;
       if (target.filename() == "2.npz" && ++writes == 3) ::_exit(42);
     };
@@ -155,7 +155,7 @@ TEST_CASE("run_training: a diverging run is marked and reported, not thrown", "[
   for (const auto& [name, text] : summary.labels) marked = marked || (name == "status" && text == "diverged");
   CHECK(marked);
   // JSON has no NaN: the summary's test figures are written as null.
-  const auto json = nlohmann::json::parse(train::to_json(summary));
+  const auto json = nlohmann::json::parse(train::to_json(summary).dump());
   CHECK(json["test_accuracy"].is_null());
   CHECK(json["status"] == "diverged");
 }
@@ -283,10 +283,10 @@ TEST_CASE("metrics: JSON Lines records, CSV quoting", "[train][metrics]") {
   CHECK(lines[0]["optimizer"] == "sg\"dm");
   CHECK(lines[1]["loss"].is_null());
 
-  train::write_csv(dir / "s.csv", {"name", "value"}, {{"a,b", "1"}, {"q\"x", "2"}});
+  io::write_csv(dir / "s.csv", {"name", "value"}, {{"a,b", "1"}, {"q\"x", "2"}});
   const auto csv = test_support::read_bytes(dir / "s.csv");
   CHECK(std::string(csv.begin(), csv.end()) == "name,value\n\"a,b\",1\n\"q\"\"x\",2\n");
-  CHECK_THROWS_WITH(train::write_csv(dir / "t.csv", {"a"}, {{"1", "2"}}), Contains("t.csv"));
+  CHECK_THROWS_WITH(io::write_csv(dir / "t.csv", {"a"}, {{"1", "2"}}), Contains("t.csv"));
 }
 
 TEST_CASE("run_training: a fresh run refuses a folder holding an earlier run, unless told to overwrite", "[train][checkpoint]") {

@@ -3,8 +3,8 @@
 
 For each seed S it loads the initial weights distopt saved (results/stage2_lenet/init_seedS.npz,
 state_dict names), the same prepared split distopt trained on (the cache folder stage 1 wrote:
-out/prepared/<key>/{train,validation,test}_{images,fine}.npy and the train split's mean.npy /
-std.npy), and trains with the hyperparameters of stage 2's summary.csv row of that seed: SGD
+out/prepared/<key>/prepared.npz, with the arrays {train,validation,test}_{images,fine} and the
+train split's mean and std), and trains with the hyperparameters of stage 2's summary.csv row of that seed: SGD
 (lr, momentum, weight decay as PyTorch's L2 term, the same as distopt's Sgdm), batch 64, constant
 lr, the same epochs, random horizontal flips (p = 0.5 per image, the study's augmentation for
 28 x 28 images), the loss averaged over the batch. Validation after every epoch; the test set is
@@ -34,9 +34,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from lenet_torch import LeNet5  # noqa: E402  (tools/lenet_torch.py, distopt's nn::LeNet5 with the same layer names)
 
 
-def load_split(folder, name, mean, std):
-    images = np.load(os.path.join(folder, f"{name}_images.npy"))
-    labels = np.load(os.path.join(folder, f"{name}_fine.npy")).astype(np.int64)
+def load_split(prepared, name, mean, std):
+    images = prepared[f"{name}_images"]
+    labels = prepared[f"{name}_fine"].astype(np.int64)
     if images.ndim == 3:
         images = images[:, None]
     x = torch.from_numpy(images.astype(np.float32) / 255.0)
@@ -107,9 +107,9 @@ def main():
     try:
         with open(os.path.join(stage2, "summary.csv"), newline="", encoding="utf-8") as f:
             rows = {int(r["seed"]): r for r in csv.DictReader(f)}
-        mean = np.load(os.path.join(args.prepared, "mean.npy"))
-        std = np.load(os.path.join(args.prepared, "std.npy"))
-        data = [load_split(args.prepared, name, mean, std) for name in ("train", "validation", "test")]
+        with np.load(os.path.join(args.prepared, "prepared.npz")) as prepared:
+            mean, std = prepared["mean"], prepared["std"]
+            data = [load_split(prepared, name, mean, std) for name in ("train", "validation", "test")]
     except (OSError, KeyError, ValueError) as e:
         sys.exit(f"torch_train.py: {e}")
     missing = [s for s in args.seeds if s not in rows]

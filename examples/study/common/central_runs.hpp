@@ -103,8 +103,8 @@ struct CentralRuns {
   /// Everything the run depends on.
   [[nodiscard]] std::string stamp(const CentralSpec& s) const {
     return message("central run\n", config.data_label(), "\nmode ", config.mode(), "\nn_train ", train().size(), "\nvalidation ",
-                   prepared.validation.size(), "\noptimizer ", s.optimizer, "\nlr ", train::format_number(s.lr, 17), "\nweight_decay ",
-                   train::format_number(s.weight_decay, 17), "\nmomentum ", train::format_number(s.momentum, 17), "\nbatch ",
+                   prepared.validation.size(), "\noptimizer ", s.optimizer, "\nlr ", io::format_number(s.lr, 17), "\nweight_decay ",
+                   io::format_number(s.weight_decay, 17), "\nmomentum ", io::format_number(s.momentum, 17), "\nbatch ",
                    s.batch_size, "\nmicro_batch ", config.scale.micro_batch, "\nepochs ", s.epochs, "\npatience ", s.patience,
                    "\nschedule ", schedule_name(s.schedule), "\nseed ", s.seed, "\naugmentation ",
                    augmentation_label(augmentation_for(prepared.info)), "\n");
@@ -121,8 +121,8 @@ struct CentralRuns {
     const std::size_t per_epoch = steps_per_epoch(spec.batch_size);
     const auto total = static_cast<std::int64_t>(per_epoch * spec.epochs);
     std::printf("  %-28s %s lr %s wd %s, batch %zu (%zu micro-batch(es)), %zu epochs of %zu steps, %s, seed %llu%s\n",
-                spec.id.c_str(), optimizer_label(spec.optimizer).c_str(), train::format_number(spec.lr, 4).c_str(),
-                train::format_number(spec.weight_decay, 4).c_str(), spec.batch_size, accumulation(spec.batch_size), spec.epochs,
+                spec.id.c_str(), optimizer_label(spec.optimizer).c_str(), io::format_number(spec.lr, 4).c_str(),
+                io::format_number(spec.weight_decay, 4).c_str(), spec.batch_size, accumulation(spec.batch_size), spec.epochs,
                 per_epoch, schedule_name(spec.schedule).c_str(), static_cast<unsigned long long>(spec.seed),
                 resume ? " (resuming)" : "");
     std::fflush(stdout);
@@ -188,8 +188,8 @@ struct CentralRuns {
                {"test_accuracy", exact(r.test.accuracy)},
                {"test_top5", exact(r.test.top5)},
                {"test_loss", exact(r.test.loss)},
-               {"train_seconds", train::format_number(train_seconds, 6)},
-               {"images_per_second", train::format_number(train_seconds > 0 ? images / train_seconds : std::nan(""), 6)},
+               {"train_seconds", io::format_number(train_seconds, 6)},
+               {"images_per_second", io::format_number(train_seconds > 0 ? images / train_seconds : std::nan(""), 6)},
                {"message", r.message}};
     slot.finish(row);
     return row;

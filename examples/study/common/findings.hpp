@@ -110,7 +110,7 @@ inline const std::vector<std::string> findings_header = {"claim", "kind", "a", "
   std::string out;
   for (const double v : values) {
     if (!out.empty()) out += ';';
-    out += train::format_number(v, 10);
+    out += io::format_number(v, 10);
   }
   return out;
 }

@@ -261,7 +261,7 @@ struct LocalPlan {
   double low = std::numeric_limits<double>::infinity(), high = -low;
   for (const Row& r : rows) low = std::min(low, r.number("rounds")), high = std::max(high, r.number("rounds"));
   if (!std::isfinite(low)) return "";
-  return low == high ? train::format_number(low, 12) : message(train::format_number(low, 12), "-", train::format_number(high, 12));
+  return low == high ? io::format_number(low, 12) : message(io::format_number(low, 12), "-", io::format_number(high, 12));
 }
 
 /// Every epoch's validation accuracy of a run, appended to <folder>/history.csv as it is measured:
@@ -274,7 +274,7 @@ class EpochHistory final : public train::MetricSink {
   void write(const train::Record& r) override {
     if (r.event != "epoch") return;
     std::ofstream out(file_, std::ios::app);
-    out << r.epoch << ',' << train::format_number(r.get("validation_accuracy"), 17) << '\n';
+    out << r.epoch << ',' << io::format_number(r.get("validation_accuracy"), 17) << '\n';
     out.flush();
     require<std::runtime_error>(out.good(), "cannot append to '", file_.string(), "'");
   }
@@ -464,7 +464,7 @@ struct LocalRuns {
              {"sync_seconds", exact(result.sync_seconds)},
              {"allreduce_seconds", exact(result.communication.allreduce_seconds)},
              {"ranks", message(comm.ranks())},
-             {"seconds", train::format_number(result.seconds, 4)},
+             {"seconds", io::format_number(result.seconds, 4)},
              {"message", result.message}});
     if (root) slot.finish(local_result_header, row);
     row["source"] = "run here";

@@ -18,19 +18,11 @@
 #include <vector>
 
 #include "distopt/core/error.hpp"
+#include "distopt/core/io.hpp"
 #include "common/study.hpp"
 #include "distopt/train/metrics.hpp"
 
 namespace distopt::study {
-
-/// A file's whole text; empty when it cannot be read (a missing stamp or result is "not there").
-[[nodiscard]] inline std::string read_text(const std::filesystem::path& file) {
-  std::ifstream in(file);
-  if (!in) return {};
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
 
 /// One CSV row as (column, value) cells in column order: the order is kept so a result row writes
 /// back with the columns it was built with; lookups are by name (rows have a few dozen cells).
@@ -100,46 +92,10 @@ class Row {
   std::vector<Cell> cells_;
 };
 
-/// The records of an RFC 4180 CSV text (what train::write_csv writes): quoted fields may hold
-/// commas, doubled quotes and line breaks; CR before LF is dropped.
-[[nodiscard]] inline std::vector<std::vector<std::string>> parse_csv(const std::string& text) {
-  std::vector<std::vector<std::string>> records;
-  std::vector<std::string> fields;
-  std::string field;
-  bool quoted = false, any = false;
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    any = true;
-    if (quoted) {
-      if (c != '"') field += c;
-      else if (i + 1 < text.size() && text[i + 1] == '"') field += '"', ++i;
-      else quoted = false;
-    } else if (c == '"') {
-      quoted = true;
-    } else if (c == ',') {
-      fields.push_back(std::move(field));
-      field.clear();
-    } else if (c == '\n') {
-      fields.push_back(std::move(field));
-      field.clear();
-      records.push_back(std::move(fields));
-      fields.clear();
-      any = false;
-    } else if (c != '\r') {
-      field += c;
-    }
-  }
-  if (any) {
-    fields.push_back(std::move(field));
-    records.push_back(std::move(fields));
-  }
-  return records;
-}
-
 /// The rows of a CSV file with a header line; none when the file is missing or empty. A line
 /// with another field count than the header is an error naming the file and line.
 [[nodiscard]] inline std::vector<Row> read_csv(const std::filesystem::path& file) {
-  const auto records = parse_csv(read_text(file));
+  const auto records = io::parse_csv(io::read_text_if_exists(file, "read_csv").value_or(""));
   std::vector<Row> rows;
   if (records.empty()) return rows;
   const auto& header = records.front();
@@ -165,12 +121,12 @@ class Row {
   }
 }
 
-/// Writes `rows` under `header` (cells missing from a row are empty), atomically (train::write_csv).
+/// Writes `rows` under `header` (cells missing from a row are empty), atomically (io::write_csv).
 inline void write_rows(const std::filesystem::path& file, const std::vector<std::string>& header, const std::vector<Row>& rows) {
   std::vector<std::vector<std::string>> cells;
   cells.reserve(rows.size());
   for (const Row& row : rows) cells.push_back(row.values(header));
-  train::write_csv(file, header, cells);
+  io::write_csv(file, header, cells);
 }
 
 /// Writes a one-row CSV file with the row's own columns.
@@ -205,7 +161,7 @@ class RunFolder {
   [[nodiscard]] std::filesystem::path result_file() const { return folder_ / "result.csv"; }
 
   /// True when the folder was started with this stamp.
-  [[nodiscard]] bool same_configuration() const { return read_text(folder_ / "stamp.txt") == stamp_; }
+  [[nodiscard]] bool same_configuration() const { return io::read_text_if_exists(folder_ / "stamp.txt", "RunFolder") == stamp_; }
   /// The finished run's result row, when the folder holds one of this configuration.
   [[nodiscard]] std::optional<Row> finished() const {
     if (!same_configuration()) return std::nullopt;
@@ -222,7 +178,7 @@ class RunFolder {
     const bool replaced = fs::exists(folder_) && !fs::is_empty(folder_);
     fs::remove_all(folder_);
     fs::create_directories(folder_);
-    write_text(folder_ / "stamp.txt", stamp_);
+    io::write_text(folder_ / "stamp.txt", stamp_, "RunFolder");
     return replaced ? Start::replaced : Start::fresh;
   }
   /// Saves the run's result row with `header`'s columns: the mark that the run finished.

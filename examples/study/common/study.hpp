@@ -263,21 +263,8 @@ class StageMarker {
  public:
   StageMarker(const Config& config, std::string stage) : file_(config.results / stage / "DONE"), stamp_(stamp(config)) {}
 
-  [[nodiscard]] bool done() const {
-    std::ifstream in(file_);
-    std::stringstream text;
-    text << in.rdbuf();
-    return in.good() && text.str() == stamp_;
-  }
-  void mark_done() const {
-    std::filesystem::create_directories(file_.parent_path());
-    const std::filesystem::path temp = file_.string() + ".tmp";
-    {
-      std::ofstream out(temp, std::ios::trunc);
-      out << stamp_;
-    }
-    std::filesystem::rename(temp, file_);
-  }
+  [[nodiscard]] bool done() const { return io::read_text_if_exists(file_, "StageMarker") == stamp_; }
+  void mark_done() const { io::write_text(file_, stamp_, "StageMarker"); }
 
  private:
   static std::string stamp(const Config& c) { return message(c.mode(), "\n", c.data_label(), "\nseed ", c.seed, "\n"); }
@@ -302,31 +289,18 @@ class StageMarker {
   return out.str();
 }
 
-/// Writes `text` to `file` through a temporary file and a rename.
-inline void write_text(const std::filesystem::path& file, const std::string& text) {
-  if (file.has_parent_path()) std::filesystem::create_directories(file.parent_path());
-  const std::filesystem::path temp = file.string() + ".tmp";
-  {
-    std::ofstream out(temp, std::ios::trunc);
-    out << text;
-    out.flush();
-    require<std::runtime_error>(out.good(), "cannot write '", temp.string(), "'");
-  }
-  std::filesystem::rename(temp, file);
-}
-
 /// "" when `chosen` lies inside `grid`, else a warning that it is at the grid's edge: the best
 /// value may lie beyond the values tried, and a wider grid (--standard) would tell.
 [[nodiscard]] inline std::string edge_note(const std::string& what, double chosen, const std::vector<double>& grid) {
   if (grid.size() < 2) return {};
   const auto [lo, hi] = std::minmax_element(grid.begin(), grid.end());
   if (chosen != *lo && chosen != *hi) return {};
-  return message(what, " ", train::format_number(chosen), " is the ", chosen == *hi ? "largest" : "smallest",
+  return message(what, " ", io::format_number(chosen), " is the ", chosen == *hi ? "largest" : "smallest",
                  " value of its grid: the best may lie beyond it. ");
 }
 
 /// A number in stamps and CSV cells: exact enough to tell settings apart.
-[[nodiscard]] inline std::string exact(double v) { return train::format_number(v, 10); }
+[[nodiscard]] inline std::string exact(double v) { return io::format_number(v, 10); }
 
 /// A percentage with one decimal, "nan" when not a number.
 [[nodiscard]] inline std::string percent(double fraction) {

@@ -9,7 +9,6 @@
 #include <algorithm>
 #include <array>
 #include <bit>
-#include <cerrno>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
@@ -17,22 +16,19 @@
 #include <filesystem>
 #include <limits>
 #include <map>
-#include <random>
 #include <ranges>
 #include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
-#include <system_error>
 #include <utility>
 #include <vector>
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
+#include <zlib.h>
 
 #include "distopt/core/aligned_buffer.hpp"
 #include "distopt/core/error.hpp"
+#include "distopt/core/io.hpp"
 
 namespace distopt {
 
@@ -84,40 +80,18 @@ inline constexpr std::array<std::string_view, 7> supported_dtypes{"<f4", "<f8", 
 /// NumPy before 2.0 refuses arrays of more dimensions (NPY_MAXDIMS).
 inline constexpr std::size_t max_rank = 32;
 
-// CRC-32 of ZIP (IEEE 802.3, reflected polynomial 0xEDB88320), sliced by 8: table k advances the
-// CRC over a byte followed by k zero bytes, so eight bytes cost eight lookups and no loop-carried
-// shifts. Several times faster than one table, which matters for caches of hundreds of megabytes.
-inline constexpr auto crc32_tables = [] {
-  std::array<std::array<std::uint32_t, 256>, 8> tables{};
-  for (std::uint32_t i = 0; i < 256; ++i) {
-    std::uint32_t c = i;
-    for (int bit = 0; bit < 8; ++bit) c = (c & 1u) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-    tables[0][i] = c;
-  }
-  for (std::size_t k = 1; k < 8; ++k)
-    for (std::size_t i = 0; i < 256; ++i)
-      tables[k][i] = (tables[k - 1][i] >> 8) ^ tables[0][tables[k - 1][i] & 0xFFu];
-  return tables;
-}();
-
-/// CRC-32 of `bytes`, continuing from `crc` (the CRC of the bytes before them; 0 to start).
-[[nodiscard]] constexpr std::uint32_t crc32(std::span<const std::uint8_t> bytes, std::uint32_t crc = 0) noexcept {
-  const auto& t = crc32_tables;
-  crc = ~crc;
-  std::size_t i = 0;
-  for (; i + 8 <= bytes.size(); i += 8) {
-    const std::uint32_t lo = crc ^ (std::uint32_t{bytes[i]} | std::uint32_t{bytes[i + 1]} << 8 |
-                                    std::uint32_t{bytes[i + 2]} << 16 | std::uint32_t{bytes[i + 3]} << 24);
-    crc = t[7][lo & 0xFFu] ^ t[6][(lo >> 8) & 0xFFu] ^ t[5][(lo >> 16) & 0xFFu] ^ t[4][lo >> 24] ^
-          t[3][bytes[i + 4]] ^ t[2][bytes[i + 5]] ^ t[1][bytes[i + 6]] ^ t[0][bytes[i + 7]];
-  }
-  for (; i < bytes.size(); ++i) crc = t[0][(crc ^ bytes[i]) & 0xFFu] ^ (crc >> 8);
-  return ~crc;
+/// CRC-32 of ZIP (IEEE 802.3) of `bytes`, continuing from `crc` (the CRC of the bytes before
+/// them; 0 to start), by zlib. (zlib reads a null buffer as "start again": an empty span, whose
+/// data may be null, leaves the CRC as it is.)
+[[nodiscard]] inline std::uint32_t crc32(std::span<const std::uint8_t> bytes, std::uint32_t crc = 0) noexcept {
+  if (bytes.empty()) return crc;
+  return static_cast<std::uint32_t>(::crc32_z(crc, bytes.data(), bytes.size()));
 }
 
-[[nodiscard]] inline std::span<const std::uint8_t> as_bytes(std::string_view text) noexcept {
-  return {reinterpret_cast<const std::uint8_t*>(text.data()), text.size()};
-}
+using io::as_bytes;
+using io::hex;
+using io::printable;
+using io::valid_utf8;
 
 template <std::unsigned_integral U>
 void put_le(std::vector<std::uint8_t>& out, U value) {
@@ -130,66 +104,6 @@ template <std::unsigned_integral U>
   U value = 0;
   for (std::size_t i = 0; i < sizeof(U); ++i) value = static_cast<U>(value | static_cast<U>(U{bytes[at + i]} << (8 * i)));
   return value;
-}
-
-/// True when `text` is well-formed UTF-8 (no overlong forms, surrogates or code points past
-/// U+10FFFF): what Python's zipfile needs to decode a member name flagged as UTF-8.
-[[nodiscard]] constexpr bool valid_utf8(std::string_view text) noexcept {
-  constexpr std::array<std::uint32_t, 5> smallest{0, 0, 0x80, 0x800, 0x10000};
-  std::size_t i = 0;
-  while (i < text.size()) {
-    const auto lead = static_cast<unsigned char>(text[i]);
-    std::size_t length = 1;
-    std::uint32_t code = lead;
-    if (lead >= 0x80) {
-      if ((lead & 0xE0u) == 0xC0u) {
-        length = 2;
-        code = lead & 0x1Fu;
-      } else if ((lead & 0xF0u) == 0xE0u) {
-        length = 3;
-        code = lead & 0x0Fu;
-      } else if ((lead & 0xF8u) == 0xF0u) {
-        length = 4;
-        code = lead & 0x07u;
-      } else {
-        return false;
-      }
-      if (i + length > text.size()) return false;
-      for (std::size_t k = 1; k < length; ++k) {
-        const auto next = static_cast<unsigned char>(text[i + k]);
-        if ((next & 0xC0u) != 0x80u) return false;
-        code = (code << 6) | (next & 0x3Fu);
-      }
-      if (code < smallest[length] || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) return false;
-    }
-    i += length;
-  }
-  return true;
-}
-
-/// `value` as `digits` lowercase hexadecimal digits, zero-padded.
-[[nodiscard]] inline std::string hex(std::uint64_t value, std::size_t digits) {
-  constexpr std::string_view alphabet = "0123456789abcdef";
-  std::string out(digits, '0');
-  for (std::size_t i = 0; i < digits && i < 16; ++i) out[digits - 1 - i] = alphabet[(value >> (4 * i)) & 0xFu];
-  return out;
-}
-
-/// `name` as it can appear inside a message: control bytes (and, in malformed UTF-8, every
-/// non-ASCII byte) written as \xNN, so a NUL or an escape sequence cannot garble the text.
-[[nodiscard]] inline std::string printable(std::string_view name) {
-  const bool utf8 = valid_utf8(name);
-  std::string out;
-  for (const char ch : name) {
-    const auto byte = static_cast<unsigned char>(ch);
-    if (byte < 0x20 || byte == 0x7F || (byte >= 0x80 && !utf8)) {
-      out += "\\x";
-      out += hex(byte, 2);
-    } else {
-      out += ch;
-    }
-  }
-  return out;
 }
 
 /// Why `name` cannot name an array, or an empty string when it can.
@@ -606,104 +520,6 @@ class Reader {
   std::string_view source_;
 };
 
-/// Writes a file under a temporary name in the same directory and renames it over the target
-/// only once every byte is on disk: a crash or error at any point leaves the old file (or none),
-/// never a partial one. Destroying it before `commit` removes the temporary file.
-/// Fault injection for tests: when set, called before every write of an AtomicFile with the
-/// path being written, so a test can kill the process mid-write and check that the previous
-/// file survives. Null (and never touched) outside tests.
-inline void (*write_fault_hook)(const std::filesystem::path& target) = nullptr;
-
-class AtomicFile {
- public:
-  AtomicFile(const std::filesystem::path& target, std::string_view context) : target_(target), context_(context) {
-    std::random_device entropy;
-    for (int attempt = 0;; ++attempt) {
-      const std::uint64_t tag = (std::uint64_t{entropy()} << 32) ^ entropy();
-      temp_ = target_;
-      temp_ += message(".tmp-", ::getpid(), "-", hex(tag, 16));
-      // O_EXCL: never write into a file someone else (another saver of the same path) has open.
-      fd_ = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-      if (fd_ >= 0) return;
-      const int err = errno;
-      if (err != EEXIST || attempt == 16)
-        fail<std::runtime_error>(context_, ": cannot create temporary file '", temp_.string(), "' to write '",
-                                 target_.string(), "': ", std::generic_category().message(err));
-    }
-  }
-  AtomicFile(const AtomicFile&) = delete;
-  AtomicFile& operator=(const AtomicFile&) = delete;
-  ~AtomicFile() {
-    if (fd_ >= 0) ::close(fd_);
-    if (!committed_) ::unlink(temp_.c_str());
-  }
-
-  void write(std::span<const std::uint8_t> bytes) {
-    if (write_fault_hook != nullptr) write_fault_hook(target_);
-    while (!bytes.empty()) {
-      const ::ssize_t written = ::write(fd_, bytes.data(), std::min<std::size_t>(bytes.size(), std::size_t{1} << 30));
-      if (written < 0 && errno == EINTR) continue;
-      if (written <= 0) os_error("cannot write", written == 0 ? EIO : errno);
-      bytes = bytes.subspan(static_cast<std::size_t>(written));
-    }
-  }
-
-  void commit() {
-    if (::fsync(fd_) != 0) os_error("cannot flush", errno);
-    const int fd = std::exchange(fd_, -1);
-    if (::close(fd) != 0) os_error("cannot close", errno);
-    std::error_code ec;
-    std::filesystem::rename(temp_, target_, ec);
-    if (ec) os_error("cannot rename the temporary file over", ec.value());
-    committed_ = true;
-    // Makes the rename itself durable. Best effort: the new file is already in place, and some
-    // file systems refuse fsync on a directory, which is no reason to report the save as failed.
-    const std::filesystem::path parent = target_.has_parent_path() ? target_.parent_path() : ".";
-    if (const int dir = ::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dir >= 0) {
-      (void)::fsync(dir);
-      ::close(dir);
-    }
-  }
-
- private:
-  [[noreturn]] void os_error(std::string_view what, int err) const {
-    fail<std::runtime_error>(context_, ": ", what, " '", target_.string(), "' (temporary file '", temp_.string(),
-                             "'): ", std::generic_category().message(err));
-  }
-
-  std::filesystem::path target_, temp_;
-  std::string context_;
-  int fd_ = -1;
-  bool committed_ = false;
-};
-
-/// The whole of a regular file; std::runtime_error naming the path and the OS error.
-[[nodiscard]] inline std::vector<std::uint8_t> read_file(const std::filesystem::path& path) {
-  const auto os_error = [&](std::string_view what, int err) {
-    fail<std::runtime_error>("Archive::load: ", what, " '", path.string(), "': ", std::generic_category().message(err));
-  };
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) os_error("cannot open", errno);
-  struct Closer {
-    int fd;
-    ~Closer() { ::close(fd); }
-  } closer{fd};
-  struct ::stat info {};
-  if (::fstat(fd, &info) != 0) os_error("cannot stat", errno);
-  if (!S_ISREG(info.st_mode)) os_error("cannot read", EISDIR);
-  std::vector<std::uint8_t> bytes(static_cast<std::size_t>(info.st_size));
-  std::size_t filled = 0;
-  while (filled < bytes.size()) {
-    const ::ssize_t got = ::read(fd, bytes.data() + filled, bytes.size() - filled);
-    if (got < 0 && errno == EINTR) continue;
-    if (got < 0) os_error("cannot read", errno);
-    if (got == 0) break;  // the file shrank since fstat: parse what is there
-    filled += static_cast<std::size_t>(got);
-  }
-  bytes.resize(filled);
-  return bytes;
-}
-
 }  // namespace detail::npz
 
 /// A type an Archive stores: float, double, std::int32_t, std::int64_t, std::uint8_t,
@@ -877,7 +693,7 @@ class Archive {
     const std::string context = "Archive::save";
     require<std::runtime_error>(path.has_filename(), context, ": '", path.string(), "' names a directory, not a file");
     const Layout layout = plan(message(context, " '", path.string(), "'"));  // size limits, before touching the disk
-    detail::npz::AtomicFile file(path, context);
+    io::AtomicFile file(path, context);
     write(layout, [&](std::span<const std::uint8_t> bytes) { file.write(bytes); });
     file.commit();
   }
@@ -886,7 +702,7 @@ class Archive {
   /// member and the byte offset for anything wrong: truncation, CRC mismatch, compression,
   /// unsupported dtype, Fortran order, a malformed header.
   [[nodiscard]] static Archive load(const std::filesystem::path& path) {
-    const std::vector<std::uint8_t> bytes = detail::npz::read_file(path);
+    const std::vector<std::uint8_t> bytes = io::read_file(path, "Archive::load");
     return from_bytes(bytes, path.string());
   }
 

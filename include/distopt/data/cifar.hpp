@@ -49,7 +49,7 @@
 
 #include <xtensor/xtensor.hpp>
 
-#include "distopt/core/archive.hpp"  // detail::npz::AtomicFile
+#include "distopt/core/io.hpp"
 #include "distopt/core/error.hpp"
 #include "distopt/data/images.hpp"
 
@@ -230,7 +230,7 @@ inline void write_cifar100_records(const std::filesystem::path& file, const Labe
           data.fine.size(), " fine and ", data.coarse.size(), " coarse labels");
   for (std::size_t i = 0; i < records; ++i) detail::cifar::check_labels(where, i, data.coarse[i], data.fine[i]);
 
-  distopt::detail::npz::AtomicFile out(file, where);
+  io::AtomicFile out(file, where);
   std::vector<std::uint8_t> buffer(std::min(records, detail::cifar::chunk_records) * record_bytes);
   const std::uint8_t* pixels = data.images.data();
   for (std::size_t first = 0; first < records; first += detail::cifar::chunk_records) {
@@ -298,7 +298,7 @@ inline void write_label_names(const std::filesystem::path& file, const std::vect
     text += names[i];
     text += '\n';
   }
-  distopt::detail::npz::AtomicFile out(file, where);
+  io::AtomicFile out(file, where);
   out.write(std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()));
   out.commit();
 }

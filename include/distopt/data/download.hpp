@@ -56,7 +56,7 @@
 #include <archive_entry.h>
 #include <curl/curl.h>
 
-#include "distopt/core/archive.hpp"  // detail::npz::hex, detail::npz::printable
+#include "distopt/core/io.hpp"
 #include "distopt/core/error.hpp"
 #include "distopt/data/cifar.hpp"
 #include "distopt/data/detail/md5.hpp"
@@ -478,7 +478,7 @@ class TempFolder {
     std::random_device entropy;
     for (int attempt = 0;; ++attempt) {
       path_ = parent / message(".", cifar100::folder_name, ".tmp-", ::getpid(), "-",
-                               distopt::detail::npz::hex(entropy(), 8));
+                               io::hex(entropy(), 8));
       if (::mkdir(path_.c_str(), 0777) == 0) return;
       if (errno != EEXIST || attempt == 16) os_error("cannot create the folder", path_, errno);
     }
@@ -500,7 +500,7 @@ class TempFolder {
 [[nodiscard]] inline fs::path entry_path(const char* name, const fs::path& archive) {
   const auto refuse = [&](std::string_view why) {
     throw BadArchive(message("download_cifar100: refusing to unpack '", archive.string(), "': entry '",
-                             distopt::detail::npz::printable(name ? name : ""), "' ", why,
+                             io::printable(name ? name : ""), "' ", why,
                              " (only files and folders inside the archive's own folder are unpacked)"));
   };
   if (name == nullptr || *name == '\0') refuse("has no name");
@@ -550,8 +550,8 @@ inline void extract(const fs::path& archive, const fs::path& into) {
     const fs::path relative = entry_path(name, archive);
     if (const char* link = archive_entry_hardlink(entry))
       throw BadArchive(message("download_cifar100: refusing to unpack '", archive.string(), "': entry '",
-                               distopt::detail::npz::printable(name), "' is a hard link to '",
-                               distopt::detail::npz::printable(link),
+                               io::printable(name), "' is a hard link to '",
+                               io::printable(link),
                                "' (only files and folders inside the archive's own folder are unpacked)"));
     const unsigned type = archive_entry_filetype(entry);
     if (type == AE_IFDIR) {
@@ -560,7 +560,7 @@ inline void extract(const fs::path& archive, const fs::path& into) {
     }
     if (type != AE_IFREG)
       throw BadArchive(message("download_cifar100: refusing to unpack '", archive.string(), "': entry '",
-                               distopt::detail::npz::printable(name), "' ", entry_kind(type),
+                               io::printable(name), "' ", entry_kind(type),
                                " (only files and folders inside the archive's own folder are unpacked)"));
     if (relative.empty()) throw BadArchive(message(where(), ": a file entry has the name '", name, "'"));
 
@@ -580,7 +580,7 @@ inline void extract(const fs::path& archive, const fs::path& into) {
       const int got = archive_read_data_block(a, &block, &size, &offset);
       if (got == ARCHIVE_EOF) break;
       if (got < ARCHIVE_WARN)
-        throw BadArchive(message(where(), ": entry '", distopt::detail::npz::printable(name), "': ",
+        throw BadArchive(message(where(), ": entry '", io::printable(name), "': ",
                                  archive_error_string(a)));
       write_all(fd, block, size, static_cast<std::uint64_t>(offset), out);
     }

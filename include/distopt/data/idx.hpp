@@ -36,7 +36,7 @@
 
 #include <zlib.h>
 
-#include "distopt/core/archive.hpp"  // detail::npz::read_file
+#include "distopt/core/io.hpp"
 #include "distopt/core/error.hpp"
 #include "distopt/data/images.hpp"
 
@@ -171,7 +171,7 @@ inline bool gzipped(std::span<const std::uint8_t> bytes) { return bytes.size() >
 
 /// The decompressed content of an IDX file on disk (gzipped or plain).
 [[nodiscard]] inline std::vector<std::uint8_t> read_idx_file(const std::filesystem::path& file) {
-  const std::vector<std::uint8_t> raw = distopt::detail::npz::read_file(file);
+  const std::vector<std::uint8_t> raw = io::read_file(file);
   return idx_bytes(raw, file.string());
 }
 

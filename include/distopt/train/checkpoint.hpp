@@ -198,8 +198,8 @@ class CheckpointFolder {
  public:
   CheckpointFolder(const std::filesystem::path& root, std::string_view optimizer, std::size_t batch_size, double lr,
                    double weight_decay)
-      : path_(root / "train" / std::string(optimizer) / std::to_string(batch_size) / format_number(lr, 10) /
-              format_number(weight_decay, 10)) {}
+      : path_(root / "train" / std::string(optimizer) / std::to_string(batch_size) / io::format_number(lr, 10) /
+              io::format_number(weight_decay, 10)) {}
   explicit CheckpointFolder(std::filesystem::path path) : path_(std::move(path)) {}
 
   [[nodiscard]] const std::filesystem::path& path() const noexcept { return path_; }

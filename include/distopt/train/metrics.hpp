@@ -1,12 +1,10 @@
-// Where training reports go: JSON Lines files, a CSV summary, a terminal progress line.
+// Where training reports go: JSON Lines files, memory, a terminal progress line.
 #pragma once
 
 #include <chrono>
 #include <cmath>
 #include <cstdint>
-#include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <iomanip>
 #include <iostream>
 #include <memory>
@@ -18,7 +16,10 @@
 
 #include <unistd.h>
 
+#include <nlohmann/json.hpp>
+
 #include "distopt/core/error.hpp"
+#include "distopt/core/io.hpp"
 
 namespace distopt::train {
 
@@ -57,79 +58,33 @@ class MetricSink {
   virtual void flush() {}
 };
 
-namespace detail {
-
-/// `text` as a JSON string literal (RFC 8259 escaping).
-inline std::string json_string(std::string_view text) {
-  std::string out = "\"";
-  for (const char ch : text) {
-    const auto byte = static_cast<unsigned char>(ch);
-    switch (ch) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (byte < 0x20) {
-          char buffer[8];
-          std::snprintf(buffer, sizeof buffer, "\\u%04x", byte);
-          out += buffer;
-        } else {
-          out += ch;
-        }
-    }
-  }
-  return out + "\"";
+/// The record as one JSON object, keys in order: {"event": ..., "epoch": ..., "step": ...,
+/// labels..., values...}; a NaN or infinite value (a diverged loss) becomes null, since JSON has
+/// no spelling for them.
+[[nodiscard]] inline nlohmann::ordered_json to_json(const Record& r) {
+  nlohmann::ordered_json j;
+  j["event"] = r.event;
+  j["epoch"] = r.epoch;
+  j["step"] = r.step;
+  for (const auto& [name, text] : r.labels) j[name] = text;
+  for (const auto& [name, value] : r.values) j[name] = std::isfinite(value) ? nlohmann::ordered_json(value) : nlohmann::ordered_json();
+  return j;
 }
 
-/// A number as JSON: shortest round-trip form; NaN and infinities (a diverged loss) become null,
-/// since JSON has no spelling for them.
-inline std::string json_number(double v) {
-  if (!std::isfinite(v)) return "null";
-  std::ostringstream out;
-  out << std::setprecision(17) << v;
-  double back = 0;
-  for (int digits = 6; digits <= 17; ++digits) {
-    std::ostringstream shorter;
-    shorter << std::setprecision(digits) << v;
-    std::istringstream(shorter.str()) >> back;
-    if (back == v) return shorter.str();
-  }
-  return out.str();
-}
-
-}  // namespace detail
-
-/// The record as one JSON object: {"event": ..., "epoch": ..., "step": ..., labels..., values...}.
-[[nodiscard]] inline std::string to_json(const Record& r) {
-  std::string out = "{\"event\": " + detail::json_string(r.event) + ", \"epoch\": " + std::to_string(r.epoch) +
-                    ", \"step\": " + std::to_string(r.step);
-  for (const auto& [name, text] : r.labels) out += ", " + detail::json_string(name) + ": " + detail::json_string(text);
-  for (const auto& [name, value] : r.values) out += ", " + detail::json_string(name) + ": " + detail::json_number(value);
-  return out + "}";
-}
-
-/// Appends one JSON object per line to a file (JSON Lines), flushed after every epoch-level
-/// record so a crash loses at most the current epoch's step records. Throws std::runtime_error
-/// naming the file if it cannot be opened.
+/// Appends one JSON object per line to a file (JSON Lines, io::AppendFile), synced to disk after
+/// every record but the "step" ones, so a crash loses at most the current epoch's step records.
+/// Throws std::runtime_error naming the file if it cannot be opened or written.
 class JsonLinesSink final : public MetricSink {
  public:
-  explicit JsonLinesSink(const std::filesystem::path& file, bool append = true) : path_(file) {
-    if (file.has_parent_path()) std::filesystem::create_directories(file.parent_path());
-    out_.open(file, append ? std::ios::app : std::ios::trunc);
-    require<std::runtime_error>(out_.good(), "JsonLinesSink: cannot open '", file.string(), "' for writing");
-  }
+  explicit JsonLinesSink(const std::filesystem::path& file, bool append = true) : out_(file, !append, "JsonLinesSink") {}
   void write(const Record& record) override {
-    out_ << to_json(record) << '\n';
-    if (record.event != "step") out_.flush();
-    require<std::runtime_error>(out_.good(), "JsonLinesSink: cannot write '", path_.string(), "'");
+    out_.append_line(to_json(record).dump());
+    if (record.event != "step") out_.sync();
   }
-  void flush() override { out_.flush(); }
+  void flush() override { out_.sync(); }
 
  private:
-  std::filesystem::path path_;
-  std::ofstream out_;
+  io::AppendFile out_;
 };
 
 /// Keeps every record in memory: for tests, and for a search collecting its trials.
@@ -188,44 +143,5 @@ class Metrics {
  private:
   std::vector<std::shared_ptr<MetricSink>> sinks_;
 };
-
-/// A CSV file (RFC 4180 quoting) with a header row, written whole to a temporary file and renamed.
-inline void write_csv(const std::filesystem::path& file, const std::vector<std::string>& header,
-                      const std::vector<std::vector<std::string>>& rows) {
-  const auto quote = [](const std::string& field) {
-    if (field.find_first_of(",\"\n\r") == std::string::npos) return field;
-    std::string out = "\"";
-    for (const char ch : field) out += ch == '"' ? std::string("\"\"") : std::string(1, ch);
-    return out + "\"";
-  };
-  std::ostringstream text;
-  const auto line = [&](const std::vector<std::string>& fields) {
-    for (std::size_t i = 0; i < fields.size(); ++i) text << (i ? "," : "") << quote(fields[i]);
-    text << '\n';
-  };
-  line(header);
-  for (const auto& row : rows) {
-    require(row.size() == header.size(), "write_csv '", file.string(), "': a row has ", row.size(), " fields, the header ",
-            header.size());
-    line(row);
-  }
-  if (file.has_parent_path()) std::filesystem::create_directories(file.parent_path());
-  const std::filesystem::path temp = file.string() + ".tmp";
-  {
-    std::ofstream out(temp, std::ios::trunc);
-    out << text.str();
-    out.flush();
-    require<std::runtime_error>(out.good(), "write_csv: cannot write '", temp.string(), "'");
-  }
-  std::filesystem::rename(temp, file);
-}
-
-/// A number as it goes into CSV and markdown tables: up to 6 significant digits.
-[[nodiscard]] inline std::string format_number(double v, int digits = 6) {
-  if (std::isnan(v)) return "nan";
-  std::ostringstream out;
-  out << std::setprecision(digits) << v;
-  return out.str();
-}
 
 }  // namespace distopt::train

@@ -25,7 +25,7 @@
 
 #include <omp.h>
 
-#include "distopt/core/archive.hpp"
+#include "distopt/core/io.hpp"
 #include "distopt/core/error.hpp"
 #include "distopt/core/parallel.hpp"
 #include "distopt/core/rng.hpp"
@@ -151,7 +151,7 @@ struct Trial {
   [[nodiscard]] std::string folder() const {
     std::ostringstream out;
     out << "trial-" << std::setw(3) << std::setfill('0') << index;
-    for (const auto& [name, value] : values) out << '_' << name << '-' << format_number(value);
+    for (const auto& [name, value] : values) out << '_' << name << '-' << io::format_number(value);
     return out.str();
   }
 };
@@ -407,7 +407,7 @@ inline std::string cell(std::string_view text) {
   return out;
 }
 
-inline std::string md_number(double v, int digits) { return std::isnan(v) ? std::string("-") : format_number(v, digits); }
+inline std::string md_number(double v, int digits) { return std::isnan(v) ? std::string("-") : io::format_number(v, digits); }
 
 }  // namespace detail::search
 
@@ -429,13 +429,13 @@ inline void write_search_table(const std::filesystem::path& folder, const std::v
   for (std::size_t k = 0; k < ranked.size(); ++k) {
     const TrialResult& r = ranked[k];
     std::vector<std::string> row = {std::to_string(k + 1), std::to_string(r.trial.index)};
-    for (const auto& [name, value] : r.trial.values) row.push_back(format_number(value));
-    row.insert(row.end(), {r.status, format_number(r.validation_accuracy), format_number(r.test_accuracy),
-                           std::to_string(r.epochs), format_number(r.seconds, 4), std::to_string(r.trial.seed),
+    for (const auto& [name, value] : r.trial.values) row.push_back(io::format_number(value));
+    row.insert(row.end(), {r.status, io::format_number(r.validation_accuracy), io::format_number(r.test_accuracy),
+                           std::to_string(r.epochs), io::format_number(r.seconds, 4), std::to_string(r.trial.seed),
                            r.trial.folder(), r.message});
     rows.push_back(std::move(row));
   }
-  write_csv(folder / "results.csv", header, rows);
+  io::write_csv(folder / "results.csv", header, rows);
 
   std::ostringstream md;
   md << "| rank |";
@@ -446,15 +446,12 @@ inline void write_search_table(const std::filesystem::path& folder, const std::v
   for (std::size_t k = 0; k < ranked.size(); ++k) {
     const TrialResult& r = ranked[k];
     md << "| " << k + 1 << " |";
-    for (const auto& [name, value] : r.trial.values) md << ' ' << format_number(value) << " |";
+    for (const auto& [name, value] : r.trial.values) md << ' ' << io::format_number(value) << " |";
     md << ' ' << detail::search::cell(r.status) << " | " << detail::search::md_number(r.validation_accuracy, 4) << " | "
        << detail::search::md_number(r.test_accuracy, 4) << " | " << r.epochs << " | "
        << detail::search::md_number(r.seconds, 3) << " |\n";
   }
-  const std::string text = md.str();
-  distopt::detail::npz::AtomicFile file(folder / "results.md", "write_search_table");
-  file.write(std::span(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()));
-  file.commit();
+  io::write_text(folder / "results.md", md.str(), "write_search_table");
 }
 
 }  // namespace distopt::train
