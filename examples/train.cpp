@@ -203,14 +203,16 @@ std::vector<fs::path> checkpoint_files(const fs::path& folder) {
   return files;
 }
 
-/// The terminal's progress lines without the hyperparameters every record repeats (they stay in
-/// metrics.jsonl, where a search or plot.py needs them).
+/// The terminal's progress lines without the run's description: the optimizer label every record
+/// carries and the hyperparameters on the summary (they stay in metrics.jsonl, where a search or
+/// plot.py needs them; the command line already printed them).
 class TerseProgress final : public distopt::train::MetricSink {
  public:
   explicit TerseProgress(std::vector<std::string> hidden) : hidden_(std::move(hidden)) {}
   void write(const distopt::train::Record& record) override {
     distopt::train::Record shown = record;
-    std::erase_if(shown.values, [&](const auto& v) { return std::find(hidden_.begin(), hidden_.end(), v.first) != hidden_.end(); });
+    if (record.event == "summary")
+      std::erase_if(shown.values, [&](const auto& v) { return std::find(hidden_.begin(), hidden_.end(), v.first) != hidden_.end(); });
     std::erase_if(shown.labels, [](const auto& l) { return l.first == "optimizer"; });
     progress_.write(shown);
   }
@@ -260,19 +262,16 @@ int train(const Config& c, double lr, double weight_decay, distopt::nn::LeNet5<f
       .patience = c.patience,
       .seed = c.seed,
       .augmentation = c.no_augmentation ? std::nullopt : std::optional(distopt::data::Augmentation{}),
-      .optimizer_name = c.optimizer,
-      // Not "lr": the epoch records already carry the scheduled lr under that name.
-      .hyperparameters = {{"base_lr", lr},
-                          {"weight_decay", weight_decay},
-                          {"momentum", c.momentum},
-                          {"batch_size", static_cast<double>(c.batch_size)},
-                          {"warmup_epochs", static_cast<double>(c.warmup)}},
+      .description = {.optimizer = c.optimizer,
+                      .lr = lr,
+                      .weight_decay = weight_decay,
+                      .values = {{"momentum", c.momentum}, {"warmup_epochs", static_cast<double>(c.warmup)}}},
       .out = out,
       .keep_last = c.keep_last,
       .resume = c.resume,
   };
-  std::vector<std::string> hyperparameter_names;
-  for (const auto& h : options.hyperparameters) hyperparameter_names.push_back(h.first);
+  std::vector<std::string> hyperparameter_names = {"lr", "weight_decay", "batch_size"};
+  for (const auto& h : options.description.values) hyperparameter_names.push_back(h.first);
   train::Metrics metrics;
   metrics.add(std::make_shared<train::JsonLinesSink>(metrics_file, /*append=*/c.resume));
   metrics.add(std::make_shared<TerseProgress>(std::move(hyperparameter_names)));
@@ -290,7 +289,7 @@ int train(const Config& c, double lr, double weight_decay, distopt::nn::LeNet5<f
   std::string milestones;
   for (std::size_t i = 0; i < c.milestones.size(); ++i) milestones += message(i ? " " : "", c.milestones[i]);
   const std::vector<std::string> row = {
-      result.status, message(result.epochs_done), message(result.steps), message(result.best_epoch),
+      std::string(train::to_string(result.status)), message(result.epochs_done), message(result.steps), message(result.best_epoch),
       // No epoch finished (diverged in the first): no best, rather than the -inf the search starts from.
       result.best_epoch > 0 ? number(result.best_validation_accuracy) : "nan", number(result.test.loss), number(result.test.accuracy),
       number(result.test.top5), format_number(result.seconds, 4), result.message,
@@ -303,10 +302,10 @@ int train(const Config& c, double lr, double weight_decay, distopt::nn::LeNet5<f
   const fs::path summary_file = run.path() / "summary.csv";
   distopt::io::write_csv(summary_file, header, {row});
 
-  std::printf("status     %s after %llu epochs (%lld steps, %.1f s)%s%s\n", result.status.c_str(),
+  std::printf("status     %s after %llu epochs (%lld steps, %.1f s)%s%s\n", std::string(train::to_string(result.status)).c_str(),
               static_cast<unsigned long long>(result.epochs_done), static_cast<long long>(result.steps), result.seconds,
               result.message.empty() ? "" : ": ", result.message.c_str());
-  if (result.status == "completed" || result.status == "early_stopped") {
+  if (train::finished(result.status)) {
     std::printf("test       loss %.4f  top-1 %.4f  top-5 %.4f", result.test.loss, result.test.accuracy, result.test.top5);
     if (result.best_epoch > 0)
       std::printf("  (weights of epoch %lld, best validation top-1 %.4f)", static_cast<long long>(result.best_epoch),

@@ -153,7 +153,7 @@ void run(const study::Config& config) {
                      {"optimizer", c.optimizer},
                      {"lr", chosen.cell("lr")},
                      {"accumulation_steps", chosen.cell("accumulation")},
-                     {"status", std::isfinite(e.mean()) ? "completed" : chosen.cell("status")},
+                     {"status", std::isfinite(e.mean()) ? std::string(train::to_string(train::Status::completed)) : chosen.cell("status")},
                      {"validation_accuracy", chosen.cell("best_validation_accuracy")},
                      {"test_accuracy", study::exact(e.mean())},
                      {"seeds", message(c.seeds.size())},

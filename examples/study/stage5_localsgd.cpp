@@ -73,7 +73,7 @@ std::string seeded(const std::string& id, std::size_t i) { return i == 0 ? id : 
 /// A grid cell of the test table: the accuracy, its status when it did not complete, or why it
 /// was not run.
 std::string grid_cell(const Row& r, std::size_t min_rounds) {
-  if (r.cell("status") == "skipped") return message("— (", r.cell("planned_rounds"), " rounds < ", min_rounds, ")");
+  if (study::has_status(r, train::Status::skipped)) return message("— (", r.cell("planned_rounds"), " rounds < ", min_rounds, ")");
   return study::percent_cell(r, "test_accuracy");
 }
 
@@ -162,7 +162,7 @@ void stage(const study::Config& config, study::LrRule rule, Comm& comm) {
   const Row* best = nullptr;
   for (const auto& cell : grid) {
     const Row& r = cell.second;
-    if (r.cell("status") != "completed") continue;
+    if (!study::has_status(r, train::Status::completed)) continue;
     const double v = r.number("best_validation_accuracy");
     if (std::isnan(v)) continue;
     const double b = best == nullptr ? -1.0 : best->number("best_validation_accuracy");
@@ -205,7 +205,7 @@ void stage(const study::Config& config, study::LrRule rule, Comm& comm) {
     for (const std::size_t h : scale.local_steps) {
       const Row& r = grid.at({k, h});
       acc.push_back(grid_cell(r, scale.min_rounds));
-      rounds.push_back(r.cell("status") == "skipped" ? message("(", r.cell("planned_rounds"), ")") : r.cell("rounds"));
+      rounds.push_back(study::has_status(r, train::Status::skipped) ? message("(", r.cell("planned_rounds"), ")") : r.cell("rounds"));
     }
     accuracy_rows.push_back(std::move(acc));
     rounds_rows.push_back(std::move(rounds));
@@ -227,7 +227,7 @@ void stage(const study::Config& config, study::LrRule rule, Comm& comm) {
 
   std::vector<std::vector<std::string>> run_rows;
   for (const Row& r : rows) {
-    const bool skipped = r.cell("status") == "skipped";
+    const bool skipped = study::has_status(r, train::Status::skipped);
     run_rows.push_back({r.cell("run"), r.cell("method"), r.cell("K"), r.cell("H"), r.cell("seed"), exact(r.number("peak_lr")),
                         r.cell("status"), r.cell("steps"),
                         skipped ? message("(", r.cell("planned_rounds"), ")") : study::rounds_cell({r}),

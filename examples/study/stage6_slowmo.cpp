@@ -138,7 +138,7 @@ void stage(const study::Config& config, study::LrRule rule, Comm& comm) {
   std::size_t best = grid.size();
   if (root)
     for (std::size_t i = 0; i < grid.size(); ++i) {
-      if (grid[i].cell("status") != "completed") continue;
+      if (!study::has_status(grid[i], train::Status::completed)) continue;
       const double v = grid[i].number("best_validation_accuracy");
       if (!std::isnan(v) && (best == grid.size() || v > grid[best].number("best_validation_accuracy"))) best = i;
     }
@@ -179,7 +179,7 @@ void stage(const study::Config& config, study::LrRule rule, Comm& comm) {
   study::write_findings(results / "findings.csv", findings);
 
   // Tables.
-  const auto rounds_of = [](const Row& r) { return r.cell("status") == "skipped" ? "" : r.cell("rounds"); };
+  const auto rounds_of = [](const Row& r) { return study::has_status(r, train::Status::skipped) ? "" : r.cell("rounds"); };
   std::vector<std::vector<std::string>> run_rows;
   for (const Row& r : slowmo)
     run_rows.push_back({r.cell("run"), r.cell("alpha"), r.cell("beta"), r.cell("inner_buffers"), r.cell("seed"), r.cell("status"),

@@ -11,9 +11,11 @@
 
 #include <unistd.h>
 
+#include "distopt/local/checkpoint.hpp"
 #include "distopt/local/local_trainer.hpp"
 #include "distopt/local/mpi.hpp"
 #include "distopt/optim/sgdm.hpp"
+#include "distopt/train/local_run.hpp"
 #include "../support/tiny_task.hpp"
 
 using namespace distopt;
@@ -40,7 +42,7 @@ std::vector<float> train_run(Outer outer, local::InnerBuffers buffers, Comm comm
                               normalizer, {.workers = 4, .local_steps = 3, .batch_size = 8, .inner_buffers = buffers, .seed = 5},
                               std::nullopt, comm);
   trainer.run_steps(optim::Cosine{.lr = 0.05, .t_max = 30}, 12);
-  if (!checkpoint.empty()) trainer.save(checkpoint);
+  if (!checkpoint.empty()) local::LocalCheckpoint::save(trainer, checkpoint);
   const auto v = trainer.global_model().parameters().values();
   return {v.data(), v.data() + v.size()};
 }
@@ -116,15 +118,16 @@ int main(int argc, char** argv) {
                                    normalizer, {.workers = 4, .local_steps = 3, .batch_size = 8, .seed = 9}, std::nullopt, communicator);
       };
       const optim::Schedule schedule = optim::Cosine{.lr = 0.05, .t_max = 9};
+      const train::RunData sets{nullptr, nullptr, nullptr, normalizer};
       auto reference = make(local::InProcess{});
-      (void)reference.run(schedule, nullptr, nullptr, normalizer, {.epochs = 3});
-      const auto first = make(comm).run(schedule, nullptr, nullptr, normalizer,
-                                        {.epochs = 3, .out = folder, .resume = true, .stop_after = std::size_t{1}});
-      check(first.status == "interrupted" && first.epochs_done == 1, "the first MPI run stops after epoch 1");
-      check(first.communication.allreduce_seconds > 0, "the all-reduce time is measured over MPI");
+      (void)train::run_local(reference, schedule, sets, {.epochs = 3});
+      auto cut = make(comm);
+      const auto first = train::run_local(cut, schedule, sets, {.epochs = 3, .out = folder, .resume = true, .stop_after = std::size_t{1}});
+      check(first.status == train::Status::interrupted && first.epochs_done == 1, "the first MPI run stops after epoch 1");
+      check(cut.communication().allreduce_seconds > 0, "the all-reduce time is measured over MPI");
       auto resumed = make(comm);
-      const auto second = resumed.run(schedule, nullptr, nullptr, normalizer, {.epochs = 3, .out = folder, .resume = true});
-      check(second.status == "completed" && second.epochs_done == 3, "the resumed MPI run completes epoch 3");
+      const auto second = train::run_local(resumed, schedule, sets, {.epochs = 3, .out = folder, .resume = true});
+      check(second.status == train::Status::completed && second.epochs_done == 3, "the resumed MPI run completes epoch 3");
       const auto a = resumed.global_model().parameters().values(), b = reference.global_model().parameters().values();
       check(max_relative({a.data(), a.data() + a.size()}, {b.data(), b.data() + b.size()}) <= 1e-5,
             "MPI resume from rank 0's checkpoint reaches the in-process model within 1e-5");
@@ -137,7 +140,8 @@ int main(int argc, char** argv) {
       if (rank == 0) std::ofstream(folder / "1.npz") << "not an npz archive";
       std::string error;
       try {
-        (void)make(comm).run(schedule, nullptr, nullptr, normalizer, {.epochs = 3, .out = folder, .resume = true});
+        auto broken = make(comm);
+        (void)train::run_local(broken, schedule, sets, {.epochs = 3, .out = folder, .resume = true});
       } catch (const std::exception& e) {
         error = e.what();
       }

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "distopt/local/local_trainer.hpp"
+#include "distopt/train/local_run.hpp"
 #include "distopt/optim/adamw.hpp"
 #include "distopt/optim/sgdm.hpp"
 #include "../support/files.hpp"
@@ -158,25 +159,29 @@ TEST_CASE("LocalTrainer: resuming from a checkpoint gives the same bits", "[loca
   const local::LocalOptions options{.workers = 3, .local_steps = 3, .batch_size = 8, .seed = 9};
   const auto make = [&]() {
     Model start = test_support::tiny_lenet();
-    return std::make_unique<local::LocalTrainer<Model, local::SlowMo, Sgd>>(
+    return std::make_unique<local::LocalTrainer<Model, Sgd, local::SlowMo>>(
         start, Sgd(start.parameters(), {.lr = 0.05, .momentum = 0.9}), local::SlowMo({.alpha = 1.0, .beta = 0.7}), train_set(),
         normalizer(), options);
   };
+  const train::RunData sets{nullptr, &validation, &validation, normalizer()};
   auto full = make();
-  using RunOptions = local::LocalTrainer<Model, local::SlowMo, Sgd>::RunOptions;
-  const auto a = full->run(schedule, &validation, &validation, normalizer(), RunOptions{.epochs = 3, .out = dir / "a"});
-  REQUIRE(a.status == "completed");
+  const auto a = train::run_local(*full, schedule, sets, {.epochs = 3, .out = dir / "a"});
+  REQUIRE(a.status == train::Status::completed);
 
   auto first = make();
-  CHECK(first->run(schedule, &validation, &validation, normalizer(), RunOptions{.epochs = 3, .out = dir / "b", .stop_after = 1}).status ==
-        "interrupted");
+  CHECK(train::run_local(*first, schedule, sets, {.epochs = 3, .out = dir / "b", .stop_after = 1}).status ==
+        train::Status::interrupted);
   auto second = make();
-  const auto b = second->run(schedule, &validation, &validation, normalizer(), RunOptions{.epochs = 3, .out = dir / "b", .resume = true});
-  CHECK(b.status == "completed");
+  const auto b = train::run_local(*second, schedule, sets, {.epochs = 3, .out = dir / "b", .resume = true});
+  CHECK(b.status == train::Status::completed);
   CHECK(b.steps == a.steps);
   CHECK(values_of(second->global_model()) == values_of(full->global_model()));
   CHECK(b.test.loss == a.test.loss);
-  CHECK(b.communication.rounds == a.communication.rounds);
+  CHECK(second->communication().rounds == full->communication().rounds);
+  // The whole history travels in the checkpoint: the resumed run knows epoch 1's validation.
+  REQUIRE(b.history.size() == 3);
+  CHECK(b.history[0].validation_accuracy == a.history[0].validation_accuracy);
+  CHECK(b.best_validation_accuracy == a.best_validation_accuracy);
   CHECK(std::vector<double>(full->outer().momentum().begin(), full->outer().momentum().end()) ==
         std::vector<double>(second->outer().momentum().begin(), second->outer().momentum().end()));
 }
@@ -189,8 +194,9 @@ TEST_CASE("LocalTrainer learns the tiny task", "[local][training]") {
                               {.workers = 2, .local_steps = 4, .batch_size = 8, .seed = 2, .augmentation = std::nullopt});
   auto memory = std::make_shared<train::MemorySink>();
   const auto before = train::evaluate(trainer.global_model(), validation, normalizer());
-  const auto result = trainer.run(optim::Constant{0.01}, &validation, &validation, normalizer(), {.epochs = 8}, train::Metrics({memory}));
-  CHECK(result.status == "completed");
+  const auto result = train::run_local(trainer, optim::Constant{0.01}, {nullptr, &validation, &validation, normalizer()}, {.epochs = 8},
+                                       train::Metrics({memory}));
+  CHECK(result.status == train::Status::completed);
   INFO("validation accuracy " << before.accuracy << " before, " << result.test.accuracy << " after");
   CHECK(result.test.accuracy > before.accuracy + 0.3);
   std::size_t epochs = 0;

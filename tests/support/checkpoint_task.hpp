@@ -12,6 +12,7 @@
 #include "distopt/nn/lenet5.hpp"
 #include "distopt/optim/adamw.hpp"
 #include "distopt/optim/sgdm.hpp"
+#include "distopt/train/local_run.hpp"
 #include "distopt/train/run.hpp"
 #include "data.hpp"
 
@@ -47,13 +48,15 @@ inline distopt::optim::SgdmOptions checkpoint_sgdm() { return {.lr = 0.05, .mome
 inline distopt::optim::AdamWOptions checkpoint_adamw() { return {.lr = 0.003, .weight_decay = 0.01}; }
 inline distopt::optim::Schedule checkpoint_schedule() { return distopt::optim::Cosine{.lr = 0.05, .t_max = 24}; }
 
-inline distopt::train::RunOptions checkpoint_run_options(const std::filesystem::path& out) {
+inline distopt::train::RunOptions checkpoint_run_options(const std::filesystem::path& out, std::string optimizer, double lr,
+                                                        double weight_decay) {
   return {.epochs = 3, .batch_size = 8, .seed = 4, .augmentation = std::nullopt, .prefetch = false, .eval_batch = 32,
-          .out = out};
+          .description = {.optimizer = std::move(optimizer), .lr = lr, .weight_decay = weight_decay}, .out = out};
 }
 
-using CheckpointLocalTrainer = distopt::local::LocalTrainer<distopt::nn::LeNet5<float>, distopt::local::SlowMo,
-                                                            distopt::optim::Sgdm<distopt::BasicParameterSet<float>>>;
+using CheckpointLocalTrainer = distopt::local::LocalTrainer<distopt::nn::LeNet5<float>,
+                                                            distopt::optim::Sgdm<distopt::BasicParameterSet<float>>,
+                                                            distopt::local::SlowMo>;
 
 inline CheckpointLocalTrainer checkpoint_local_trainer(const distopt::nn::LeNet5<float>& model) {
   const auto& task = checkpoint_task();
@@ -62,7 +65,7 @@ inline CheckpointLocalTrainer checkpoint_local_trainer(const distopt::nn::LeNet5
                                 {.workers = 2, .local_steps = 2, .batch_size = 8, .seed = 6, .augmentation = std::nullopt});
 }
 
-inline CheckpointLocalTrainer::RunOptions checkpoint_local_run_options(const std::filesystem::path& out) {
+inline distopt::train::LocalRunOptions checkpoint_local_run_options(const std::filesystem::path& out) {
   return {.epochs = 3, .out = out, .eval_batch = 32};
 }
 

@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "distopt/local/checkpoint.hpp"
 #include "distopt/local/local_trainer.hpp"
 #include "distopt/optim/adamw.hpp"
 #include "distopt/optim/sgdm.hpp"
@@ -129,8 +130,8 @@ void check_central(const std::string& file, const std::string& optimizer_name, O
   CHECK(again_progress.history == progress.history);
 
   // The run it stopped resumes from it to its end.
-  auto options = test_support::checkpoint_run_options(dir / "run");
-  options.optimizer_name = optimizer_name;
+  auto options = test_support::checkpoint_run_options(dir / "run", optimizer_name, optimizer_options.lr,
+                                                     optimizer_options.weight_decay);
   options.resume = true;
   const train::CheckpointFolder run_folder(options.out, optimizer_name, options.batch_size, optimizer_options.lr,
                                            optimizer_options.weight_decay);
@@ -140,7 +141,7 @@ void check_central(const std::string& file, const std::string& optimizer_name, O
   Optimizer resumed_optimizer(resumed.parameters(), optimizer_options);
   const auto result = train::run_training(resumed, resumed_optimizer, test_support::checkpoint_schedule(),
                                           test_support::checkpoint_task().run(), options);
-  CHECK(result.status == "completed");
+  CHECK(result.status == train::Status::completed);
   CHECK(result.epochs_done == 3);
   CHECK(result.steps == 3 * progress.step);
   REQUIRE(result.history.size() == 3);
@@ -160,7 +161,8 @@ TEST_CASE("a format-1 LocalTrainer checkpoint loads, round-trips and resumes", "
   const std::string file = "local_slowmo_v1.npz";
   const auto model = test_support::checkpoint_model();
   auto trainer = test_support::checkpoint_local_trainer(model);
-  const std::uint64_t epochs = trainer.load(folder / file);
+  local::LocalCheckpoint::load(trainer, folder / file);
+  const std::uint64_t epochs = trainer.epochs_done();
   const auto& m = manifest().at(file);
   CHECK(static_cast<double>(epochs) == m.at("progress.epochs_done").at("first").get<double>());
   CHECK(static_cast<double>(trainer.step()) == m.at("local.step").at("first").get<double>());
@@ -175,11 +177,11 @@ TEST_CASE("a format-1 LocalTrainer checkpoint loads, round-trips and resumes", "
   }
 
   test_support::TempDir dir("compat-local");
-  train::Progress progress;
-  progress.epochs_done = epochs;
-  trainer.save(dir / "again.npz", progress);
+  local::LocalCheckpoint::save(trainer, dir / "again.npz");
   auto again = test_support::checkpoint_local_trainer(model);
-  CHECK(again.load(dir / "again.npz") == epochs);
+  local::LocalCheckpoint::load(again, dir / "again.npz");
+  CHECK(again.epochs_done() == epochs);
+  CHECK(again.step() == trainer.step());
   CHECK(values_of(again.global_model()) == values_of(trainer.global_model()));
   CHECK(std::vector<double>(again.outer().momentum().begin(), again.outer().momentum().end()) ==
         std::vector<double>(trainer.outer().momentum().begin(), trainer.outer().momentum().end()));
@@ -194,8 +196,9 @@ TEST_CASE("a format-1 LocalTrainer checkpoint loads, round-trips and resumes", "
   fs::copy_file(folder / file, options.out / "1.npz");
   auto resumed = test_support::checkpoint_local_trainer(model);
   const auto& task = test_support::checkpoint_task();
-  const auto result = resumed.run(test_support::checkpoint_schedule(), &task.validation, &task.test, task.normalizer, options);
-  CHECK(result.status == "completed");
+  const auto result = train::run_local(resumed, test_support::checkpoint_schedule(),
+                                       {nullptr, &task.validation, &task.test, task.normalizer}, options);
+  CHECK(result.status == train::Status::completed);
   CHECK(result.epochs_done == 3);
   CHECK(result.steps == 3 * trainer.step());
 }

@@ -41,7 +41,8 @@ const Sets& sets() {
 }
 
 train::RunOptions base_options() {
-  return {.epochs = 3, .batch_size = 16, .seed = 5, .prefetch = false, .eval_batch = 64};
+  return {.epochs = 3, .batch_size = 16, .seed = 5, .prefetch = false, .eval_batch = 64,
+          .description = {.optimizer = "sgdm", .lr = 0.05, .weight_decay = 5e-4}};
 }
 
 std::vector<float> values_of(Model& m) {
@@ -60,7 +61,7 @@ TEST_CASE("run_training: stopping after epoch 1 and resuming gives the same bits
   auto options = base_options();
   options.out = dir / "a";
   const auto full = train::run_training(uninterrupted, full_opt, schedule, sets().run(), options);
-  REQUIRE(full.status == "completed");
+  REQUIRE(full.status == train::Status::completed);
 
   options.out = dir / "b";
   {
@@ -68,7 +69,7 @@ TEST_CASE("run_training: stopping after epoch 1 and resuming gives the same bits
     optim::Sgdm opt(first.parameters(), {.lr = 0.05, .momentum = 0.9, .weight_decay = 5e-4});
     auto stopped = options;
     stopped.stop_after = 1;
-    CHECK(train::run_training(first, opt, schedule, sets().run(), stopped).status == "interrupted");
+    CHECK(train::run_training(first, opt, schedule, sets().run(), stopped).status == train::Status::interrupted);
   }
   Model resumed = small_model(/*seed*/ 77);  // other initial weights: the checkpoint must replace them
   optim::Sgdm opt(resumed.parameters(), {.lr = 0.05, .momentum = 0.9, .weight_decay = 5e-4});
@@ -77,7 +78,7 @@ TEST_CASE("run_training: stopping after epoch 1 and resuming gives the same bits
   auto memory = std::make_shared<train::MemorySink>();
   sink = memory.get();
   const auto second = train::run_training(resumed, opt, schedule, sets().run(), options, train::Metrics({memory}));
-  CHECK(second.status == "completed");
+  CHECK(second.status == train::Status::completed);
   CHECK(second.steps == full.steps);
   CHECK(values_of(resumed) == values_of(uninterrupted));
   CHECK(second.test.loss == full.test.loss);
@@ -98,6 +99,7 @@ TEST_CASE("run_training: a process killed while writing a checkpoint leaves the 
   const optim::Schedule schedule = optim::Constant{0.02};
   auto options = base_options();
   options.out = dir / "run";
+  options.description = {.optimizer = "sgdm", .lr = 0.02, .weight_decay = 0.0};
   const pid_t child = ::fork();
   REQUIRE(child >= 0);
   if (child == 0) {
@@ -135,7 +137,7 @@ TEST_CASE("run_training: a process killed while writing a checkpoint leaves the 
   optim::Sgdm ref_opt(reference.parameters(), {.lr = 0.02, .momentum = 0.9});
   auto fresh = base_options();
   (void)train::run_training(reference, ref_opt, schedule, sets().run(), fresh);
-  CHECK(resumed.status == "completed");
+  CHECK(resumed.status == train::Status::completed);
   CHECK(values_of(m) == values_of(reference));
 }
 
@@ -145,7 +147,7 @@ TEST_CASE("run_training: a diverging run is marked and reported, not thrown", "[
   auto memory = std::make_shared<train::MemorySink>();
   auto options = base_options();
   const auto result = train::run_training(m, opt, optim::Constant{1e6}, sets().run(), options, train::Metrics({memory}));
-  CHECK(result.status == "diverged");
+  CHECK(result.status == train::Status::diverged);
   CHECK_THAT(result.message, Contains("step") || Contains("non-finite"));
   CHECK(std::isnan(result.test.accuracy));
   REQUIRE_FALSE(memory->records.empty());
@@ -199,9 +201,9 @@ TEST_CASE("run_training: early stopping restores the best weights", "[train][ear
   options.patience = 2;
   options.keep_last = 1;
   options.out = dir.path();
-  options.optimizer_name = "adamw";
+  options.description = {.optimizer = "adamw", .lr = 3e-3, .weight_decay = 0.0};
   const auto result = train::run_training(m, opt, optim::Constant{3e-3}, sets().run(), options);
-  REQUIRE(result.status == "early_stopped");
+  REQUIRE(result.status == train::Status::early_stopped);
   CHECK(result.epochs_done == static_cast<std::uint64_t>(result.best_epoch) + 2);
   CHECK(result.epochs_done < 30);
   // The final weights are the best epoch's, and its checkpoint was kept beside the last one.
@@ -297,7 +299,7 @@ TEST_CASE("run_training: a fresh run refuses a folder holding an earlier run, un
   {
     Model m = small_model();
     optim::Sgdm opt(m.parameters(), {.lr = 0.02});
-    REQUIRE(train::run_training(m, opt, optim::Constant{0.02}, sets().run(), options).status == "completed");
+    REQUIRE(train::run_training(m, opt, optim::Constant{0.02}, sets().run(), options).status == train::Status::completed);
   }
   Model m = small_model();
   optim::Sgdm opt(m.parameters(), {.lr = 0.02});
@@ -306,8 +308,10 @@ TEST_CASE("run_training: a fresh run refuses a folder holding an earlier run, un
                     Contains("earlier run") && Contains("resume") && Contains("overwrite"));
   options.overwrite = true;
   const auto result = train::run_training(m, opt, optim::Constant{0.02}, sets().run(), options);
-  CHECK(result.status == "completed");
+  CHECK(result.status == train::Status::completed);
   CHECK(train::CheckpointFolder(result.checkpoints).epochs() == std::vector<std::uint64_t>{1});
-  options.hyperparameters = {{"lr", 0.02}};
-  CHECK_THROWS_WITH(train::run_training(m, opt, optim::Constant{0.02}, sets().run(), options), Contains("'lr'"));
+  // The folder is named by the run's description, never read back from the optimizer.
+  options.description.lr = std::nan("");
+  CHECK_THROWS_WITH(train::run_training(m, opt, optim::Constant{0.02}, sets().run(), options),
+                    Contains("RunOptions.description") && Contains("lr"));
 }

@@ -64,8 +64,8 @@ train::TrialResult lenet_trial(const train::Trial& t, std::size_t epochs, const 
   return train::to_trial_result(result);
 }
 
-train::TrialResult made_up(std::size_t index, std::string status, double validation, std::string text = {}) {
-  train::TrialResult r{.status = std::move(status), .validation_accuracy = validation, .test_accuracy = validation / 2,
+train::TrialResult made_up(std::size_t index, train::Status status, double validation, std::string text = {}) {
+  train::TrialResult r{.status = status, .validation_accuracy = validation, .test_accuracy = validation / 2,
                        .epochs = 3, .seconds = 1.5, .message = std::move(text)};
   r.trial.index = index;
   r.trial.seed = 1000 + index;
@@ -241,10 +241,10 @@ TEST_CASE("bad search spaces are refused, naming the dimension", "[train][search
 
 TEST_CASE("rank: validation accuracy descending, ties to the lower index, diverged and failed last", "[train][search]") {
   const std::vector<train::TrialResult> results = {
-      made_up(0, "completed", 0.5),      made_up(1, "diverged", std::nan(""), "loss is nan"),
-      made_up(2, "early_stopped", 0.7),  made_up(3, "failed", 0.9, "boom"),  // a failed trial's number does not count
-      made_up(4, "completed", 0.7),      made_up(5, "completed", std::nan("")),
-      made_up(6, "completed", 0.2)};
+      made_up(0, train::Status::completed, 0.5),      made_up(1, train::Status::diverged, std::nan(""), "loss is nan"),
+      made_up(2, train::Status::early_stopped, 0.7),  made_up(3, train::Status::failed, 0.9, "boom"),  // a failed trial's number does not count
+      made_up(4, train::Status::completed, 0.7),      made_up(5, train::Status::completed, std::nan("")),
+      made_up(6, train::Status::completed, 0.2)};
   const auto ranked = train::rank(results);
   CHECK(indices_of(ranked) == std::vector<std::size_t>{2, 4, 0, 6, 5, 1, 3});
   // The order of the input does not matter.
@@ -253,9 +253,9 @@ TEST_CASE("rank: validation accuracy descending, ties to the lower index, diverg
 
   const auto top = train::best(results);
   CHECK(top.trial.index == 2);
-  CHECK(top.status == "early_stopped");
-  const std::vector<train::TrialResult> none = {made_up(0, "diverged", std::nan("")), made_up(1, "failed", 0.3),
-                                                made_up(2, "diverged", std::nan(""))};
+  CHECK(top.status == train::Status::early_stopped);
+  const std::vector<train::TrialResult> none = {made_up(0, train::Status::diverged, std::nan("")), made_up(1, train::Status::failed, 0.3),
+                                                made_up(2, train::Status::diverged, std::nan(""))};
   CHECK_THROWS_AS(train::best(none), std::runtime_error);
   CHECK_THROWS_WITH(train::best(none), Contains("2 diverged") && Contains("1 failed"));
   CHECK_THROWS_WITH(train::best({}), Contains("none"));
@@ -265,9 +265,9 @@ TEST_CASE("run_search: a failing and a diverging trial do not stop the search", 
   const auto trials = train::grid_trials({Dimension::grid("x", {0.1, 0.2, 0.3, 0.4, 0.5, 0.6})});
   const auto function = [](const train::Trial& t) -> train::TrialResult {
     if (t.index == 1) throw std::runtime_error("boom in trial 1");
-    if (t.index == 2) return {.status = "diverged", .epochs = 1, .message = "loss is inf at step 3"};
-    if (t.index == 4) throw train::Diverged("gradient is nan");
-    return {.status = "completed", .validation_accuracy = t.get("x"), .test_accuracy = 1 - t.get("x"), .epochs = 2, .seconds = 0.25};
+    if (t.index == 2) return {.status = train::Status::diverged, .epochs = 1, .message = "loss is inf at step 3"};
+    if (t.index == 4) throw optim::Diverged("gradient is nan");
+    return {.status = train::Status::completed, .validation_accuracy = t.get("x"), .test_accuracy = 1 - t.get("x"), .epochs = 2, .seconds = 0.25};
   };
   for (const std::size_t parallel : {1u, 3u}) {
     INFO("parallel_trials " << parallel);
@@ -276,14 +276,14 @@ TEST_CASE("run_search: a failing and a diverging trial do not stop the search", 
         train::run_search(trials, function, {.parallel_trials = parallel, .threads_per_trial = 1, .metrics = train::Metrics({memory})});
     REQUIRE(results.size() == 6);
     CHECK(indices_of(results) == std::vector<std::size_t>{0, 1, 2, 3, 4, 5});
-    CHECK(results[0].status == "completed");
-    CHECK(results[1].status == "failed");
+    CHECK(results[0].status == train::Status::completed);
+    CHECK(results[1].status == train::Status::failed);
     CHECK_THAT(results[1].message, Contains("boom in trial 1"));
-    CHECK(results[2].status == "diverged");
+    CHECK(results[2].status == train::Status::diverged);
     CHECK(results[2].message == "loss is inf at step 3");
-    CHECK(results[4].status == "diverged");
+    CHECK(results[4].status == train::Status::diverged);
     CHECK_THAT(results[4].message, Contains("gradient is nan"));
-    CHECK(results[5].status == "completed");
+    CHECK(results[5].status == train::Status::completed);
     CHECK(results[5].validation_accuracy == 0.6);
     CHECK(results[5].test_accuracy == 1 - 0.6);
     CHECK(results[5].seconds == 0.25);  // the function's own figure is kept
@@ -303,10 +303,10 @@ TEST_CASE("run_search: a failing and a diverging trial do not stop the search", 
       REQUIRE(i < 6);
       seen.insert(i);
       CHECK(r.get("x") == trials[i].get("x"));
-      CHECK(label_of(r, "status") == results[i].status);
+      CHECK(label_of(r, "status") == train::to_string(results[i].status));
       CHECK(label_of(r, "trial") == trials[i].folder());
       CHECK(r.get("trials") == 6);
-      if (results[i].status == "completed") CHECK(r.get("validation_accuracy") == results[i].validation_accuracy);
+      if (results[i].status == train::Status::completed) CHECK(r.get("validation_accuracy") == results[i].validation_accuracy);
       if (i == 1) CHECK_THAT(label_of(r, "message"), Contains("boom in trial 1"));
       finished.push_back(r.get("finished"));
     }
@@ -334,7 +334,7 @@ TEST_CASE("run_search: two trials at once give the same bits as one at a time", 
   REQUIRE(parallel.size() == 4);
   for (std::size_t i = 0; i < trials.size(); ++i) {
     INFO("trial " << i);
-    CHECK(serial[i].status == "completed");
+    CHECK(serial[i].status == train::Status::completed);
     CHECK(parallel[i].status == serial[i].status);
     CHECK(parallel[i].trial.index == i);
     CHECK(parallel[i].validation_accuracy == serial[i].validation_accuracy);
@@ -353,7 +353,7 @@ TEST_CASE("run_search: two trials at once give the same bits as one at a time", 
   std::vector<int> seen(1, 0);
   (void)train::run_search({trials[0]}, [&](const train::Trial&) {
     seen[0] = omp_get_max_threads();
-    return train::TrialResult{.status = "completed"};
+    return train::TrialResult{.status = train::Status::completed};
   }, {.threads_per_trial = 3});
   CHECK(seen[0] == 3);
   CHECK(omp_get_max_threads() == caller_threads);
@@ -361,8 +361,8 @@ TEST_CASE("run_search: two trials at once give the same bits as one at a time", 
 
 TEST_CASE("write_search_table: a CSV that parses back and a markdown table", "[train][search]") {
   test_support::TempDir dir("search-table");
-  const auto ranked = train::rank({made_up(0, "completed", 0.5), made_up(1, "failed", std::nan(""), "bad, \"very\" bad\nreally"),
-                                   made_up(2, "completed", 0.75), made_up(3, "diverged", std::nan(""), "loss | nan")});
+  const auto ranked = train::rank({made_up(0, train::Status::completed, 0.5), made_up(1, train::Status::failed, std::nan(""), "bad, \"very\" bad\nreally"),
+                                   made_up(2, train::Status::completed, 0.75), made_up(3, train::Status::diverged, std::nan(""), "loss | nan")});
   train::write_search_table(dir / "search", ranked);
 
   const auto csv = parse_csv(read_text(dir / "search" / "results.csv"));
@@ -378,7 +378,7 @@ TEST_CASE("write_search_table: a CSV that parses back and a markdown table", "[t
     CHECK(std::stoul(row[1]) == r.trial.index);
     CHECK(std::abs(std::stod(row[2]) - r.trial.get("lr")) <= 1e-6 * r.trial.get("lr"));
     CHECK(std::stod(row[3]) == 5e-4);
-    CHECK(row[4] == r.status);
+    CHECK(row[4] == train::to_string(r.status));
     if (std::isnan(r.validation_accuracy)) CHECK(row[5] == "nan");
     else CHECK(std::stod(row[5]) == r.validation_accuracy);
     CHECK(std::stoul(row[7]) == r.epochs);
@@ -424,12 +424,12 @@ TEST_CASE("a real lr search: an absurd lr diverges and ranks last, a sensible on
       {.parallel_trials = 2, .metrics = train::Metrics({memory})});
   REQUIRE(results.size() == 3);
   INFO("messages: " << results[0].message << " | " << results[1].message << " | " << results[2].message);
-  CHECK(results[0].status == "diverged");
+  CHECK(results[0].status == train::Status::diverged);
   CHECK_FALSE(results[0].message.empty());
   CHECK(std::isnan(results[0].validation_accuracy));
   CHECK(std::isnan(results[0].test_accuracy));
-  CHECK(results[1].status == "completed");
-  CHECK(results[2].status == "completed");
+  CHECK(results[1].status == train::Status::completed);
+  CHECK(results[2].status == train::Status::completed);
   CHECK(memory->records.size() == 3);
 
   const auto ranked = train::rank(results);
@@ -450,7 +450,7 @@ TEST_CASE("a real lr search: an absurd lr diverges and ranks last, a sensible on
   const data::LabelledImages all = data::concatenate(sets().train, sets().validation);
   REQUIRE(all.size() == 140);
   const auto final_run = lenet_trial(top.trial, 2, all, nullptr);
-  CHECK(final_run.status == "completed");
+  CHECK(final_run.status == train::Status::completed);
   CHECK(std::isnan(final_run.validation_accuracy));
   INFO("retrained test accuracy " << final_run.test_accuracy);
   CHECK(final_run.test_accuracy >= 0.3);

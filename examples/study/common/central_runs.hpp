@@ -137,8 +137,7 @@ struct CentralRuns {
         .patience = spec.patience,
         .seed = spec.seed,
         .augmentation = augmentation_for(prepared.info),
-        .optimizer_name = spec.optimizer,
-        .hyperparameters = {{"base_lr", spec.lr}, {"weight_decay", spec.weight_decay}, {"batch_size", static_cast<double>(spec.batch_size)}},
+        .description = {.optimizer = spec.optimizer, .lr = spec.lr, .weight_decay = spec.weight_decay},
         .out = slot.path(),
         .keep_last = 1,
         .keep_best = false,  // the best weights travel inside every checkpoint
@@ -179,7 +178,7 @@ struct CentralRuns {
                {"n_train", message(train().size())},
                {"epochs_planned", message(spec.epochs)},
                {"patience", message(spec.patience)},
-               {"status", r.status},
+               status_cell(r.status),
                {"epochs", message(r.epochs_done)},
                {"steps", message(r.steps)},
                {"best_epoch", message(r.best_epoch)},
@@ -198,8 +197,7 @@ struct CentralRuns {
 
 /// True when a result row finished its schedule or stopped early (not diverged).
 [[nodiscard]] inline bool ok(const Row& row) {
-  const std::string s = row.cell("status");
-  return s == "completed" || s == "early_stopped";
+  return train::finished(status_of(row));
 }
 
 /// The test accuracy of a row, NaN unless it is ok (a diverged run has no accuracy to average).

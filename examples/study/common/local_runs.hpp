@@ -42,7 +42,9 @@
 #include "distopt/optim/schedule.hpp"
 #include "distopt/optim/sgdm.hpp"
 #include "distopt/train/metrics.hpp"
+#include "distopt/train/local_run.hpp"
 #include "distopt/train/run.hpp"
+#include "distopt/train/status.hpp"
 
 namespace distopt::study {
 
@@ -82,8 +84,7 @@ struct SgdmSetting {
     for (const Row& row : rows) {
       if (row.cell("optimizer") != "sgdm") continue;
       if (row.has("phase") && row.cell("phase") != "search") continue;
-      const std::string status = row.cell("status");
-      if (!status.empty() && status != "completed" && status != "early_stopped") continue;
+      if (!row.cell("status").empty() && !train::finished(status_of(row))) continue;
       const double score = first_number(row, {"best_validation_accuracy", "validation_accuracy"});
       const double lr = first_number(row, {"lr", "base_lr"});
       if (std::isnan(score) || std::isnan(lr) || std::isnan(row.number("weight_decay"))) continue;
@@ -236,7 +237,7 @@ struct LocalPlan {
 /// The test accuracy of a finished local run, NaN when it did not complete (a diverged run has
 /// no accuracy to average, and a skipped cell none at all).
 [[nodiscard]] inline double completed_test_accuracy(const Row& r) {
-  return r.cell("status") == "completed" ? r.number("test_accuracy") : std::nan("");
+  return has_status(r, train::Status::completed) ? r.number("test_accuracy") : std::nan("");
 }
 
 /// The test accuracies of `rows` (one per seed), as a finding's evidence.
@@ -249,7 +250,7 @@ struct LocalPlan {
 /// "88.1 (87.9-88.3, 2 seeds)" of `column` over `rows` (completed runs only).
 [[nodiscard]] inline std::string over_seeds(const std::vector<Row>& rows, const std::string& column) {
   Evidence e;
-  for (const Row& r : rows) e.values.push_back(r.cell("status") == "completed" ? r.number(column) : std::nan(""));
+  for (const Row& r : rows) e.values.push_back(has_status(r, train::Status::completed) ? r.number(column) : std::nan(""));
   return e.summary();
 }
 
@@ -263,43 +264,6 @@ struct LocalPlan {
   if (!std::isfinite(low)) return "";
   return low == high ? io::format_number(low, 12) : message(io::format_number(low, 12), "-", io::format_number(high, 12));
 }
-
-/// Every epoch's validation accuracy of a run, appended to <folder>/history.csv as it is measured:
-/// a resumed trainer reports only the epochs after its checkpoint, and the best validation over
-/// all epochs must not depend on whether the run was cut. An epoch measured again after a resume
-/// is the same number (the trainer resumes to the same bits); the last line of an epoch counts.
-class EpochHistory final : public train::MetricSink {
- public:
-  explicit EpochHistory(std::filesystem::path file) : file_(std::move(file)) {}
-  void write(const train::Record& r) override {
-    if (r.event != "epoch") return;
-    std::ofstream out(file_, std::ios::app);
-    out << r.epoch << ',' << io::format_number(r.get("validation_accuracy"), 17) << '\n';
-    out.flush();
-    require<std::runtime_error>(out.good(), "cannot append to '", file_.string(), "'");
-  }
-  /// Validation accuracy by epoch, epochs 1..epochs_done (NaN where none was recorded).
-  [[nodiscard]] static std::vector<double> read(const std::filesystem::path& file, std::uint64_t epochs_done) {
-    std::vector<double> by_epoch(static_cast<std::size_t>(epochs_done), std::nan(""));
-    std::ifstream in(file);
-    std::string line;
-    while (std::getline(in, line)) {
-      const std::size_t comma = line.find(',');
-      if (comma == std::string::npos) continue;
-      try {
-        const auto epoch = std::stoull(line.substr(0, comma));
-        const std::string value = line.substr(comma + 1);
-        if (epoch >= 1 && epoch <= epochs_done) by_epoch[static_cast<std::size_t>(epoch - 1)] = value == "nan" ? std::nan("") : std::stod(value);
-      } catch (const std::exception&) {
-        // A line cut by a kill: that epoch was measured again after the resume, or is NaN.
-      }
-    }
-    return by_epoch;
-  }
-
- private:
-  std::filesystem::path file_;
-};
 
 /// The columns of every local run's result.csv (and the first of the stages' summaries).
 inline const std::vector<std::string> local_result_header = {
@@ -394,7 +358,7 @@ struct LocalRuns {
     if (plan.rounds < static_cast<std::int64_t>(s.min_rounds)) {
       if (root)
         std::printf("  %-*s skipped: %lld rounds < %zu\n", width, s.id.c_str(), static_cast<long long>(plan.rounds), s.min_rounds);
-      row.set({{"status", "skipped"},
+      row.set({status_cell(train::Status::skipped),
                {"steps", message(plan.steps)},
                {"source", "not run"},
                {"message", message(plan.rounds, " rounds < ", s.min_rounds)}});
@@ -438,31 +402,22 @@ struct LocalRuns {
                   start == RunFolder::Start::resume ? " (resuming)" : "");
       std::fflush(stdout);
     }
-    typename Trainer::RunOptions options;
-    options.epochs = epochs;
-    options.out = slot.path();
-    options.resume = true;
-    const std::filesystem::path history_file = slot.path() / "history.csv";
-    train::Metrics records = metrics(s.id);
-    if (root) records.add(std::make_shared<EpochHistory>(history_file));
-    const auto result = trainer.run(make_local_schedule(plan), &prepared.validation, &prepared.test, normalizer, options, records);
-
-    const std::vector<double> validation = root ? EpochHistory::read(history_file, result.epochs_done) : std::vector<double>{};
-    double best_validation = std::nan("");
-    for (const double v : validation)
-      if (!std::isnan(v) && (std::isnan(best_validation) || v > best_validation)) best_validation = v;
-    row.set({{"status", result.status},
+    const train::RunResult result =
+        train::run_local(trainer, make_local_schedule(plan), {nullptr, &prepared.validation, &prepared.test, normalizer},
+                         {.epochs = epochs, .out = slot.path(), .resume = true}, metrics(s.id));
+    const local::CommunicationCost& communication = trainer.communication();
+    row.set({status_cell(result.status),
              {"epochs", message(result.epochs_done)},
              {"steps", message(result.steps)},
-             {"rounds", message(result.communication.rounds)},
-             {"validation_accuracy", exact(validation.empty() ? std::nan("") : validation.back())},
-             {"best_validation_accuracy", exact(best_validation)},
+             {"rounds", message(communication.rounds)},
+             {"validation_accuracy", exact(result.history.empty() ? std::nan("") : result.history.back().validation_accuracy)},
+             {"best_validation_accuracy", exact(result.best_validation_accuracy)},
              {"test_accuracy", exact(result.test.accuracy)},
              {"test_loss", exact(result.test.loss)},
-             {"bytes_per_worker", exact(result.communication.bytes_per_worker)},
-             {"modelled_seconds", exact(result.communication.modelled_seconds)},
-             {"sync_seconds", exact(result.sync_seconds)},
-             {"allreduce_seconds", exact(result.communication.allreduce_seconds)},
+             {"bytes_per_worker", exact(communication.bytes_per_worker)},
+             {"modelled_seconds", exact(communication.modelled_seconds)},
+             {"sync_seconds", exact(trainer.sync_seconds())},
+             {"allreduce_seconds", exact(communication.allreduce_seconds)},
              {"ranks", message(comm.ranks())},
              {"seconds", io::format_number(result.seconds, 4)},
              {"message", result.message}});

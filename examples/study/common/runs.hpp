@@ -21,6 +21,7 @@
 #include "distopt/core/io.hpp"
 #include "common/study.hpp"
 #include "distopt/train/metrics.hpp"
+#include "distopt/train/status.hpp"
 
 namespace distopt::study {
 
@@ -92,6 +93,13 @@ class Row {
   std::vector<Cell> cells_;
 };
 
+/// The status a row's `status` cell spells (nothing for an empty or unknown cell: an older file).
+[[nodiscard]] inline std::optional<train::Status> status_of(const Row& row) { return train::parse_status(row.cell("status")); }
+/// True when the row's run has `status`.
+[[nodiscard]] inline bool has_status(const Row& row, train::Status status) { return status_of(row) == status; }
+/// The `status` cell of a row.
+[[nodiscard]] inline Row::Cell status_cell(train::Status status) { return {"status", std::string(train::to_string(status))}; }
+
 /// The rows of a CSV file with a header line; none when the file is missing or empty. A line
 /// with another field count than the header is an error naming the file and line.
 [[nodiscard]] inline std::vector<Row> read_csv(const std::filesystem::path& file) {
@@ -135,9 +143,8 @@ inline void write_row(const std::filesystem::path& file, const Row& row) { write
 /// A percentage cell of a result row, followed by the run's status when it did not complete, so
 /// that a diverged or cut run's number does not read like a result.
 [[nodiscard]] inline std::string percent_cell(const Row& row, const std::string& column) {
-  const std::string status = row.cell("status");
   const std::string value = percent(row.number(column));
-  return status == "completed" ? value : message(value, " (", status, ")");
+  return has_status(row, train::Status::completed) ? value : message(value, " (", row.cell("status"), ")");
 }
 
 /// One run's folder and its stamp (the text of everything the run depends on). result.csv is

@@ -15,11 +15,11 @@
 
 #include "distopt/core/aligned_buffer.hpp"
 #include "distopt/core/error.hpp"
+#include "distopt/core/images.hpp"
 #include "distopt/core/parallel.hpp"
 #include "distopt/core/rng.hpp"
 #include "distopt/data/images.hpp"
 #include "distopt/data/transforms.hpp"
-#include "distopt/nn/model.hpp"
 
 namespace distopt::data {
 
@@ -53,7 +53,7 @@ struct LoaderPosition {
 class Batch {
  public:
   [[nodiscard]] std::size_t size() const noexcept { return labels_.size(); }
-  [[nodiscard]] nn::Images<float> images() const noexcept {
+  [[nodiscard]] Images<float> images() const noexcept {
     return {pixels_.data(), static_cast<std::ptrdiff_t>(size()), static_cast<std::ptrdiff_t>(shape_.channels),
             static_cast<std::ptrdiff_t>(shape_.height), static_cast<std::ptrdiff_t>(shape_.width)};
   }

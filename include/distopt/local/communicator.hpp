@@ -8,6 +8,7 @@
 #include <cstring>
 #include <span>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <vector>
 
@@ -15,25 +16,30 @@
 
 namespace distopt::local {
 
-/// What LocalTrainer needs to average across processes.
+/// What LocalTrainer needs of the processes it runs across.
 ///
 /// Contract: `ranks()` processes take part, this one is `rank()`; LocalTrainer hosts on each rank
 /// the workers of `first_worker(K)` .. `first_worker(K) + local_workers(K)`, adds their buffers in
 /// worker order into one double buffer, and calls `allreduce_sum(buffer)`, after which every rank
-/// holds the sum over all ranks. The in-process communicator has one rank and does nothing; an MPI
-/// communicator performs one MPI_Allreduce over the flat buffer.
-///
-/// Optional, used when present: `broadcast(std::span<float>)` (rank 0's initial model to all),
-/// `broadcast_bytes(std::vector<std::uint8_t>&)` (rank 0's checkpoint on resume, so ranks need not
-/// share a file system), `gather_bytes` (every rank's workers into rank 0's checkpoint) and
-/// `require_same(value, what)` (settings every rank must agree on).
+/// holds the sum over all ranks. `broadcast_bytes(bytes)` leaves rank 0's bytes on every rank (the
+/// initial model, a checkpoint rank 0 read, a decision rank 0 took), `gather_bytes(bytes)` returns
+/// every rank's bytes on rank 0 in rank order (nothing elsewhere: the workers of a checkpoint),
+/// `barrier()` returns when every rank has called it, and `require_same(value, what)` throws on
+/// every rank, naming `what`, unless all ranks pass the same value. Every one of them is called
+/// by every rank. The in-process communicator has one rank and does nothing (gather_bytes returns
+/// its own bytes); MpiCommunicator (local/mpi.hpp) runs MPI's collectives.
 template <class C>
-concept Communicator = requires(C& c, const C& cc, std::span<double> buffer, std::size_t workers) {
+concept Communicator = requires(C& c, const C& cc, std::span<double> buffer, std::size_t workers, std::vector<std::uint8_t>& bytes,
+                                const std::vector<std::uint8_t>& mine, std::uint64_t value, std::string_view what) {
   { cc.rank() } -> std::convertible_to<int>;
   { cc.ranks() } -> std::convertible_to<int>;
   { cc.first_worker(workers) } -> std::convertible_to<std::size_t>;
   { cc.local_workers(workers) } -> std::convertible_to<std::size_t>;
   c.allreduce_sum(buffer);
+  c.broadcast_bytes(bytes);
+  { c.gather_bytes(mine) } -> std::same_as<std::vector<std::vector<std::uint8_t>>>;
+  c.barrier();
+  c.require_same(value, what);
 };
 
 /// All K workers in this process: the average is a sum in worker order, nothing to send.
@@ -44,7 +50,9 @@ struct InProcess {
   [[nodiscard]] std::size_t local_workers(std::size_t workers) const noexcept { return workers; }
   void allreduce_sum(std::span<double>) noexcept {}
   void broadcast_bytes(std::vector<std::uint8_t>&) noexcept {}
+  [[nodiscard]] std::vector<std::vector<std::uint8_t>> gather_bytes(const std::vector<std::uint8_t>& bytes) const { return {bytes}; }
   void barrier() noexcept {}
+  void require_same(std::uint64_t, std::string_view) noexcept {}
 };
 static_assert(Communicator<InProcess>);
 

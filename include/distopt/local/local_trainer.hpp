@@ -1,14 +1,17 @@
-// LocalTrainer<Model, Outer>: K workers taking H local steps between averages (LocalSGD,
-// post-local SGD, SlowMo), hosted on any number of OpenMP threads, with the same bits for any.
+// LocalTrainer<Model, Inner, Outer, Comm>: K workers taking H local steps of an inner optimizer
+// between averages, combined by an outer policy (LocalSGD, post-local SGD, SlowMo), hosted on any
+// number of OpenMP threads and processes, with the same bits for any. The epochs, evaluation and
+// checkpoints of a run are train::run's (train/local_run.hpp); the checkpoint layout is
+// local/checkpoint.hpp's.
 #pragma once
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstddef>
+#include <cstring>
 #include <cstdint>
 #include <exception>
-#include <filesystem>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -21,7 +24,6 @@
 
 #include <omp.h>
 
-#include "distopt/core/archive.hpp"
 #include "distopt/core/error.hpp"
 #include "distopt/core/parallel.hpp"
 #include "distopt/core/rng.hpp"
@@ -32,9 +34,7 @@
 #include "distopt/nn/model.hpp"
 #include "distopt/optim/optimizer.hpp"
 #include "distopt/optim/schedule.hpp"
-#include "distopt/train/checkpoint.hpp"
-#include "distopt/train/metrics.hpp"
-#include "distopt/train/run.hpp"
+#include "distopt/optim/step.hpp"
 
 namespace distopt::local {
 
@@ -64,26 +64,6 @@ struct LocalOptions {
   return Rng(seed).split({0x10CA1, static_cast<std::uint64_t>(worker)}).next_u64();
 }
 
-namespace detail {
-
-/// Copies every array of `from` into `into` (the workers of the other ranks, on rank 0).
-inline void merge_into(Archive& into, const Archive& from) {
-  for (const std::string& name : from.names()) {
-    const std::string_view dtype = from.dtype(name);
-    const auto copy = [&]<class T>(std::type_identity<T>) { into.put<T>(name, from.get<T>(name), from.shape(name)); };
-    if (dtype == npy_dtype<float>) copy(std::type_identity<float>{});
-    else if (dtype == npy_dtype<double>) copy(std::type_identity<double>{});
-    else if (dtype == npy_dtype<std::int32_t>) copy(std::type_identity<std::int32_t>{});
-    else if (dtype == npy_dtype<std::int64_t>) copy(std::type_identity<std::int64_t>{});
-    else if (dtype == npy_dtype<std::uint8_t>) copy(std::type_identity<std::uint8_t>{});
-    else if (dtype == npy_dtype<std::uint32_t>) copy(std::type_identity<std::uint32_t>{});
-    else if (dtype == npy_dtype<std::uint64_t>) copy(std::type_identity<std::uint64_t>{});
-    else fail("merge_into: array '", name, "' of ", from.source(), " has dtype ", dtype);
-  }
-}
-
-}  // namespace detail
-
 /// What one round did.
 struct RoundReport {
   std::int64_t first_step = 0;  ///< global step of the round's first local step
@@ -110,7 +90,7 @@ struct RoundReport {
 /// the team, or one after another with all threads each when there is one thread or one worker.
 /// Either way every worker computes the same bits, and the average is taken in a fixed order,
 /// so a run gives the same bits for any thread count.
-template <nn::Model Model, OuterPolicy Outer, optim::Optimizer Inner, Communicator Comm = InProcess>
+template <nn::Model Model, optim::Optimizer Inner, OuterPolicy Outer, Communicator Comm = InProcess>
 class LocalTrainer {
  public:
   using scalar_type = typename std::remove_cvref_t<decltype(std::declval<Model&>().parameters())>::scalar_type;
@@ -148,17 +128,18 @@ class LocalTrainer {
       workers_.push_back(std::move(worker));
     }
     average_.assign(static_cast<std::size_t>(global_.parameters().size()), 0.0);
-    if constexpr (requires { comm_.require_same(std::uint64_t{}, std::string_view{}); }) {
-      comm_.require_same(options_.workers, "LocalOptions.workers (K)");
-      comm_.require_same(options_.local_steps, "LocalOptions.local_steps (H)");
-      comm_.require_same(options_.batch_size, "LocalOptions.batch_size");
-      comm_.require_same(options_.seed, "LocalOptions.seed");
-      comm_.require_same(static_cast<std::uint64_t>(global_.parameters().size()), "the parameter count (model layout)");
-    }
+    comm_.require_same(options_.workers, "LocalOptions.workers (K)");
+    comm_.require_same(options_.local_steps, "LocalOptions.local_steps (H)");
+    comm_.require_same(options_.batch_size, "LocalOptions.batch_size");
+    comm_.require_same(options_.seed, "LocalOptions.seed");
+    comm_.require_same(static_cast<std::uint64_t>(global_.parameters().size()), "the parameter count (model layout)");
     // One initial model for all: rank 0's (the same already when every rank seeds alike).
-    if constexpr (requires { comm_.broadcast(std::span<scalar_type>{}); }) {
+    if (comm_.ranks() > 1) {
       auto x = global_.parameters().values();
-      comm_.broadcast(std::span<scalar_type>(x.data(), static_cast<std::size_t>(x.size())));
+      const auto* raw = reinterpret_cast<const std::uint8_t*>(x.data());
+      std::vector<std::uint8_t> bytes(raw, raw + static_cast<std::size_t>(x.size()) * sizeof(scalar_type));
+      comm_.broadcast_bytes(bytes);
+      std::memcpy(x.data(), bytes.data(), bytes.size());
     }
   }
 
@@ -192,7 +173,7 @@ class LocalTrainer {
     return static_cast<std::size_t>(std::min<std::int64_t>(static_cast<std::int64_t>(h), limit - step_));
   }
 
-  /// One round of at most `max_steps` local steps (H by default). Throws train::Diverged when a
+  /// One round of at most `max_steps` local steps (H by default). Throws optim::Diverged when a
   /// worker's loss or gradient stops being finite; the global model is then left as it was.
   RoundReport round(const optim::Schedule& schedule, std::optional<std::size_t> max_steps = std::nullopt) {
     using clock = std::chrono::steady_clock;
@@ -217,19 +198,12 @@ class LocalTrainer {
             worker.loader->start_epoch(worker.loader->position().epoch + 1);
             batch = worker.loader->next();
           }
-          params.grads().setZero();
-          const nn::LossStats stats = worker.model.loss_and_gradient(batch->images(), batch->labels(), 1.0);
-          if (!std::isfinite(stats.loss))
-            throw train::Diverged(message("worker ", worker.index, ": loss is ", stats.loss, " at step ",
-                                          step_ + static_cast<std::int64_t>(s) + 1));
-          worker.optimizer.set_lr(schedule(step_ + static_cast<std::int64_t>(s)));
-          try {
-            worker.optimizer.step(params);
-          } catch (const std::domain_error& e) {
-            throw train::Diverged(message("worker ", worker.index, ": ", e.what()));
-          }
+          const auto t = step_ + static_cast<std::int64_t>(s);
+          const optim::StepStats stats =
+              optim::step(worker.model, worker.optimizer, batch->images(), batch->labels(), schedule(t), batch->images().count,
+                          message("worker ", worker.index, ": "), t + 1);
           loss[w] += stats.loss * static_cast<double>(stats.count);
-          correct[w] += stats.correct1;
+          correct[w] += stats.correct;
           samples[w] += stats.count;
         }
       } catch (...) {
@@ -257,7 +231,7 @@ class LocalTrainer {
     comm_.allreduce_sum(std::span<double>(local_stats, 4));
     for (const auto& error : errors)
       if (error) std::rethrow_exception(error);
-    if (local_stats[0] > 0) throw train::Diverged(message("a worker on another rank failed (", local_stats[0], " workers in all)"));
+    if (local_stats[0] > 0) throw optim::Diverged(message("a worker on another rank failed (", local_stats[0], " workers in all)"));
 
     const auto sync_start = clock::now();
     const double gamma = schedule(step_ + static_cast<std::int64_t>(h) - 1);
@@ -282,6 +256,7 @@ class LocalTrainer {
     report.sync_seconds = std::chrono::duration<double>(end - sync_start).count();
     report.communication = cost;
     step_ += static_cast<std::int64_t>(h);
+    sync_seconds_ += report.sync_seconds;
     return report;
   }
 
@@ -294,281 +269,54 @@ class LocalTrainer {
     }
   }
 
-  /// What `run` does: `epochs` passes over the data (each worker over its shard), the global
-  /// model evaluated on validation after every epoch (at the first synchronisation at or after
-  /// the epoch's last step, so rounds keep H steps) and on test at the end; with `out`, a
-  /// checkpoint after every epoch at <out>/<epoch>.npz, and `resume` continues from the latest.
-  struct RunOptions {
-    std::size_t epochs = 1;
-    std::filesystem::path out{};
-    bool resume = false;
-    std::size_t keep_last = 2;
-    std::size_t eval_batch = 1000;
-    std::optional<std::size_t> stop_after{};  ///< end after this many epochs in this process (resume tests)
-  };
-
-  /// What a run ended with: as train::RunResult, plus the communication it took.
-  struct RunResult {
-    std::string status;
-    std::uint64_t epochs_done = 0;
+  /// What an epoch of rounds did (epochs_done counts whole epochs since the start of the run).
+  struct EpochReport {
+    double loss = 0;
+    double accuracy = 0;
+    std::int64_t samples = 0;
     std::int64_t steps = 0;
-    std::vector<train::EpochMetrics> history;
-    train::Evaluation test;
-    CommunicationCost communication;
     double seconds = 0;
-    double sync_seconds = 0;
-    std::string message;
+    double gamma = 0;              ///< the inner lr of the last step
+    std::uint64_t epochs_done = 0;
   };
 
-  /// Trains for options.epochs epochs with lr = schedule(global step), reporting "round",
-  /// "epoch", "test" and "summary" records to `metrics`. A non-finite loss ends the run with
-  /// status "diverged" (no exception).
-  RunResult run(const optim::Schedule& schedule, const data::LabelledImages* validation, const data::LabelledImages* test,
-                const data::Normalizer& normalizer, const RunOptions& options, const train::Metrics& metrics = {}) {
-    using clock = std::chrono::steady_clock;
-    const auto start = clock::now();
-    require(options.epochs > 0, "LocalTrainer::RunOptions.epochs must be positive");
+  /// Rounds until the next epoch boundary of a run of `planned_epochs` epochs (the first
+  /// synchronisation at or after an epoch's last step, so rounds keep H steps; a round of more
+  /// than an epoch's steps crosses several), calling `on_round` after each. Throws
+  /// optim::Diverged as round does.
+  EpochReport train_epoch(const optim::Schedule& schedule, std::uint64_t planned_epochs,
+                          const std::function<void(const RoundReport&)>& on_round = {}) {
     const std::int64_t per_epoch = steps_per_epoch();
-    const std::int64_t total = static_cast<std::int64_t>(options.epochs) * per_epoch;
-    std::optional<train::CheckpointFolder> folder;
-    RunResult result;
-    result.status = "completed";
-    std::uint64_t epochs_done = 0;
-    const bool root = comm_.rank() == 0;
-    if (!options.out.empty()) {
-      folder.emplace(options.out);
-      if (root) folder->prepare();
-      if (options.resume) epochs_done = resume_from(*folder);
-    }
-    const auto label = [&](train::Record r) {
-      r.label("outer", outer_.name());
-      r.set("workers", static_cast<double>(options_.workers)).set("local_steps", static_cast<double>(options_.local_steps));
-      return r;
-    };
-    std::uint64_t epochs_this_process = 0;
-    double epoch_loss = 0, epoch_correct = 0, epoch_samples = 0, epoch_seconds = 0;
-    while (step_ < total) {
-      if (options.stop_after && epochs_this_process >= *options.stop_after) {
-        result.status = "interrupted";
-        break;
-      }
-      RoundReport r;
-      try {
-        r = round(schedule, static_cast<std::size_t>(total - step_));
-      } catch (const train::Diverged& e) {
-        result.status = "diverged";
-        result.message = e.what();
-        break;
-      }
-      result.sync_seconds += r.sync_seconds;
-      epoch_loss += r.loss * static_cast<double>(r.samples);
-      epoch_correct += r.accuracy * static_cast<double>(r.samples);
-      epoch_samples += static_cast<double>(r.samples);
-      epoch_seconds += r.seconds;
-      if (root) metrics.write(label(train::Record{.event = "round", .epoch = epochs_done + 1, .step = step_}
-                              .set("loss", r.loss)
-                              .set("accuracy", r.accuracy)
-                              .set("lr", r.gamma)
-                              .set("images_per_second", static_cast<double>(r.samples) / r.seconds)
-                              .set("sync_seconds", r.sync_seconds)
-                              .set("allreduce_seconds", r.communication.allreduce_seconds)
-                              .set("bytes_per_worker", r.communication.bytes_per_worker)
-                              .set("modelled_seconds", r.communication.modelled_seconds)));
-      if (step_ < static_cast<std::int64_t>(epochs_done + 1) * per_epoch && step_ < total) continue;
-      // An epoch (or more, with H above an epoch's steps) ended in this round.
-      epochs_done = std::min<std::uint64_t>(static_cast<std::uint64_t>(step_ / per_epoch), options.epochs);
-      ++epochs_this_process;
-      train::EpochMetrics epoch{.train_loss = epoch_loss / epoch_samples, .train_accuracy = epoch_correct / epoch_samples,
-                                .lr = r.gamma, .seconds = epoch_seconds};
-      if (root && validation != nullptr && validation->size() > 0) {
-        const train::Evaluation v = train::evaluate(global_, *validation, normalizer, options.eval_batch);
-        epoch.validation_loss = v.loss;
-        epoch.validation_accuracy = v.accuracy;
-        epoch.validation_top5 = v.top5;
-      }
-      result.history.push_back(epoch);
-      if (root) metrics.write(label(train::Record{.event = "epoch", .epoch = epochs_done, .step = step_}
-                              .set("loss", epoch.train_loss)
-                              .set("accuracy", epoch.train_accuracy)
-                              .set("validation_loss", epoch.validation_loss)
-                              .set("validation_accuracy", epoch.validation_accuracy)
-                              .set("validation_top5", epoch.validation_top5)
-                              .set("lr", epoch.lr)
-                              .set("seconds", epoch.seconds)
-                              .set("images_per_second", epoch_samples / epoch_seconds)
-                              .set("rounds", static_cast<double>(communication_.rounds))));
-      epoch_loss = epoch_correct = epoch_samples = epoch_seconds = 0;
-      if (folder) {
-        train::Progress progress;
-        progress.epochs_done = epochs_done;
-        save(folder->file(epochs_done), progress);
-        if (root) folder->prune(options.keep_last);
-      }
-    }
-    result.epochs_done = epochs_done;
-    result.steps = step_;
-    result.communication = communication_;
-    if (root && result.status == "completed" && test != nullptr && test->size() > 0) {
-      result.test = train::evaluate(global_, *test, normalizer, options.eval_batch);
-      metrics.write(label(train::Record{.event = "test", .epoch = epochs_done, .step = step_}
-                              .set("loss", result.test.loss)
-                              .set("accuracy", result.test.accuracy)
-                              .set("top5", result.test.top5)));
-    }
-    result.seconds = std::chrono::duration<double>(clock::now() - start).count();
-    train::Record summary = label(train::Record{.event = "summary", .epoch = epochs_done, .step = step_});
-    summary.label("status", result.status);
-    if (!result.message.empty()) summary.label("message", result.message);
-    summary.set("test_loss", result.test.loss)
-        .set("test_accuracy", result.test.accuracy)
-        .set("test_top5", result.test.top5)
-        .set("rounds", static_cast<double>(communication_.rounds))
-        .set("bytes_per_worker", communication_.bytes_per_worker)
-        .set("modelled_communication_seconds", communication_.modelled_seconds)
-        .set("sync_seconds", result.sync_seconds)
-        .set("allreduce_seconds", communication_.allreduce_seconds)
-        .set("seconds", result.seconds);
-    if (root) {
-      metrics.write(summary);
-      metrics.flush();
-    }
-    return result;
+    const std::int64_t total = static_cast<std::int64_t>(planned_epochs) * per_epoch;
+    require(step_ < total, "LocalTrainer::train_epoch: the run's ", planned_epochs, " epochs are done");
+    EpochReport e;
+    double loss = 0, correct = 0;
+    const std::int64_t first = step_;
+    do {
+      const RoundReport r = round(schedule, static_cast<std::size_t>(total - step_));
+      loss += r.loss * static_cast<double>(r.samples);
+      correct += r.accuracy * static_cast<double>(r.samples);
+      e.samples += r.samples;
+      e.seconds += r.seconds;
+      e.gamma = r.gamma;
+      if (on_round) on_round(r);
+    } while (step_ < static_cast<std::int64_t>(epochs_done_ + 1) * per_epoch && step_ < total);
+    epochs_done_ = std::min<std::uint64_t>(static_cast<std::uint64_t>(step_ / per_epoch), planned_epochs);
+    e.steps = step_ - first;
+    e.epochs_done = epochs_done_;
+    e.loss = loss / static_cast<double>(e.samples);
+    e.accuracy = correct / static_cast<double>(e.samples);
+    return e;
   }
 
-  // --- checkpoints: global model, outer state, every worker's optimizer and loader ---------------
-
-  /// Writes everything a resumed trainer needs to continue to the same bits (atomically, .npz).
-  /// With several ranks it is collective: every rank's workers go to rank 0, which writes the file.
-  void save(const std::filesystem::path& file, const train::Progress& progress = {}) {
-    Archive archive;
-    archive.put_string("format", "distopt-local-checkpoint 1");
-    archive.put_string("outer.kind", outer_.name());
-    train::detail::checkpoint::put_values(archive, global_.parameters(), global_.parameters().values().data(), "model.");
-    outer_.save(archive, "outer.");
-    archive.put_scalar<std::int64_t>("local.step", step_);
-    archive.put_scalar<std::uint64_t>("local.workers", options_.workers);
-    archive.put_scalar<std::uint64_t>("local.local_steps", options_.local_steps);
-    archive.put_scalar<std::uint64_t>("local.seed", options_.seed);
-    archive.put_scalar<std::uint64_t>("progress.epochs_done", progress.epochs_done);
-    archive.put_scalar<std::int64_t>("communication.rounds", communication_.rounds);
-    archive.put_scalar<std::int64_t>("communication.allreduce_values", communication_.allreduce_values);
-    archive.put_scalar<double>("communication.bytes_per_worker", communication_.bytes_per_worker);
-    archive.put_scalar<double>("communication.modelled_seconds", communication_.modelled_seconds);
-    archive.put_scalar<double>("communication.measured_seconds", communication_.measured_seconds);
-    archive.put_scalar<double>("communication.allreduce_seconds", communication_.allreduce_seconds);
-    for (const auto& w : workers_) {
-      const std::string prefix = message("worker.", w->index, ".");
-      w->optimizer.save_state(archive, prefix + "optimizer.");
-      archive.put_scalar<std::uint64_t>(prefix + "loader_epoch", w->loader->position().epoch);
-      archive.put_scalar<std::uint64_t>(prefix + "loader_batch", w->loader->position().batch);
-      if (options_.inner_buffers != InnerBuffers::reset)
-        train::detail::checkpoint::put_values(archive, w->model.parameters(), w->model.parameters().values().data(),
-                                              prefix + "model.");
-    }
-    if constexpr (requires { comm_.gather_bytes(std::vector<std::uint8_t>{}); }) {
-      if (comm_.ranks() > 1) {
-        const auto parts = comm_.gather_bytes(archive.to_bytes());
-        if (comm_.rank() != 0) return;
-        for (std::size_t r = 1; r < parts.size(); ++r) detail::merge_into(archive, Archive::from_bytes(parts[r], message("rank ", r)));
-      }
-    }
-    archive.save(file);
-  }
-
-  /// Reads what `save` wrote. Everything is checked first (std::invalid_argument naming the file
-  /// and field for another model, outer policy, K, H or seed); on failure nothing changes.
-  /// Returns the epochs done recorded with it.
-  std::uint64_t load(const std::filesystem::path& file) { return load(Archive::load(file), file); }
-
-  /// `load` from an archive in memory; `file` names it in errors.
-  std::uint64_t load(const Archive& archive, const std::filesystem::path& file) {
-    const auto field_is = [&](const char* name, std::uint64_t expected) {
-      require(archive.contains(name), "checkpoint '", file.string(), "': field '", name, "' is missing");
-      const auto v = archive.get_scalar<std::uint64_t>(name);
-      require(v == expected, "checkpoint '", file.string(), "': field '", name, "' is ", v, ", this trainer has ", expected);
-    };
-    require(archive.contains("format") && archive.get_string("format") == "distopt-local-checkpoint 1", "checkpoint '",
-            file.string(), "': field 'format' is not 'distopt-local-checkpoint 1'");
-    require(archive.get_string("outer.kind") == outer_.name(), "checkpoint '", file.string(), "': field 'outer.kind' is '",
-            archive.get_string("outer.kind"), "', this trainer's outer policy is '", outer_.name(), "'");
-    field_is("local.workers", options_.workers);
-    field_is("local.local_steps", options_.local_steps);
-    field_is("local.seed", options_.seed);
-    train::detail::checkpoint::check_layout(archive, global_.parameters(), "model.");
-    Outer outer = outer_;
-    outer.load(archive, "outer.");
-    std::vector<Inner> optimizers;
-    for (const auto& w : workers_) {
-      const std::string prefix = message("worker.", w->index, ".");
-      Inner candidate = w->optimizer;
-      try {
-        candidate.load_state(archive, prefix + "optimizer.");
-      } catch (const std::invalid_argument& e) {
-        fail("checkpoint '", file.string(), "': ", e.what());
-      }
-      optimizers.push_back(std::move(candidate));
-      if (options_.inner_buffers != InnerBuffers::reset)
-        train::detail::checkpoint::check_layout(archive, w->model.parameters(), prefix + "model.");
-    }
-    // Checked: now apply.
-    train::detail::checkpoint::get_values(archive, global_.parameters(), global_.parameters().values().data(), "model.");
-    outer_ = std::move(outer);
-    for (std::size_t i = 0; i < workers_.size(); ++i) {
-      Worker& w = *workers_[i];
-      const std::string prefix = message("worker.", w.index, ".");
-      w.optimizer = std::move(optimizers[i]);
-      w.loader->seek({archive.get_scalar<std::uint64_t>(prefix + "loader_epoch"),
-                      archive.get_scalar<std::uint64_t>(prefix + "loader_batch")});
-      if (options_.inner_buffers != InnerBuffers::reset)
-        train::detail::checkpoint::get_values(archive, w.model.parameters(), w.model.parameters().values().data(), prefix + "model.");
-    }
-    step_ = archive.get_scalar<std::int64_t>("local.step");
-    communication_.rounds = archive.get_scalar<std::int64_t>("communication.rounds");
-    communication_.allreduce_values = archive.get_scalar<std::int64_t>("communication.allreduce_values");
-    communication_.bytes_per_worker = archive.get_scalar<double>("communication.bytes_per_worker");
-    communication_.modelled_seconds = archive.get_scalar<double>("communication.modelled_seconds");
-    communication_.measured_seconds = archive.get_scalar<double>("communication.measured_seconds");
-    // Checkpoints from before the all-reduce was timed apart resume with that time unknown (0).
-    communication_.allreduce_seconds =
-        archive.contains("communication.allreduce_seconds") ? archive.get_scalar<double>("communication.allreduce_seconds") : 0.0;
-    return archive.get_scalar<std::uint64_t>("progress.epochs_done");
-  }
+  /// Epochs done (whole passes over the shards) and the seconds this process spent
+  /// synchronising (averaging, all-reduce, outer step) since it started or resumed.
+  [[nodiscard]] std::uint64_t epochs_done() const noexcept { return epochs_done_; }
+  [[nodiscard]] double sync_seconds() const noexcept { return sync_seconds_; }
+  [[nodiscard]] Comm& communicator() noexcept { return comm_; }
 
  private:
-  // The latest checkpoint of `folder`, loaded; its epochs done (0 when there is none). With
-  // several ranks, rank 0 alone looks and reads, and broadcasts the bytes: the ranks then agree
-  // on where to resume even when they do not share a file system, or see it at different times.
-  // A checkpoint rank 0 cannot read is broadcast as its error, so every rank throws it (none is
-  // left waiting in the next collective).
-  std::uint64_t resume_from(const train::CheckpointFolder& folder) {
-    if constexpr (requires(std::vector<std::uint8_t>& b) { comm_.broadcast_bytes(b); }) {
-      if (comm_.ranks() > 1) {
-        enum : std::uint8_t { none, checkpoint, error };
-        std::vector<std::uint8_t> bytes{none};
-        std::filesystem::path file = message("rank 0's checkpoint in ", folder.path().string());
-        std::exception_ptr failure;
-        if (comm_.rank() == 0) try {
-            if (const auto latest = folder.latest()) {
-              file = folder.file(*latest);
-              bytes = Archive::load(file).to_bytes();
-              bytes.insert(bytes.begin(), checkpoint);
-            }
-          } catch (const std::exception& e) {
-            failure = std::current_exception();
-            const std::string what = e.what();
-            bytes.assign(1, error);
-            bytes.insert(bytes.end(), what.begin(), what.end());
-          }
-        comm_.broadcast_bytes(bytes);
-        if (failure) std::rethrow_exception(failure);
-        if (bytes.front() == error) fail<std::runtime_error>("rank 0: ", std::string(bytes.begin() + 1, bytes.end()));
-        if (bytes.front() == none) return 0;
-        return load(Archive::from_bytes(std::span<const std::uint8_t>(bytes).subspan(1), file.string()), file);
-      }
-    }
-    const auto latest = folder.latest();
-    return latest ? load(folder.file(*latest)) : 0;
-  }
+  friend struct LocalCheckpoint;
 
   struct Worker {
     std::size_t index;
@@ -636,6 +384,8 @@ class LocalTrainer {
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<double> average_;
   std::int64_t step_ = 0;
+  std::uint64_t epochs_done_ = 0;
+  double sync_seconds_ = 0;
   CommunicationCost communication_;
 };
 

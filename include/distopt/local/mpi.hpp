@@ -68,15 +68,6 @@ class MpiCommunicator {
     }
   }
 
-  /// Rank 0's `values` on every rank (the initial global model).
-  void broadcast(std::span<float> values) {
-    constexpr std::size_t chunk = std::size_t{1} << 30;
-    for (std::size_t begin = 0; begin < values.size(); begin += chunk) {
-      const int count = static_cast<int>(std::min(chunk, values.size() - begin));
-      MPI_Bcast(values.data() + begin, count, MPI_FLOAT, 0, comm_);
-    }
-  }
-
   /// Rank 0's `bytes` on every rank (a checkpoint read by rank 0 alone, a decision of rank 0).
   void broadcast_bytes(std::vector<std::uint8_t>& bytes) {
     std::uint64_t size = bytes.size();

@@ -1,15 +1,19 @@
 // Checkpoints: everything a run needs to continue to the same bits, in one NumPy-readable .npz.
 //
 // A checkpoint is an .npz archive (core/archive.hpp: written to a temporary file, fsync'ed and
-// renamed, so a crash mid-write leaves the previous checkpoint intact) holding
-//   model.<name>          the weights, <name> as in PyTorch's state_dict (conv1.weight, ...):
+// renamed, so a crash mid-write leaves the previous checkpoint intact). Its fields come from the
+// pieces of a run, each writing its own:
+//   format                "distopt-checkpoint 2" (format 1 files load: tests/data/checkpoints)
+//   progress.*, history.* the run loop's: epochs done, best validation so far, per-epoch metrics
+//                         (float64 arrays, one element per epoch)
+//   trainer               "central" or "local <outer>", and that trainer's state:
+//     model.<name>        the weights, <name> as in PyTorch's state_dict (conv1.weight, ...):
 //                         {k[6:]: torch.from_numpy(v) for k, v in np.load(f).items() if k.startswith("model.")}
-//   best.<name>           the weights of the best validation epoch so far (early stopping)
-//   optimizer.*           the optimizer's kind, step count and buffers (optim/state.hpp)
-//   progress.*            epochs done, global step, loader position, seed, early-stopping state
-//   history.*             per-epoch metrics so far (float64 arrays, one element per epoch)
-//   format                "distopt-checkpoint 1"
-// The schedule is a pure function of the global step and the loader a pure function of (seed,
+//     optimizer.*         a centralized run's optimizer (optim/state.hpp), progress.step and the
+//                         loader's position and seed; a local run's outer state, workers and
+//                         communication (local/checkpoint.hpp)
+//   best.<name>           the weights of the best validation epoch so far (KeepBest)
+// The schedule is a pure function of the global step and a loader a pure function of (seed,
 // epoch, batch), so these numbers are the whole of their state.
 #pragma once
 
@@ -25,6 +29,7 @@
 #include <vector>
 
 #include "distopt/core/archive.hpp"
+#include "distopt/core/block_archive.hpp"
 #include "distopt/core/error.hpp"
 #include "distopt/data/loader.hpp"
 #include "distopt/train/metrics.hpp"
@@ -59,60 +64,17 @@ struct Progress {
 
 namespace detail::checkpoint {
 
-inline constexpr std::string_view format = "distopt-checkpoint 1";
+inline constexpr std::string_view format = checkpoint_format;
 
 inline void require_field(const Archive& archive, const std::string& field) {
   require(archive.contains(field), "checkpoint '", archive.source(), "': field '", field, "' is missing");
 }
 
-template <class Params>
-void check_layout(const Archive& archive, const Params& params, std::string_view prefix) {
-  for (const auto& block : params.blocks()) {
-    const std::string field = std::string(prefix) + block.name;
-    require(archive.contains(field), "checkpoint '", archive.source(), "': field '", field,
-            "' is missing (a checkpoint of another model?)");
-    require(archive.shape(field) == block.shape, "checkpoint '", archive.source(), "': field '", field, "' has shape ",
-            archive.shape(field), ", this model needs ", block.shape);
-  }
-}
+inline constexpr std::string_view format_v1 = "distopt-checkpoint 1";
 
-template <class Params>
-void put_values(Archive& archive, const Params& params, const typename Params::scalar_type* values, std::string_view prefix) {
-  using T = typename Params::scalar_type;
-  for (const auto& block : params.blocks())
-    archive.put<T>(std::string(prefix) + block.name,
-                   std::span<const T>(values + block.offset, static_cast<std::size_t>(block.size)), block.shape);
-}
-
-template <class Params>
-void get_values(const Archive& archive, const Params& params, typename Params::scalar_type* values, std::string_view prefix) {
-  using T = typename Params::scalar_type;
-  for (const auto& block : params.blocks())
-    archive.get_into<T>(std::string(prefix) + block.name, std::span<T>(values + block.offset, static_cast<std::size_t>(block.size)));
-}
-
-}  // namespace detail::checkpoint
-
-/// Writes a checkpoint of `params` (and `best`, the best weights, same layout, if not empty),
-/// `optimizer` and `progress` to `file`, atomically.
-template <class Params, class Optimizer>
-void save_checkpoint(const std::filesystem::path& file, const Params& params, std::span<const typename Params::scalar_type> best,
-                     const Optimizer& optimizer, const Progress& progress) {
-  using namespace detail::checkpoint;
-  Archive archive;
-  archive.put_string("format", format);
-  put_values(archive, params, params.values().data(), "model.");
-  if (!best.empty()) {
-    require(best.size() == static_cast<std::size_t>(params.size()), "save_checkpoint: best weights hold ", best.size(),
-            " values, the model ", params.size());
-    put_values(archive, params, best.data(), "best.");
-  }
-  optimizer.save_state(archive, "optimizer.");
+/// The run loop's part: epochs done, the best validation so far, early stopping's count, history.
+inline void put_progress(Archive& archive, const Progress& progress) {
   archive.put_scalar<std::uint64_t>("progress.epochs_done", progress.epochs_done);
-  archive.put_scalar<std::int64_t>("progress.step", progress.step);
-  archive.put_scalar<std::uint64_t>("progress.loader_epoch", progress.loader.epoch);
-  archive.put_scalar<std::uint64_t>("progress.loader_batch", progress.loader.batch);
-  archive.put_scalar<std::uint64_t>("progress.seed", progress.seed);
   archive.put_scalar<std::int64_t>("progress.best_epoch", progress.best_epoch);
   archive.put_scalar<double>("progress.best_accuracy", progress.best_accuracy);
   archive.put_scalar<double>("progress.best_loss", progress.best_loss);
@@ -130,65 +92,132 @@ void save_checkpoint(const std::filesystem::path& file, const Params& params, st
   column("validation_top5", &EpochMetrics::validation_top5);
   column("lr", &EpochMetrics::lr);
   column("seconds", &EpochMetrics::seconds);
-  archive.save(file);
 }
 
-/// Reads a checkpoint written by save_checkpoint into `params`, `best` (resized; empty if the
-/// checkpoint has none), `optimizer` and `progress`. Everything is checked before anything
-/// changes: std::invalid_argument naming the file and the field for a checkpoint of another
-/// model (a missing block or another shape) or another optimizer; std::runtime_error naming the
-/// file, member and byte offset for a truncated or corrupt file (from Archive::load).
-template <class Params, class Optimizer>
-void load_checkpoint(const std::filesystem::path& file, Params& params, std::vector<typename Params::scalar_type>& best,
-                     Optimizer& optimizer, Progress& progress) {
-  using namespace detail::checkpoint;
-  const Archive archive = Archive::load(file);
-  require_field(archive, "format");
-  require(archive.get_string("format") == format, "checkpoint '", file.string(), "': field 'format' is '",
-          archive.get_string("format"), "', expected '", format, "'");
-  check_layout(archive, params, "model.");
-  const bool has_best = archive.contains("best." + params.blocks().front().name);
-  if (has_best) check_layout(archive, params, "best.");
-  for (const char* field : {"progress.epochs_done", "progress.step", "progress.loader_epoch", "progress.loader_batch",
-                            "progress.seed", "progress.best_epoch", "progress.best_accuracy", "progress.best_loss",
-                            "progress.epochs_without_improvement", "history.train_loss", "history.train_accuracy",
-                            "history.validation_loss", "history.validation_accuracy", "history.validation_top5",
-                            "history.lr", "history.seconds"})
+/// Reads put_progress's fields into `progress` (its step, loader and seed untouched). A format-1
+/// LocalTrainer checkpoint holds only the epochs done: the best is then unknown and the history
+/// NaN, as nothing was measured in this process.
+inline void get_progress(const Archive& archive, Progress& progress) {
+  const std::string file = archive.source();
+  require_field(archive, "progress.epochs_done");
+  progress.epochs_done = archive.get_scalar<std::uint64_t>("progress.epochs_done");
+  progress.history.assign(static_cast<std::size_t>(progress.epochs_done), EpochMetrics{});
+  if (!archive.contains("history.train_loss")) return;
+  for (const char* field : {"progress.best_epoch", "progress.best_accuracy", "progress.best_loss",
+                            "progress.epochs_without_improvement", "history.train_accuracy", "history.validation_loss",
+                            "history.validation_accuracy", "history.validation_top5", "history.lr", "history.seconds"})
     require_field(archive, field);
-  Progress loaded;
-  loaded.epochs_done = archive.get_scalar<std::uint64_t>("progress.epochs_done");
-  loaded.step = archive.get_scalar<std::int64_t>("progress.step");
-  loaded.loader = {archive.get_scalar<std::uint64_t>("progress.loader_epoch"), archive.get_scalar<std::uint64_t>("progress.loader_batch")};
-  loaded.seed = archive.get_scalar<std::uint64_t>("progress.seed");
-  loaded.best_epoch = archive.get_scalar<std::int64_t>("progress.best_epoch");
-  loaded.best_accuracy = archive.get_scalar<double>("progress.best_accuracy");
-  loaded.best_loss = archive.get_scalar<double>("progress.best_loss");
-  loaded.epochs_without_improvement = archive.get_scalar<std::uint64_t>("progress.epochs_without_improvement");
-  const auto column = [&](const char* name) {
+  progress.best_epoch = archive.get_scalar<std::int64_t>("progress.best_epoch");
+  progress.best_accuracy = archive.get_scalar<double>("progress.best_accuracy");
+  progress.best_loss = archive.get_scalar<double>("progress.best_loss");
+  progress.epochs_without_improvement = archive.get_scalar<std::uint64_t>("progress.epochs_without_improvement");
+  const auto column = [&](const char* name, double EpochMetrics::*field) {
     const auto values = archive.get<double>(std::string("history.") + name);
-    require(values.size() == loaded.epochs_done, "checkpoint '", file.string(), "': field 'history.", name, "' holds ",
-            values.size(), " epochs, progress.epochs_done says ", loaded.epochs_done);
-    return values;
+    require(values.size() == progress.epochs_done, "checkpoint '", file, "': field 'history.", name, "' holds ",
+            values.size(), " epochs, progress.epochs_done says ", progress.epochs_done);
+    for (std::size_t e = 0; e < values.size(); ++e) progress.history[e].*field = values[e];
   };
-  const auto train_loss = column("train_loss"), train_accuracy = column("train_accuracy");
-  const auto validation_loss = column("validation_loss"), validation_accuracy = column("validation_accuracy");
-  const auto validation_top5 = column("validation_top5"), lr = column("lr"), seconds = column("seconds");
-  for (std::size_t e = 0; e < loaded.epochs_done; ++e)
-    loaded.history.push_back({train_loss[e], train_accuracy[e], validation_loss[e], validation_accuracy[e], validation_top5[e],
-                              lr[e], seconds[e]});
+  column("train_loss", &EpochMetrics::train_loss);
+  column("train_accuracy", &EpochMetrics::train_accuracy);
+  column("validation_loss", &EpochMetrics::validation_loss);
+  column("validation_accuracy", &EpochMetrics::validation_accuracy);
+  column("validation_top5", &EpochMetrics::validation_top5);
+  column("lr", &EpochMetrics::lr);
+  column("seconds", &EpochMetrics::seconds);
+}
 
+/// A centralized run's trainer: model, optimizer, global step, the loader's position and seed.
+template <class Params, class Optimizer>
+void put_central(Archive& archive, const Params& params, const Optimizer& optimizer, const Progress& progress) {
+  archive.put_string("trainer", "central");
+  save_blocks(archive, params, params.values().data(), "model.");
+  optimizer.save_state(archive, "optimizer.");
+  archive.put_scalar<std::int64_t>("progress.step", progress.step);
+  archive.put_scalar<std::uint64_t>("progress.loader_epoch", progress.loader.epoch);
+  archive.put_scalar<std::uint64_t>("progress.loader_batch", progress.loader.batch);
+  archive.put_scalar<std::uint64_t>("progress.seed", progress.seed);
+}
+
+/// Checks that `archive` is a centralized run's checkpoint of this model and optimizer, then
+/// reads put_central's fields. Everything is checked before anything changes: std::invalid_argument
+/// naming the file and the field otherwise.
+template <class Params, class Optimizer>
+void get_central(const Archive& archive, Params& params, Optimizer& optimizer, Progress& progress) {
+  const std::string file = archive.source();
+  require_field(archive, "format");
+  const std::string found = archive.get_string("format");
+  require(found == format || found == format_v1, "checkpoint '", file, "': field 'format' is '", found, "', expected '",
+          format, "'");
+  if (archive.contains("trainer"))
+    require(archive.get_string("trainer") == "central", "checkpoint '", file, "': field 'trainer' is '",
+            archive.get_string("trainer"), "', not a centralized run's");
+  check_blocks(archive, params, "model.");
+  for (const char* field : {"progress.step", "progress.loader_epoch", "progress.loader_batch", "progress.seed"})
+    require_field(archive, field);
   // The optimizer checks its kind and layout and changes nothing on failure; it goes first, so
   // every later step can no longer fail.
   Optimizer candidate = optimizer;
   try {
     candidate.load_state(archive, "optimizer.");
   } catch (const std::invalid_argument& e) {
-    fail("checkpoint '", file.string(), "': ", e.what());
+    fail("checkpoint '", file, "': ", e.what());
   }
   optimizer = std::move(candidate);
-  get_values(archive, params, params.values().data(), "model.");
+  load_blocks(archive, params, params.values().data(), "model.");
+  progress.step = archive.get_scalar<std::int64_t>("progress.step");
+  progress.loader = {archive.get_scalar<std::uint64_t>("progress.loader_epoch"), archive.get_scalar<std::uint64_t>("progress.loader_batch")};
+  progress.seed = archive.get_scalar<std::uint64_t>("progress.seed");
+}
+
+/// The best weights (KeepBest), when there are any.
+template <class Params>
+void put_best(Archive& archive, const Params& params, std::span<const typename Params::scalar_type> best) {
+  if (best.empty()) return;
+  require(best.size() == static_cast<std::size_t>(params.size()), "checkpoint: best weights hold ", best.size(),
+          " values, the model ", params.size());
+  save_blocks(archive, params, best.data(), "best.");
+}
+template <class Params>
+void get_best(const Archive& archive, const Params& params, std::vector<typename Params::scalar_type>& best) {
+  const bool has_best = archive.contains("best." + params.blocks().front().name);
+  if (has_best) check_blocks(archive, params, "best.");
   best.assign(has_best ? static_cast<std::size_t>(params.size()) : 0, typename Params::scalar_type{});
-  if (has_best) get_values(archive, params, best.data(), "best.");
+  if (has_best) load_blocks(archive, params, best.data(), "best.");
+}
+
+}  // namespace detail::checkpoint
+
+/// Writes a centralized run's checkpoint of `params` (and `best`, the best weights, same layout,
+/// if not empty), `optimizer` and `progress` to `file`, atomically: what run_training writes
+/// after every epoch.
+template <class Params, class Optimizer>
+void save_checkpoint(const std::filesystem::path& file, const Params& params, std::span<const typename Params::scalar_type> best,
+                     const Optimizer& optimizer, const Progress& progress) {
+  using namespace detail::checkpoint;
+  Archive archive;
+  archive.put_string("format", format);
+  put_progress(archive, progress);
+  put_central(archive, params, optimizer, progress);
+  put_best(archive, params, best);
+  archive.save(file);
+}
+
+/// Reads a centralized run's checkpoint (format 1 or 2) into `params`, `best` (resized; empty if
+/// the checkpoint has none), `optimizer` and `progress`. Everything is checked before anything
+/// changes: std::invalid_argument naming the file and the field for a checkpoint of another model
+/// (a missing block or another shape) or another optimizer; std::runtime_error naming the file,
+/// member and byte offset for a truncated or corrupt file (from Archive::load).
+template <class Params, class Optimizer>
+void load_checkpoint(const std::filesystem::path& file, Params& params, std::vector<typename Params::scalar_type>& best,
+                     Optimizer& optimizer, Progress& progress) {
+  using namespace detail::checkpoint;
+  const Archive archive = Archive::load(file);
+  Progress loaded;
+  get_progress(archive, loaded);
+  std::vector<typename Params::scalar_type> loaded_best;
+  get_best(archive, params, loaded_best);
+  get_central(archive, params, optimizer, loaded);
+  best = std::move(loaded_best);
   progress = std::move(loaded);
 }
 

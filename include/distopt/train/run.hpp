@@ -1,26 +1,35 @@
-// Training runs: train_epoch, evaluate and run_training, with gradient
-// accumulation, early stopping, checkpoints, bit-exact resume and metrics.
+// Training runs. One loop, `train::run`, drives every run: epochs of a trainer (a centralized
+// model and optimizer, CentralTrainer here, or a LocalTrainer through train/local_run.hpp),
+// validation after each, records to the metrics sinks, and callbacks in the manner of ensmallen's
+// (`Optimize(f, x, EarlyStopAtMinLoss(), ProgressBar())`): KeepBest, EarlyStopping, Checkpoints,
+// StopAfter. `run_training` is a centralized run in one call, the study's run_training.
 #pragma once
 
 #include <chrono>
 #include <cmath>
+#include <concepts>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
+#include "distopt/core/archive.hpp"
 #include "distopt/core/error.hpp"
 #include "distopt/data/cache.hpp"
 #include "distopt/data/loader.hpp"
 #include "distopt/nn/model.hpp"
-#include "distopt/optim/accumulation.hpp"
 #include "distopt/optim/optimizer.hpp"
 #include "distopt/optim/schedule.hpp"
+#include "distopt/optim/step.hpp"
 #include "distopt/train/checkpoint.hpp"
 #include "distopt/train/metrics.hpp"
+#include "distopt/train/status.hpp"
 
 namespace distopt::train {
 
@@ -52,12 +61,6 @@ template <nn::Model M>
   return {loss_sum / n, static_cast<double>(correct1) / n, static_cast<double>(correct5) / n, count};
 }
 
-/// Thrown inside a run when the loss or a gradient stops being finite; run_training turns it into
-/// a "diverged" summary instead of an error.
-struct Diverged : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
 /// How a training step is cut into micro-batches: `accumulation_steps` when given (> 0), else
 /// automatic, ceil(batch / micro_batch_cap) (the study: batch / 4096 above 4096). Each step
 /// adds the micro-batch gradients with weights n_k / N, so the update is the one of the whole batch.
@@ -67,24 +70,25 @@ struct StepOptions {
   std::size_t log_every = 50;  ///< a "step" record every this many steps (0: none)
 };
 
-/// Totals of one epoch of training.
+/// Totals of one epoch of training (of several, when a LocalTrainer's round spans them).
 struct EpochTotals {
   double loss = 0;
   double accuracy = 0;
   std::int64_t samples = 0;
   std::int64_t steps = 0;
   double seconds = 0;
+  double lr = std::nan("");       ///< of the last step
+  std::uint64_t epochs_done = 0;  ///< after this epoch
 };
 
-/// One epoch: every batch the loader hands out from its current position, each one optimizer
-/// step at lr = schedule(step). `step` is the global step count, advanced by each step.
-/// Throws Diverged on a non-finite loss or gradient.
+/// One epoch: every batch the loader hands out from its current position, each one optim::step
+/// at lr = schedule(step). `step` is the global step count, advanced by each step. Throws
+/// optim::Diverged on a non-finite loss or gradient.
 template <nn::Model M, optim::Optimizer O>
 EpochTotals train_epoch(M& model, O& optimizer, const optim::Schedule& schedule, data::Loader& loader, std::int64_t& step,
                         const StepOptions& options = {}, const Metrics* metrics = nullptr) {
   using clock = std::chrono::steady_clock;
   const auto start = clock::now();
-  auto& params = model.parameters();
   const std::size_t batch_size = loader.options().batch_size;
   const std::size_t cap = options.accumulation_steps > 0
                               ? (batch_size + options.accumulation_steps - 1) / options.accumulation_steps
@@ -95,34 +99,16 @@ EpochTotals train_epoch(M& model, O& optimizer, const optim::Schedule& schedule,
   std::int64_t correct = 0, window_correct = 0, window_samples = 0;
   auto window_start = clock::now();
   while (const data::Batch* batch = loader.next()) {
-    params.grads().setZero();
-    const auto n = static_cast<std::int64_t>(batch->size());
-    const nn::Images<float> images = batch->images();
-    nn::LossStats stats_sum;
-    double batch_loss = 0;
-    for (const optim::MicroBatch& micro : optim::split_batch(n, static_cast<std::int64_t>(cap))) {
-      const auto labels = batch->labels().subspan(static_cast<std::size_t>(micro.begin),
-                                                  static_cast<std::size_t>(micro.end - micro.begin));
-      const nn::LossStats s = model.loss_and_gradient(images.slice(micro.begin, micro.end), labels, micro.weight);
-      batch_loss += s.loss * micro.weight;
-      stats_sum.correct1 += s.correct1;
-    }
-    if (!std::isfinite(batch_loss))
-      throw Diverged(message("loss is ", batch_loss, " at step ", step + 1, " (epoch ", batch->position().epoch + 1, ")"));
-    optimizer.set_lr(schedule(step));
-    try {
-      optimizer.step(params);
-    } catch (const std::domain_error& e) {
-      throw Diverged(e.what());
-    }
+    const optim::StepStats s = optim::step(model, optimizer, batch->images(), batch->labels(), schedule(step),
+                                           static_cast<std::int64_t>(cap), "", step + 1);
     ++step;
     ++totals.steps;
-    loss_sum += batch_loss * static_cast<double>(n);
-    correct += stats_sum.correct1;
-    totals.samples += n;
-    window_loss += batch_loss * static_cast<double>(n);
-    window_correct += stats_sum.correct1;
-    window_samples += n;
+    loss_sum += s.loss * static_cast<double>(s.count);
+    correct += s.correct;
+    totals.samples += s.count;
+    window_loss += s.loss * static_cast<double>(s.count);
+    window_correct += s.correct;
+    window_samples += s.count;
     if (metrics != nullptr && options.log_every > 0 && step % static_cast<std::int64_t>(options.log_every) == 0) {
       const double seconds = std::chrono::duration<double>(clock::now() - window_start).count();
       const double ws = static_cast<double>(window_samples);
@@ -136,6 +122,7 @@ EpochTotals train_epoch(M& model, O& optimizer, const optim::Schedule& schedule,
     }
   }
   totals.seconds = std::chrono::duration<double>(clock::now() - start).count();
+  totals.lr = optimizer.lr();
   if (totals.samples > 0) {
     totals.loss = loss_sum / static_cast<double>(totals.samples);
     totals.accuracy = static_cast<double>(correct) / static_cast<double>(totals.samples);
@@ -143,8 +130,8 @@ EpochTotals train_epoch(M& model, O& optimizer, const optim::Schedule& schedule,
   return totals;
 }
 
-/// The sets a run uses: train (shuffled, augmented), validation (early stopping; may be empty)
-/// and test (evaluated once, at the end), normalised with the same statistics.
+/// The sets a run uses: train (shuffled, augmented), validation (best weights, early stopping;
+/// may be empty) and test (evaluated once, at the end), normalised with the same statistics.
 struct RunData {
   const data::LabelledImages* train = nullptr;
   const data::LabelledImages* validation = nullptr;
@@ -157,31 +144,45 @@ struct RunData {
   }
 };
 
-/// What run_training does besides stepping: the study's run_training arguments that are not
-/// objects (num_epochs, accumulation_steps, n_epochs_stop, optimizer_name, hyperparameters) and
-/// the checkpoint policy.
-struct RunOptions {
-  std::size_t epochs = 10;
-  std::size_t batch_size = 64;
-  StepOptions step{};
-  std::size_t patience = 0;  ///< n_epochs_stop: stop after this many epochs without a better validation accuracy (0: never)
-  std::uint64_t seed = 0;    ///< the loader's order and augmentation
-  std::optional<data::Augmentation> augmentation = data::Augmentation{};
-  bool prefetch = true;
+// --- the loop --------------------------------------------------------------------------------
+
+/// What `run` drives: a trainer that takes one epoch at a time.
+///
+/// Contract: `train_epoch(schedule, planned_epochs, metrics)` trains to the next epoch boundary
+/// (a LocalTrainer's round may cross several: the totals say how many are done) and throws
+/// optim::Diverged when a loss or gradient stops being finite; `model()` is what is evaluated and
+/// tested; `is_root()` says whether this process evaluates and writes (rank 0 of a multi-process
+/// trainer) and `agree(b)` hands rank 0's decision to every rank (so all leave the loop
+/// together); `describe(record)` adds the trainer's own fields to the epoch, test and summary
+/// records; `save_checkpoint(file, fields)` writes its state beside `fields` (rank 0 writes; a
+/// collective over the ranks), and `resume(file)` reads the checkpoint rank 0 names (none: a
+/// fresh start), applies the trainer's part and returns the archive for the loop's part.
+template <class T>
+concept EpochTrainer = requires(T& trainer, const T& const_trainer, const optim::Schedule& schedule, std::uint64_t planned,
+                                const Metrics& metrics, Record& record, const std::filesystem::path& file,
+                                const Archive& fields, const std::optional<std::filesystem::path>& latest, bool decision) {
+  { trainer.train_epoch(schedule, planned, metrics) } -> std::same_as<EpochTotals>;
+  requires nn::Model<std::remove_cvref_t<decltype(trainer.model())>>;
+  { const_trainer.steps() } -> std::convertible_to<std::int64_t>;
+  { const_trainer.is_root() } -> std::convertible_to<bool>;
+  { trainer.agree(decision) } -> std::convertible_to<bool>;
+  const_trainer.describe(record);
+  trainer.save_checkpoint(file, fields);
+  { trainer.resume(latest) } -> std::same_as<std::optional<Archive>>;
+};
+
+/// What the loop does besides training: the epochs, the evaluation batch, and what the run is
+/// (labels on every record, values on its summary record).
+struct LoopOptions {
+  std::size_t epochs = 1;
   std::size_t eval_batch = 1000;
-  std::string optimizer_name = "sgdm";
-  std::vector<std::pair<std::string, double>> hyperparameters{};  ///< reported with every summary
-  std::filesystem::path out{};  ///< checkpoint root; empty: no checkpoints
-  std::size_t keep_last = 2;    ///< checkpoints kept besides the best
-  bool keep_best = true;
-  bool resume = false;          ///< continue from the latest checkpoint in the run's folder, if any
-  bool overwrite = false;       ///< without resume: delete an earlier run's checkpoints in the folder (else refuse)
-  std::optional<std::size_t> stop_after{};  ///< end the process's work after this many epochs (as if killed): for resume tests
+  std::vector<std::pair<std::string, std::string>> labels{};
+  std::vector<std::pair<std::string, double>> values{};
 };
 
 /// What a run ended with.
 struct RunResult {
-  std::string status;  ///< "completed", "early_stopped", "diverged" or "interrupted"
+  Status status = Status::completed;
   std::uint64_t epochs_done = 0;
   std::int64_t steps = 0;
   std::int64_t best_epoch = -1;
@@ -193,154 +194,429 @@ struct RunResult {
   std::filesystem::path checkpoints;
 };
 
-/// Trains `model` with `optimizer` at lr = schedule(step) for options.epochs epochs, following the
-/// study's run_training: validation after every epoch, early stopping with patience
-/// options.patience on validation accuracy keeping the best weights (restored at the end), the
-/// test set evaluated once at the end; checkpoints after every epoch at
-/// <out>/train/<optimizer>/<batch_size>/<lr>/<weight_decay>/<epoch>.npz; `resume` continues from
-/// the latest one and gives the same final bits as an uninterrupted run. A non-finite loss ends the
-/// run with status "diverged" (no exception). Records: "epoch" after each epoch, "test" and
-/// "summary" at the end, "step" every options.step.log_every steps.
-template <nn::Model M, optim::Optimizer O>
-RunResult run_training(M& model, O& optimizer, const optim::Schedule& schedule, const RunData& sets,
-                       const RunOptions& options, const Metrics& metrics = {}) {
+/// What callbacks see of a run, and may change: its progress (epochs, the best validation so
+/// far, history), whether this epoch improved on the best, the model's weights, and the
+/// checkpoint machinery of the loop.
+template <class Scalar>
+struct RunState {
+  Progress& progress;
+  std::span<Scalar> weights;
+  bool root = true;
+  bool improved = false;
+  Status status = Status::completed;
+  std::filesystem::path checkpoints{};
+  /// Writes a checkpoint of everything (trainer, loop, callbacks) to a file.
+  std::function<void(const std::filesystem::path&)> save_checkpoint{};
+  /// Resumes from the checkpoint rank 0 names (nothing: none); true when it did.
+  std::function<bool(const std::optional<std::filesystem::path>&)> resume{};
+};
+
+/// The hooks a callback may have, all doing nothing: callbacks derive from it and hide what they
+/// use. Called statically (no virtual functions), each hook of every callback in the order the
+/// callbacks are passed (KeepBest before Checkpoints, so a checkpoint holds this epoch's best).
+///   begin_run(state)          once, before the first epoch (resume happens here)
+///   stop_before_epoch(state)  true: stop now with status "interrupted"
+///   end_epoch(state)          after validation and the epoch record; true: stop early
+///   end_run(state)            at the end of a finished run, before the test evaluation
+///   save(archive, state) / load(archive, state): the callback's part of a checkpoint
+struct Callback {
+  template <class S>
+  void begin_run(S&) {}
+  template <class S>
+  bool stop_before_epoch(S&) {
+    return false;
+  }
+  template <class S>
+  bool end_epoch(S&) {
+    return false;
+  }
+  template <class S>
+  void end_run(S&) {}
+  template <class S>
+  void save(Archive&, const S&) const {}
+  template <class S>
+  void load(const Archive&, S&) {}
+};
+
+/// Keeps the weights of the best validation epoch so far and puts them back at the end of a
+/// finished run (the study's run_training tests those); they travel inside every checkpoint.
+template <class Params>
+class KeepBest : public Callback {
+ public:
+  explicit KeepBest(const Params& params) : params_(&params) {}
+  template <class S>
+  bool end_epoch(S& s) {
+    if (s.improved) best_.assign(s.weights.begin(), s.weights.end());
+    return false;
+  }
+  template <class S>
+  void end_run(S& s) {
+    if (!best_.empty()) std::copy(best_.begin(), best_.end(), s.weights.begin());
+  }
+  template <class S>
+  void save(Archive& archive, const S&) const {
+    detail::checkpoint::put_best(archive, *params_, std::span<const typename Params::scalar_type>(best_));
+  }
+  template <class S>
+  void load(const Archive& archive, S&) {
+    detail::checkpoint::get_best(archive, *params_, best_);
+  }
+  [[nodiscard]] const std::vector<typename Params::scalar_type>& weights() const noexcept { return best_; }
+
+ private:
+  const Params* params_;
+  std::vector<typename Params::scalar_type> best_;
+};
+
+/// Stops a run after `patience` epochs without a better validation accuracy (0: never): the
+/// study's n_epochs_stop.
+class EarlyStopping : public Callback {
+ public:
+  explicit EarlyStopping(std::size_t patience) : patience_(patience) {}
+  template <class S>
+  bool end_epoch(S& s) {
+    return patience_ > 0 && s.progress.epochs_without_improvement >= patience_;
+  }
+
+ private:
+  std::size_t patience_;
+};
+
+/// A checkpoint after every epoch in `folder` (<epoch>.npz), pruned to the last `keep_last`
+/// (and the best epoch's with `keep_best`); with `resume` the run continues from the latest and
+/// reaches the same bits as an uninterrupted one. A fresh run into a folder holding an earlier
+/// run's checkpoints refuses, unless `overwrite` (they would interleave, and pruning keeps the
+/// highest epochs, the old ones). An empty folder: no checkpoints.
+class Checkpoints : public Callback {
+ public:
+  struct Options {
+    std::size_t keep_last = 2;
+    bool keep_best = true;
+    bool resume = false;
+    bool overwrite = false;
+  };
+  Checkpoints() = default;
+  Checkpoints(CheckpointFolder folder, Options options) : folder_(std::move(folder)), options_(options) {}
+
+  template <class S>
+  void begin_run(S& s) {
+    if (!folder_) return;
+    s.checkpoints = folder_->path();
+    if (s.root) {
+      folder_->prepare();
+      if (!options_.resume && !folder_->epochs().empty()) {
+        require(options_.overwrite, "run: '", folder_->path().string(), "' holds checkpoints of an earlier run (epochs up to ",
+                folder_->epochs().back(), "); resume it or overwrite it");
+        for (const auto epoch : folder_->epochs()) std::filesystem::remove(folder_->file(epoch));
+      }
+    }
+    if (!options_.resume) return;
+    std::optional<std::filesystem::path> latest;
+    if (s.root)
+      if (const auto epoch = folder_->latest()) latest = folder_->file(*epoch);
+    s.resume(latest);
+  }
+  template <class S>
+  bool end_epoch(S& s) {
+    if (!folder_) return false;
+    s.save_checkpoint(folder_->file(s.progress.epochs_done));
+    if (s.root)
+      folder_->prune(options_.keep_last, options_.keep_best && s.progress.best_epoch > 0
+                                             ? std::optional(static_cast<std::uint64_t>(s.progress.best_epoch))
+                                             : std::nullopt);
+    return false;
+  }
+
+ private:
+  std::optional<CheckpointFolder> folder_;
+  Options options_;
+};
+
+/// Ends this process's work after `epochs` epochs, as if it were killed there (status
+/// "interrupted"): for resume tests. Nothing: never.
+class StopAfter : public Callback {
+ public:
+  explicit StopAfter(std::optional<std::size_t> epochs = std::nullopt) : epochs_(epochs) {}
+  template <class S>
+  bool stop_before_epoch(S&) {
+    return epochs_ && done_ >= *epochs_;
+  }
+  template <class S>
+  bool end_epoch(S&) {
+    ++done_;
+    return false;
+  }
+
+ private:
+  std::optional<std::size_t> epochs_;
+  std::size_t done_ = 0;
+};
+
+/// Trains `trainer` for options.epochs epochs at lr = schedule(global step): after every epoch the
+/// model is evaluated on the validation set (on rank 0) and the best accuracy tracked, an
+/// "epoch" record written, and the callbacks' end_epoch called; at the end of a finished run the
+/// callbacks' end_run, then the test set once and "test" and "summary" records. A non-finite loss
+/// ends the run with status "diverged" (no exception).
+template <EpochTrainer T, class... Callbacks>
+RunResult run(T& trainer, const optim::Schedule& schedule, const RunData& sets, const LoopOptions& options,
+              const Metrics& metrics, Callbacks&... callbacks) {
   using clock = std::chrono::steady_clock;
   const auto start = clock::now();
-  require(sets.train != nullptr && sets.train->size() > 0, "run_training: no training data");
-  require(options.epochs > 0, "RunOptions.epochs must be positive");
-  require(options.batch_size > 0, "RunOptions.batch_size must be positive");
-  for (const auto& [name, value] : options.hyperparameters)
-    for (const char* reserved : {"loss", "accuracy", "validation_loss", "validation_accuracy", "validation_top5",
-                                 "best_validation_accuracy", "lr", "seconds", "images_per_second", "top5", "best_epoch",
-                                 "test_loss", "test_accuracy", "test_top5"})
-      require(name != reserved, "RunOptions.hyperparameters: '", name, "' is a name the records already use (e.g. base_lr instead)");
+  require(options.epochs > 0, "LoopOptions.epochs must be positive");
+  auto& model = trainer.model();
   auto& params = model.parameters();
-  using T = typename std::remove_cvref_t<decltype(params)>::scalar_type;
-
-  std::optional<CheckpointFolder> folder;
-  if (!options.out.empty()) {
-    folder.emplace(options.out, options.optimizer_name, options.batch_size, optimizer.options().lr,
-                   optimizer.options().weight_decay);
-    folder->prepare();
-    // A fresh run into a folder holding an earlier run's checkpoints would interleave the two
-    // (and pruning keeps the highest epochs, the old ones): refuse unless told what to do.
-    if (!options.resume && !folder->epochs().empty()) {
-      require(options.overwrite, "run_training: '", folder->path().string(), "' holds checkpoints of an earlier run (epochs up to ",
-              folder->epochs().back(), "); set RunOptions.resume to continue it or RunOptions.overwrite to replace it");
-      for (const auto epoch : folder->epochs()) std::filesystem::remove(folder->file(epoch));
-    }
-  }
-
-  data::Loader loader(*sets.train, sets.normalizer,
-                      {.batch_size = options.batch_size, .shuffle = true, .seed = options.seed,
-                       .augmentation = options.augmentation, .prefetch = options.prefetch});
-  Progress progress;
-  progress.seed = options.seed;
-  std::vector<T> best;
-  if (folder && options.resume) {
-    if (const auto latest = folder->latest()) {
-      load_checkpoint(folder->file(*latest), params, best, optimizer, progress);
-      require(progress.seed == options.seed, "checkpoint '", folder->file(*latest).string(), "': field 'progress.seed' is ",
-              progress.seed, ", this run's seed is ", options.seed);
-    }
-  }
-
-  RunResult result;
-  result.checkpoints = folder ? folder->path() : std::filesystem::path();
+  using Scalar = typename std::remove_cvref_t<decltype(params)>::scalar_type;
+  const bool root = trainer.is_root();
   const bool has_validation = sets.validation != nullptr && sets.validation->size() > 0;
+
+  Progress progress;
+  RunResult result;
+  RunState<Scalar> state{progress, std::span<Scalar>(params.values().data(), static_cast<std::size_t>(params.size())), root};
+  state.save_checkpoint = [&](const std::filesystem::path& file) {
+    Archive fields;
+    fields.put_string("format", detail::checkpoint::format);
+    detail::checkpoint::put_progress(fields, progress);
+    (callbacks.save(fields, state), ...);
+    trainer.save_checkpoint(file, fields);
+  };
+  state.resume = [&](const std::optional<std::filesystem::path>& latest) {
+    const std::optional<Archive> archive = trainer.resume(latest);
+    if (!archive) return false;
+    detail::checkpoint::get_progress(*archive, progress);
+    (callbacks.load(*archive, state), ...);
+    return true;
+  };
   const auto labelled = [&](Record r) {
-    r.label("optimizer", options.optimizer_name);
-    for (const auto& [name, value] : options.hyperparameters) r.set(name, value);
+    for (const auto& [name, text] : options.labels) r.label(name, text);
+    trainer.describe(r);
     return r;
   };
+  const auto write = [&](const Record& r) {
+    if (root) metrics.write(r);
+  };
 
-  std::string status = "completed";
-  std::uint64_t epochs_this_process = 0;
+  (callbacks.begin_run(state), ...);
+  Status status = Status::completed;
   while (progress.epochs_done < options.epochs) {
-    if (options.stop_after && epochs_this_process >= *options.stop_after) {
-      status = "interrupted";
+    // Comma folds: every callback is asked, left to right (|| would stop at the first yes).
+    bool stop = false;
+    ((stop = callbacks.stop_before_epoch(state) || stop), ...);
+    if (trainer.agree(stop)) {
+      status = Status::interrupted;
       break;
     }
-    loader.seek(progress.loader);
     EpochTotals totals;
     try {
-      totals = train_epoch(model, optimizer, schedule, loader, progress.step, options.step, &metrics);
-    } catch (const Diverged& e) {
-      status = "diverged";
+      totals = trainer.train_epoch(schedule, options.epochs, metrics);
+    } catch (const optim::Diverged& e) {
+      status = Status::diverged;
       result.message = e.what();
       break;
     }
-    ++progress.epochs_done;
-    ++epochs_this_process;
-    progress.loader = {progress.epochs_done, 0};
-    EpochMetrics epoch{.train_loss = totals.loss, .train_accuracy = totals.accuracy, .lr = optimizer.lr(), .seconds = totals.seconds};
-    bool improved = false;
-    if (has_validation) {
+    // A round may have crossed several epochs: the epochs it skipped have the same metrics.
+    while (progress.history.size() + 1 < totals.epochs_done) progress.history.push_back(EpochMetrics{});
+    progress.epochs_done = totals.epochs_done;
+    EpochMetrics epoch{.train_loss = totals.loss, .train_accuracy = totals.accuracy, .lr = totals.lr, .seconds = totals.seconds};
+    state.improved = false;
+    if (root && has_validation) {
       const Evaluation v = evaluate(model, *sets.validation, sets.normalizer, options.eval_batch);
       epoch.validation_loss = v.loss;
       epoch.validation_accuracy = v.accuracy;
       epoch.validation_top5 = v.top5;
-      improved = v.accuracy > progress.best_accuracy;
-      if (improved) {
+      state.improved = v.accuracy > progress.best_accuracy;
+      if (state.improved) {
         progress.best_accuracy = v.accuracy;
         progress.best_loss = v.loss;
         progress.best_epoch = static_cast<std::int64_t>(progress.epochs_done);
         progress.epochs_without_improvement = 0;
-        best.assign(params.values().data(), params.values().data() + params.size());
       } else {
         ++progress.epochs_without_improvement;
       }
     }
     progress.history.push_back(epoch);
-    metrics.write(labelled(Record{.event = "epoch", .epoch = progress.epochs_done, .step = progress.step}
-                               .set("loss", epoch.train_loss)
-                               .set("accuracy", epoch.train_accuracy)
-                               .set("validation_loss", epoch.validation_loss)
-                               .set("validation_accuracy", epoch.validation_accuracy)
-                               .set("validation_top5", epoch.validation_top5)
-                               .set("best_validation_accuracy", has_validation && progress.best_epoch > 0 ? progress.best_accuracy : std::nan(""))
-                               .set("lr", epoch.lr)
-                               .set("seconds", epoch.seconds)
-                               .set("images_per_second", static_cast<double>(totals.samples) / totals.seconds)));
-    if (folder) {
-      save_checkpoint(folder->file(progress.epochs_done), params, std::span<const T>(best), optimizer, progress);
-      folder->prune(options.keep_last,
-                    options.keep_best && progress.best_epoch > 0 ? std::optional(static_cast<std::uint64_t>(progress.best_epoch))
-                                                                  : std::nullopt);
-    }
-    if (options.patience > 0 && progress.epochs_without_improvement >= options.patience) {
-      status = "early_stopped";
+    write(labelled(Record{.event = "epoch", .epoch = progress.epochs_done, .step = trainer.steps()}
+                       .set("loss", epoch.train_loss)
+                       .set("accuracy", epoch.train_accuracy)
+                       .set("validation_loss", epoch.validation_loss)
+                       .set("validation_accuracy", epoch.validation_accuracy)
+                       .set("validation_top5", epoch.validation_top5)
+                       .set("best_validation_accuracy",
+                            has_validation && progress.best_epoch > 0 ? progress.best_accuracy : std::nan(""))
+                       .set("lr", epoch.lr)
+                       .set("seconds", epoch.seconds)
+                       .set("images_per_second", static_cast<double>(totals.samples) / totals.seconds)));
+    stop = false;
+    ((stop = callbacks.end_epoch(state) || stop), ...);
+    if (trainer.agree(stop)) {
+      status = Status::early_stopped;
       break;
     }
   }
 
+  state.status = status;
   result.status = status;
   result.epochs_done = progress.epochs_done;
-  result.steps = progress.step;
+  result.steps = trainer.steps();
   result.best_epoch = progress.best_epoch;
   result.best_validation_accuracy = has_validation && progress.best_epoch > 0 ? progress.best_accuracy : std::nan("");
   result.history = progress.history;
-  if (status == "completed" || status == "early_stopped") {
-    if (!best.empty()) std::copy(best.begin(), best.end(), params.values().data());
-    if (sets.test != nullptr && sets.test->size() > 0) result.test = evaluate(model, *sets.test, sets.normalizer, options.eval_batch);
-    metrics.write(labelled(Record{.event = "test", .epoch = progress.epochs_done, .step = progress.step}
-                               .set("loss", result.test.loss)
-                               .set("accuracy", result.test.accuracy)
-                               .set("top5", result.test.top5)));
+  result.checkpoints = state.checkpoints;
+  if (finished(status)) {
+    (callbacks.end_run(state), ...);
+    if (root && sets.test != nullptr && sets.test->size() > 0) result.test = evaluate(model, *sets.test, sets.normalizer, options.eval_batch);
+    write(labelled(Record{.event = "test", .epoch = progress.epochs_done, .step = result.steps}
+                       .set("loss", result.test.loss)
+                       .set("accuracy", result.test.accuracy)
+                       .set("top5", result.test.top5)));
   }
   result.seconds = std::chrono::duration<double>(clock::now() - start).count();
-  Record summary = labelled(Record{.event = "summary", .epoch = progress.epochs_done, .step = progress.step});
-  summary.label("status", status);
+  Record summary = labelled(Record{.event = "summary", .epoch = progress.epochs_done, .step = result.steps});
+  summary.label("status", std::string(to_string(status)));
   if (!result.message.empty()) summary.label("message", result.message);
+  for (const auto& [name, value] : options.values) summary.set(name, value);
   summary.set("best_epoch", static_cast<double>(result.best_epoch))
       .set("best_validation_accuracy", result.best_validation_accuracy)
       .set("test_loss", result.test.loss)
       .set("test_accuracy", result.test.accuracy)
       .set("test_top5", result.test.top5)
       .set("seconds", result.seconds);
-  metrics.write(summary);
-  metrics.flush();
+  write(summary);
+  if (root) metrics.flush();
   return result;
+}
+
+// --- centralized runs ------------------------------------------------------------------------
+
+/// A model and its optimizer trained on one loader: the trainer of a centralized run.
+template <nn::Model M, optim::Optimizer O>
+class CentralTrainer {
+ public:
+  struct Options {
+    std::size_t batch_size = 64;
+    StepOptions step{};
+    std::uint64_t seed = 0;  ///< the loader's order and augmentation
+    std::optional<data::Augmentation> augmentation = data::Augmentation{};
+    bool prefetch = true;
+  };
+
+  CentralTrainer(M& model, O& optimizer, const data::LabelledImages& train, const data::Normalizer& normalizer, Options options)
+      : model_(&model),
+        optimizer_(&optimizer),
+        options_(options),
+        loader_(train, normalizer,
+                {.batch_size = options.batch_size, .shuffle = true, .seed = options.seed, .augmentation = options.augmentation,
+                 .prefetch = options.prefetch}) {
+    require(train.size() > 0, "CentralTrainer: no training data");
+    require(options.batch_size > 0, "CentralTrainer: batch_size must be positive");
+    progress_.seed = options.seed;
+  }
+
+  EpochTotals train_epoch(const optim::Schedule& schedule, std::uint64_t, const Metrics& metrics) {
+    loader_.seek(progress_.loader);
+    EpochTotals totals = train::train_epoch(*model_, *optimizer_, schedule, loader_, progress_.step, options_.step, &metrics);
+    ++progress_.epochs_done;
+    progress_.loader = {progress_.epochs_done, 0};
+    totals.epochs_done = progress_.epochs_done;
+    return totals;
+  }
+  [[nodiscard]] M& model() noexcept { return *model_; }
+  [[nodiscard]] std::int64_t steps() const noexcept { return progress_.step; }
+  [[nodiscard]] bool is_root() const noexcept { return true; }
+  [[nodiscard]] bool agree(bool decision) const noexcept { return decision; }
+  void describe(Record&) const {}
+
+  void save_checkpoint(const std::filesystem::path& file, const Archive& fields) const {
+    Archive archive = fields;
+    detail::checkpoint::put_central(archive, model_->parameters(), *optimizer_, progress_);
+    archive.save(file);
+  }
+  std::optional<Archive> resume(const std::optional<std::filesystem::path>& latest) {
+    if (!latest) return std::nullopt;
+    Archive archive = Archive::load(*latest);
+    Progress loaded = progress_;
+    detail::checkpoint::get_central(archive, model_->parameters(), *optimizer_, loaded);
+    require(loaded.seed == options_.seed, "checkpoint '", latest->string(), "': field 'progress.seed' is ", loaded.seed,
+            ", this run's seed is ", options_.seed);
+    detail::checkpoint::require_field(archive, "progress.epochs_done");
+    loaded.epochs_done = archive.get_scalar<std::uint64_t>("progress.epochs_done");
+    progress_ = loaded;
+    return archive;
+  }
+
+ private:
+  M* model_;
+  O* optimizer_;
+  Options options_;
+  data::Loader loader_;
+  Progress progress_;  // its step, loader position, seed and epochs
+};
+
+/// What a centralized run is, as its checkpoint folder and summary name it: the study's
+/// train/<optimizer>/<batch_size>/<lr>/<weight_decay> key (lr and weight decay as the run was
+/// configured, the peak of its schedule), and further values to report with it.
+struct RunDescription {
+  std::string optimizer = "sgdm";
+  double lr = std::nan("");
+  double weight_decay = std::nan("");
+  std::vector<std::pair<std::string, double>> values{};
+};
+
+/// What run_training does besides stepping: the study's run_training arguments that are not
+/// objects (num_epochs, accumulation_steps, n_epochs_stop, the run's description) and the
+/// checkpoint policy.
+struct RunOptions {
+  std::size_t epochs = 10;
+  std::size_t batch_size = 64;
+  StepOptions step{};
+  std::size_t patience = 0;  ///< n_epochs_stop: stop after this many epochs without a better validation accuracy (0: never)
+  std::uint64_t seed = 0;    ///< the loader's order and augmentation
+  std::optional<data::Augmentation> augmentation = data::Augmentation{};
+  bool prefetch = true;
+  std::size_t eval_batch = 1000;
+  RunDescription description{};
+  std::filesystem::path out{};  ///< checkpoint root; empty: no checkpoints
+  std::size_t keep_last = 2;    ///< checkpoints kept besides the best
+  bool keep_best = true;
+  bool resume = false;          ///< continue from the latest checkpoint in the run's folder, if any
+  bool overwrite = false;       ///< without resume: delete an earlier run's checkpoints in the folder (else refuse)
+  std::optional<std::size_t> stop_after{};  ///< end the process's work after this many epochs (as if killed): for resume tests
+};
+
+/// Trains `model` with `optimizer` at lr = schedule(step) for options.epochs epochs, following the
+/// study's run_training: validation after every epoch, the best weights kept and restored at the
+/// end (KeepBest), early stopping with patience options.patience, the test set evaluated once at
+/// the end; checkpoints after every epoch at
+/// <out>/train/<optimizer>/<batch_size>/<lr>/<weight_decay>/<epoch>.npz (options.description
+/// names them); `resume` continues from the latest and gives the same final bits as an
+/// uninterrupted run. A non-finite loss ends the run with status "diverged" (no exception).
+/// Records: "epoch" after each epoch, "test" and "summary" at the end, "step" every
+/// options.step.log_every steps; the summary carries the description's optimizer, lr, weight
+/// decay, batch size and values.
+template <nn::Model M, optim::Optimizer O>
+RunResult run_training(M& model, O& optimizer, const optim::Schedule& schedule, const RunData& sets, const RunOptions& options,
+                       const Metrics& metrics = {}) {
+  require(sets.train != nullptr && sets.train->size() > 0, "run_training: no training data");
+  require(options.epochs > 0, "RunOptions.epochs must be positive");
+  require(options.batch_size > 0, "RunOptions.batch_size must be positive");
+  const RunDescription& d = options.description;
+  if (!options.out.empty())
+    require(std::isfinite(d.lr) && std::isfinite(d.weight_decay), "RunOptions.description: lr (", d.lr, ") and weight_decay (",
+            d.weight_decay, ") name the checkpoint folder and must be given");
+  CentralTrainer<M, O> trainer(model, optimizer, *sets.train, sets.normalizer,
+                               {.batch_size = options.batch_size, .step = options.step, .seed = options.seed,
+                                .augmentation = options.augmentation, .prefetch = options.prefetch});
+  KeepBest best(model.parameters());
+  EarlyStopping early(options.patience);
+  Checkpoints checkpoints;
+  if (!options.out.empty())
+    checkpoints = Checkpoints(CheckpointFolder(options.out, d.optimizer, options.batch_size, d.lr, d.weight_decay),
+                              {.keep_last = options.keep_last, .keep_best = options.keep_best, .resume = options.resume,
+                               .overwrite = options.overwrite});
+  StopAfter stop(options.stop_after);
+  LoopOptions loop{.epochs = options.epochs, .eval_batch = options.eval_batch, .labels = {{"optimizer", d.optimizer}}, .values = {}};
+  loop.values = {{"lr", d.lr}, {"weight_decay", d.weight_decay}, {"batch_size", static_cast<double>(options.batch_size)}};
+  loop.values.insert(loop.values.end(), d.values.begin(), d.values.end());
+  return run(trainer, schedule, sets, loop, metrics, best, early, checkpoints, stop);
 }
 
 }  // namespace distopt::train

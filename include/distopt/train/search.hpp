@@ -224,7 +224,7 @@ struct Trial {
 /// What one trial ended with. The trial function fills the figures; run_search sets `trial`.
 struct TrialResult {
   Trial trial{};
-  std::string status{};  ///< as RunResult's: "completed", "early_stopped", "diverged"; or "failed" (it threw)
+  Status status = Status::failed;  ///< as RunResult's, or failed (the trial function threw)
   double validation_accuracy = std::nan("");  ///< the best over the run (what the ranking uses)
   double test_accuracy = std::nan("");        ///< NaN when the trial has no test set
   std::uint64_t epochs = 0;
@@ -232,7 +232,7 @@ struct TrialResult {
   std::string message{};  ///< why it diverged or failed
 
   /// Completed or early-stopped: a run whose figures mean something.
-  [[nodiscard]] bool ok() const noexcept { return status == "completed" || status == "early_stopped"; }
+  [[nodiscard]] bool ok() const noexcept { return finished(status); }
 };
 
 /// A run_training result as a trial result: the best validation accuracy, the test accuracy of
@@ -269,7 +269,7 @@ struct SearchOptions {
 /// depends only on its own values and seed (and the library's kernels give the same bits for any
 /// thread count), a parallel search gives the same results as a serial one, timings aside.
 /// A trial that throws is recorded as "failed" with the exception's message (as "diverged" for
-/// train::Diverged) and the search goes on, as it does past a diverged one. An exception from a
+/// optim::Diverged) and the search goes on, as it does past a diverged one. An exception from a
 /// metrics sink, or failing to start a worker, is rethrown once the running trials are done.
 [[nodiscard]] inline std::vector<TrialResult> run_search(const std::vector<Trial>& trials, const TrialFunction& function,
                                                          const SearchOptions& options = {}) {
@@ -295,18 +295,18 @@ struct SearchOptions {
     TrialResult r;
     try {
       r = function(trials[i]);
-    } catch (const Diverged& e) {
-      r = {.status = "diverged", .message = e.what()};
+    } catch (const optim::Diverged& e) {
+      r = {.status = Status::diverged, .message = e.what()};
     } catch (const std::exception& e) {
-      r = {.status = "failed", .message = e.what()};
+      r = {.status = Status::failed, .message = e.what()};
     } catch (...) {
-      r = {.status = "failed", .message = "unknown exception"};
+      r = {.status = Status::failed, .message = "unknown exception"};
     }
     r.trial = trials[i];
     if (!(r.seconds > 0)) r.seconds = std::chrono::duration<double>(clock::now() - start).count();
 
     Record record{.event = "trial", .epoch = r.epochs, .step = 0};
-    record.label("trial", r.trial.folder()).label("status", r.status).label("seed", std::to_string(r.trial.seed));
+    record.label("trial", r.trial.folder()).label("status", std::string(to_string(r.status))).label("seed", std::to_string(r.trial.seed));
     if (!r.message.empty()) record.label("message", r.message);
     for (const auto& [name, value] : r.trial.values) record.set(name, value);
     record.set("index", static_cast<double>(r.trial.index))
@@ -375,7 +375,7 @@ struct SearchOptions {
   const std::vector<TrialResult> ranked = rank(results);
   if (!ranked.empty() && ranked.front().ok()) return ranked.front();
   std::size_t diverged = 0, failed = 0;
-  for (const TrialResult& r : results) (r.status == "diverged" ? diverged : failed) += 1;
+  for (const TrialResult& r : results) (r.status == Status::diverged ? diverged : failed) += 1;
   fail<std::runtime_error>("best: none of the ", results.size(), " trials completed (", diverged, " diverged, ", failed,
                            " failed or other)");
 }
@@ -430,7 +430,7 @@ inline void write_search_table(const std::filesystem::path& folder, const std::v
     const TrialResult& r = ranked[k];
     std::vector<std::string> row = {std::to_string(k + 1), std::to_string(r.trial.index)};
     for (const auto& [name, value] : r.trial.values) row.push_back(io::format_number(value));
-    row.insert(row.end(), {r.status, io::format_number(r.validation_accuracy), io::format_number(r.test_accuracy),
+    row.insert(row.end(), {std::string(to_string(r.status)), io::format_number(r.validation_accuracy), io::format_number(r.test_accuracy),
                            std::to_string(r.epochs), io::format_number(r.seconds, 4), std::to_string(r.trial.seed),
                            r.trial.folder(), r.message});
     rows.push_back(std::move(row));
@@ -447,7 +447,7 @@ inline void write_search_table(const std::filesystem::path& folder, const std::v
     const TrialResult& r = ranked[k];
     md << "| " << k + 1 << " |";
     for (const auto& [name, value] : r.trial.values) md << ' ' << io::format_number(value) << " |";
-    md << ' ' << detail::search::cell(r.status) << " | " << detail::search::md_number(r.validation_accuracy, 4) << " | "
+    md << ' ' << detail::search::cell(std::string(to_string(r.status))) << " | " << detail::search::md_number(r.validation_accuracy, 4) << " | "
        << detail::search::md_number(r.test_accuracy, 4) << " | " << r.epochs << " | "
        << detail::search::md_number(r.seconds, 3) << " |\n";
   }

@@ -1,0 +1,62 @@
+// The step kernel every training loop shares: zero the gradients, loss and gradient of the batch
+// (in micro-batches), check that the loss is finite, set the learning rate, step the optimizer.
+// train::train_epoch runs it over a loader; each worker of a local::LocalTrainer runs it on its
+// shard. One kernel, so a centralized run and a worker compute the same bits for the same batch.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <span>
+#include <stdexcept>
+#include <string_view>
+
+#include "distopt/core/error.hpp"
+#include "distopt/nn/model.hpp"
+#include "distopt/optim/accumulation.hpp"
+#include "distopt/optim/optimizer.hpp"
+
+namespace distopt::optim {
+
+/// A step whose loss or gradient stopped being finite. Training loops turn it into a run that
+/// ended with status "diverged" instead of an error.
+struct Diverged : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+/// What a step saw: the batch's mean loss (the micro-batches' losses weighted n_k / N), its
+/// correct top-1 predictions and its size.
+struct StepStats {
+  double loss = 0;
+  std::int64_t correct = 0;
+  std::int64_t count = 0;
+};
+
+/// One optimizer step on `images` and `labels` at learning rate `lr`: gradients zeroed, the loss
+/// and gradient of micro-batches of at most `micro_batch` images each added with weight n_k / N
+/// (so the update is the whole batch's), then `optimizer.step`. Throws Diverged, its message
+/// starting with `who` and naming `step` (the step's 1-based number), when the loss or a gradient
+/// is not finite; the weights are then as the optimizer left them (it refuses a non-finite step).
+template <nn::Model M, Optimizer O>
+StepStats step(M& model, O& optimizer, const nn::Images<float>& images, std::span<const std::int32_t> labels, double lr,
+               std::int64_t micro_batch, std::string_view who, std::int64_t step) {
+  auto& params = model.parameters();
+  params.grads().setZero();
+  StepStats stats;
+  stats.count = images.count;
+  for (const MicroBatch& micro : split_batch(images.count, micro_batch)) {
+    const auto part = labels.subspan(static_cast<std::size_t>(micro.begin), static_cast<std::size_t>(micro.end - micro.begin));
+    const nn::LossStats s = model.loss_and_gradient(images.slice(micro.begin, micro.end), part, micro.weight);
+    stats.loss += s.loss * micro.weight;
+    stats.correct += s.correct1;
+  }
+  if (!std::isfinite(stats.loss)) throw Diverged(message(who, "loss is ", stats.loss, " at step ", step));
+  optimizer.set_lr(lr);
+  try {
+    optimizer.step(params);
+  } catch (const std::domain_error& e) {
+    throw Diverged(message(who, e.what()));
+  }
+  return stats;
+}
+
+}  // namespace distopt::optim
