@@ -135,9 +135,9 @@ class LocalTrainer {
     comm_.require_same(static_cast<std::uint64_t>(global_.parameters().size()), "the parameter count (model layout)");
     // One initial model for all: rank 0's (the same already when every rank seeds alike).
     if (comm_.ranks() > 1) {
-      auto x = global_.parameters().values();
+      const std::span<scalar_type> x = global_values();
       const auto* raw = reinterpret_cast<const std::uint8_t*>(x.data());
-      std::vector<std::uint8_t> bytes(raw, raw + static_cast<std::size_t>(x.size()) * sizeof(scalar_type));
+      std::vector<std::uint8_t> bytes(raw, raw + x.size_bytes());
       comm_.broadcast_bytes(bytes);
       std::memcpy(x.data(), bytes.data(), bytes.size());
     }
@@ -180,7 +180,7 @@ class LocalTrainer {
     const auto start = clock::now();
     const std::size_t h = next_round_steps(step_ + static_cast<std::int64_t>(max_steps.value_or(options_.local_steps)));
     require(h > 0, "LocalTrainer::round: no local steps to take");
-    auto x = global_.parameters().values();
+    const std::span<scalar_type> x = global_values();
     const std::size_t n = workers_.size();
     std::vector<std::exception_ptr> errors(n);
     std::vector<double> loss(n, 0.0);
@@ -190,7 +190,7 @@ class LocalTrainer {
       try {
         Worker& worker = *workers_[w];
         auto& params = worker.model.parameters();
-        params.values() = x;
+        std::copy_n(x.data(), x.size(), params.values().data());
         if (options_.inner_buffers == InnerBuffers::reset) worker.optimizer.reset_state();
         for (std::size_t s = 0; s < h; ++s) {
           const data::Batch* batch = worker.loader->next();
@@ -235,9 +235,9 @@ class LocalTrainer {
 
     const auto sync_start = clock::now();
     const double gamma = schedule(step_ + static_cast<std::int64_t>(h) - 1);
-    const double allreduce_seconds = average_values(x.size());
-    outer_.apply(std::span<scalar_type>(x.data(), static_cast<std::size_t>(x.size())), std::span<const double>(average_), gamma);
-    CommunicationCost cost = allreduce_cost(x.size(), sizeof(scalar_type), options_.workers, options_.network);
+    const double allreduce_seconds = average_values(static_cast<std::ptrdiff_t>(x.size()));
+    outer_.apply(x, std::span<const double>(average_), gamma);
+    CommunicationCost cost = allreduce_cost(static_cast<std::int64_t>(x.size()), sizeof(scalar_type), options_.workers, options_.network);
     if (options_.inner_buffers == InnerBuffers::average) cost += average_inner_buffers();
     cost.rounds = 1;
     const auto end = clock::now();
@@ -317,6 +317,12 @@ class LocalTrainer {
 
  private:
   friend struct LocalCheckpoint;
+
+  // The global model's values, through what ParameterContainer promises (data() and size()).
+  [[nodiscard]] std::span<scalar_type> global_values() {
+    auto& p = global_.parameters();
+    return {p.values().data(), static_cast<std::size_t>(p.size())};
+  }
 
   struct Worker {
     std::size_t index;

@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include "distopt/core/archive.hpp"
@@ -18,23 +20,33 @@
 
 namespace distopt::optim {
 
-/// An optimizer of the library, as LocalTrainer and the training loop use it.
+/// An optimizer of the library, as the step kernel (optim/step.hpp), LocalTrainer and the
+/// checkpoints use it.
 ///
 /// Contract: constructed from the parameter container it will update (which fixes the layout its
 /// state is sized for); `step(params)` reads `params.grads()` and updates `params.values()` and the
-/// state in place, returning false when a non-finite gradient made it skip the step; `set_lr`
-/// changes the learning rate from the next step on (schedules call it once per step); copying an
-/// optimizer gives an independent replica of its state.
+/// state in place, returning false when a non-finite gradient made it skip the step (or throwing
+/// std::domain_error, by its policy); `set_lr` changes the learning rate from the next step on
+/// (schedules call it once per step); copying an optimizer gives an independent replica of its
+/// state (LocalTrainer's workers, and checkpoints load into a copy first); `state()` is that state,
+/// its step count and named buffers (SlowMo's "average" strategy averages them across workers);
+/// `save_state(archive, prefix)` and `load_state(archive, prefix)` put it in and take it out of a
+/// checkpoint, load_state changing nothing when it throws. Hyperparameters stay the caller's:
+/// nothing here reads `options()`.
 template <class O>
-concept Optimizer = requires(O& opt, const O& const_opt, typename O::params_type& params, double lr) {
+concept Optimizer = std::copy_constructible<O> && std::is_copy_assignable_v<O> &&
+                    requires(O& opt, const O& const_opt, typename O::params_type& params, double lr, Archive& archive,
+                             const Archive& const_archive, std::string_view prefix) {
   requires ParameterContainer<typename O::params_type>;
-  typename O::options_type;
   { opt.step(params) } -> std::same_as<bool>;
   { const_opt.lr() } -> std::same_as<double>;
   opt.set_lr(lr);
   { const_opt.step_count() } -> std::same_as<std::int64_t>;
-  { const_opt.options() } -> std::same_as<const typename O::options_type&>;
   opt.reset_state();
+  opt.state().buffer_names();
+  opt.state().buffer(prefix);
+  const_opt.save_state(archive, prefix);
+  opt.load_state(const_archive, prefix);
 };
 
 namespace detail {

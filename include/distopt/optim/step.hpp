@@ -4,6 +4,7 @@
 // shard. One kernel, so a centralized run and a worker compute the same bits for the same batch.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <span>
@@ -40,7 +41,7 @@ template <nn::Model M, Optimizer O>
 StepStats step(M& model, O& optimizer, const nn::Images<float>& images, std::span<const std::int32_t> labels, double lr,
                std::int64_t micro_batch, std::string_view who, std::int64_t step) {
   auto& params = model.parameters();
-  params.grads().setZero();
+  std::fill_n(params.grads().data(), params.size(), typename M::scalar_type{0});
   StepStats stats;
   stats.count = images.count;
   for (const MicroBatch& micro : split_batch(images.count, micro_batch)) {
