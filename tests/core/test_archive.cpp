@@ -25,6 +25,7 @@
 #include <vector>
 
 #include <sys/resource.h>
+#include <zlib.h>
 #include <unistd.h>
 
 #include "../support/files.hpp"
@@ -872,4 +873,82 @@ TEST_CASE("save replaces an existing file whole, and a failed save leaves the ol
     CHECK(read_bytes(path) == old_bytes);
     CHECK(temporaries(dir.path()).empty());
   }
+}
+
+namespace {
+
+// A .npz whose members nest: member i's array is member i + 1's local header and data (what the
+// npz fuzzer's author built to show quadratic memory from a linear file). Every header, CRC and
+// directory entry is valid; only the overlap is wrong.
+Bytes nested_members(int n) {
+  const auto le = [](Bytes& out, std::uint64_t v, int bytes) {
+    for (int i = 0; i < bytes; ++i) out.push_back(static_cast<std::uint8_t>(v >> (8 * i)));
+  };
+  const auto npy_u1 = [](const Bytes& payload) {
+    const std::string dict = "{'descr':'|u1','fortran_order':False,'shape':(" + std::to_string(payload.size()) + ",)}";
+    Bytes out{0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, static_cast<std::uint8_t>(dict.size()), static_cast<std::uint8_t>(dict.size() >> 8)};
+    out.insert(out.end(), dict.begin(), dict.end());
+    out.insert(out.end(), payload.begin(), payload.end());
+    return out;
+  };
+  struct Entry {
+    std::string name;
+    std::uint32_t crc;
+    std::size_t size, offset;
+  };
+  std::vector<Entry> entries;
+  Bytes blob;
+  for (int i = n - 1; i >= 0; --i) {  // innermost first
+    const std::string name = distopt::message("a", i, ".npy");
+    const Bytes data = npy_u1(blob);
+    const auto crc = static_cast<std::uint32_t>(::crc32(0, data.data(), static_cast<uInt>(data.size())));
+    Bytes head;
+    le(head, 0x04034b50, 4), le(head, 20, 2), le(head, 0, 2), le(head, 0, 2), le(head, 0, 2), le(head, 0x21, 2);
+    le(head, crc, 4), le(head, data.size(), 4), le(head, data.size(), 4), le(head, name.size(), 2), le(head, 0, 2);
+    head.insert(head.end(), name.begin(), name.end());
+    for (auto& e : entries) e.offset += head.size() + data.size() - blob.size();
+    entries.insert(entries.begin(), {name, crc, data.size(), 0});
+    head.insert(head.end(), data.begin(), data.end());
+    blob = head;
+  }
+  Bytes central;
+  for (const Entry& e : entries) {
+    le(central, 0x02014b50, 4), le(central, 20, 2), le(central, 20, 2), le(central, 0, 2), le(central, 0, 2);
+    le(central, 0, 2), le(central, 0x21, 2), le(central, e.crc, 4), le(central, e.size, 4), le(central, e.size, 4);
+    le(central, e.name.size(), 2), le(central, 0, 2), le(central, 0, 2), le(central, 0, 2), le(central, 0, 2);
+    le(central, 0, 4), le(central, e.offset, 4);
+    central.insert(central.end(), e.name.begin(), e.name.end());
+  }
+  Bytes out = blob;
+  out.insert(out.end(), central.begin(), central.end());
+  le(out, 0x06054b50, 4), le(out, 0, 2), le(out, 0, 2), le(out, static_cast<std::uint64_t>(n), 2);
+  le(out, static_cast<std::uint64_t>(n), 2), le(out, central.size(), 4), le(out, blob.size(), 4), le(out, 0, 2);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("Members that share bytes are refused: a linear file cannot hold quadratic arrays", "[core][archive]") {
+  const Bytes one = nested_members(1);
+  CHECK(distopt::Archive::from_bytes(one, "one.npz").names().size() == 1);  // the builder makes valid files
+  const Bytes nested = nested_members(4);
+  CHECK_THROWS_AS(distopt::Archive::from_bytes(nested, "nested.npz"), std::runtime_error);
+  CHECK_THROWS_WITH(distopt::Archive::from_bytes(nested, "nested.npz"),
+                    Contains("nested.npz") && Contains("'a0.npy'") && Contains("overlaps member 'a1.npy'"));
+}
+
+TEST_CASE("Shapes with a zero extent and 63-bit extents save and load alike", "[core][archive]") {
+  for (const std::vector<std::ptrdiff_t>& shape :
+       {std::vector<std::ptrdiff_t>{std::ptrdiff_t{1} << 62, 0}, std::vector<std::ptrdiff_t>{0, std::ptrdiff_t{1} << 62},
+        std::vector<std::ptrdiff_t>{0, std::numeric_limits<std::ptrdiff_t>::max()}}) {
+    INFO("shape " << distopt::message(shape));
+    distopt::Archive a;
+    a.put<float>("x", std::vector<float>{}, shape);
+    const auto b = distopt::Archive::from_bytes(a.to_bytes(), "written.npz");
+    CHECK(b == a);
+    CHECK(b.shape("x") == shape);
+  }
+  distopt::Archive a;
+  CHECK_THROWS_WITH(a.put<float>("x", std::vector<float>{}, {std::ptrdiff_t{1} << 40, std::ptrdiff_t{1} << 40}),
+                    Contains("too many elements"));
 }

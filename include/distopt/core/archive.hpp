@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <limits>
 #include <map>
+#include <optional>
 #include <ranges>
 #include <span>
 #include <stdexcept>
@@ -79,6 +80,22 @@ inline constexpr std::array<std::string_view, 7> supported_dtypes{"<f4", "<f8", 
 
 /// NumPy before 2.0 refuses arrays of more dimensions (NPY_MAXDIMS).
 inline constexpr std::size_t max_rank = 32;
+
+/// The elements of an array of `shape` (non-negative extents), or nothing when the array would
+/// not fit in memory: more than 2^61 elements, so that its bytes fit a 64-bit size at any item
+/// size. One rule for saving and loading, so what one accepts the other does (zero extents first:
+/// an array with one is empty whatever its other extents).
+[[nodiscard]] inline std::optional<std::uint64_t> element_count(std::span<const std::ptrdiff_t> shape) {
+  for (const std::ptrdiff_t extent : shape)
+    if (extent == 0) return 0;
+  std::uint64_t count = 1;
+  for (const std::ptrdiff_t extent : shape) {
+    const auto e = static_cast<std::uint64_t>(extent);
+    if (count > (std::uint64_t{1} << 61) / e) return std::nullopt;
+    count *= e;
+  }
+  return count;
+}
 
 /// CRC-32 of ZIP (IEEE 802.3) of `bytes`, continuing from `crc` (the CRC of the bytes before
 /// them; 0 to start), by zlib. (zlib reads a null buffer as "start again": an empty span, whose
@@ -211,6 +228,18 @@ class Reader {
               " bytes) runs past the directory's end at byte ", directory_end);
       out.push_back(member(at, index, directory));
       at += entry_size;
+    }
+    // Members may not share bytes: a chain of members each holding the next one's header and data
+    // would make a file of N bytes hold arrays of order N^2 bytes (what zipfile calls a zip bomb).
+    std::vector<const ParsedMember*> by_offset;
+    for (const ParsedMember& m : out) by_offset.push_back(&m);
+    std::sort(by_offset.begin(), by_offset.end(), [](const ParsedMember* a, const ParsedMember* b) { return a->offset < b->offset; });
+    for (std::size_t i = 1; i < by_offset.size(); ++i) {
+      const ParsedMember& before = *by_offset[i - 1];
+      const auto end = static_cast<std::uint64_t>(before.data.data() - bytes_.data()) + before.data.size();
+      if (end > by_offset[i]->offset)
+        error("member '", printable(before.name), ".npy' (bytes ", before.offset, " to ", end, ") overlaps member '",
+              printable(by_offset[i]->name), ".npy' at byte ", by_offset[i]->offset);
     }
     return out;
   }
@@ -404,13 +433,9 @@ class Reader {
       error(quoted, " at byte ", at, " is stored in Fortran order; only C-order arrays are supported "
             "(save np.ascontiguousarray(a))");
 
-    std::uint64_t count = 1;
-    for (const std::ptrdiff_t extent : out.shape) {
-      const auto e = static_cast<std::uint64_t>(extent);
-      if (e != 0 && count > std::numeric_limits<std::uint64_t>::max() / 8 / e)
-        error(quoted, " at byte ", at, " has shape ", out.shape, ", too many elements");
-      count *= e;
-    }
+    const std::optional<std::uint64_t> elements = element_count(out.shape);
+    if (!elements) error(quoted, " at byte ", at, " has shape ", out.shape, ", too many elements");
+    const std::uint64_t count = *elements;
     const std::uint64_t needed = count * item_size(out.dtype);
     const std::uint64_t present = npy.size() - prefix - header_length;
     if (present != needed)
@@ -455,8 +480,10 @@ class Reader {
       if (pos >= header.size() || header[pos] < '0' || header[pos] > '9') bad("a non-negative integer");
       std::ptrdiff_t value = 0;
       while (pos < header.size() && header[pos] >= '0' && header[pos] <= '9') {
-        if (value > (std::numeric_limits<std::ptrdiff_t>::max() - 9) / 10) bad("a dimension that fits 63 bits");
-        value = value * 10 + (header[pos++] - '0');
+        const int digit = header[pos] - '0';
+        if (value > (std::numeric_limits<std::ptrdiff_t>::max() - digit) / 10) bad("a dimension that fits 63 bits");
+        value = value * 10 + digit;
+        ++pos;
       }
       if (pos < header.size() && header[pos] == 'L') ++pos;  // Python 2 long, in old files
       return value;
@@ -558,14 +585,12 @@ class Archive {
     check_name(name, "Archive::put");
     require(shape.size() <= detail::npz::max_rank, "Archive::put: array '", name, "' has ", shape.size(),
             " dimensions; NumPy reads at most ", detail::npz::max_rank);
-    std::ptrdiff_t count = 1;
-    for (std::size_t axis = 0; axis < shape.size(); ++axis) {
+    for (std::size_t axis = 0; axis < shape.size(); ++axis)
       require(shape[axis] >= 0, "Archive::put: array '", name, "' has dimension ", shape[axis], " at axis ", axis,
               " of shape ", shape);
-      require(shape[axis] == 0 || count <= std::numeric_limits<std::ptrdiff_t>::max() / shape[axis],
-              "Archive::put: array '", name, "' has shape ", shape, ", too many elements");
-      count *= shape[axis];
-    }
+    const std::optional<std::uint64_t> elements = detail::npz::element_count(shape);
+    require(elements.has_value(), "Archive::put: array '", name, "' has shape ", shape, ", too many elements");
+    const auto count = static_cast<std::ptrdiff_t>(*elements);
     require(count == static_cast<std::ptrdiff_t>(data.size()), "Archive::put: array '", name, "' has shape ", shape,
             " (", count, " elements) but ", data.size(), " values were given");
     AlignedBuffer<std::uint8_t> bytes(count * static_cast<std::ptrdiff_t>(sizeof(T)));
