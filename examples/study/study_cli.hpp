@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 
 #include <distopt/local/communicator.hpp>
+#include "common/runs.hpp"
 #include "common/study.hpp"
 
 #if defined(DISTOPT_STUDY_MPI)
@@ -13,6 +14,7 @@
 
 #include <omp.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <exception>
 #include <iostream>
@@ -85,22 +87,28 @@ template <class Comm, class Body>
 int run_stage_on(const Flags& flags, const std::string& stage, Comm& comm, Body&& body) {
   const bool root = comm.rank() == 0;
   try {
-    const distopt::study::StageMarker marker(flags.config, stage);
-    bool done = root && marker.done() && !flags.force;
+    const distopt::study::RunFolder folder = distopt::study::stage_folder(flags.config, stage);
+    bool done = root && folder.finished() && !flags.force;
     distopt::local::broadcast_value(comm, done);
     if (done) {
       if (root)
-        std::cout << stage << ": already completed for this configuration (results in "
-                  << (flags.config.results / stage).string() << "); --force runs it again\n";
+        std::cout << stage << ": already completed for this configuration (results in " << folder.path().string()
+                  << "); --force runs it again\n";
       return 0;
     }
+    const auto start = std::chrono::steady_clock::now();
     if (root) {
+      (void)folder.claim();
       std::cout << "== " << stage << " (" << flags.config.mode() << ", " << flags.config.data_label();
       if (comm.ranks() > 1) std::cout << ", " << comm.ranks() << " MPI ranks";
       std::cout << ")\n" << std::flush;
     }
+    comm.barrier();  // the folder is claimed before any rank writes into it
     body(comm);
-    if (root) marker.mark_done();
+    if (root)
+      folder.finish({{"stage", stage},
+                     distopt::study::status_cell(distopt::train::Status::completed),
+                     {"seconds", distopt::io::format_number(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 4)}});
     return 0;
   } catch (const std::exception& e) {
     std::cerr << stage << ": error" << (comm.ranks() > 1 ? distopt::message(" on rank ", comm.rank()) : std::string())

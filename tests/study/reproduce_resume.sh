@@ -21,7 +21,7 @@ until find "$work/cut/work/stage4_large_batch" -name '*.npz' 2>/dev/null | grep 
 done
 kill -KILL -- "-$pid" 2>/dev/null || { echo "the study ended before it could be interrupted"; exit 1; }
 wait "$pid" 2>/dev/null || true
-if [[ -e "$work/cut/results/REPORT.md" || -e "$work/cut/results/stage4_large_batch/DONE" ]]; then
+if [[ -e "$work/cut/results/REPORT.md" || -e "$work/cut/results/stage4_large_batch/result.csv" ]]; then
   echo "the study was not interrupted in stage 4"
   exit 1
 fi

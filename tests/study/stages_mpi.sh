@@ -32,7 +32,7 @@ status=0
 wait "$launcher" || status=$?
 [[ $status != 0 ]] || { echo "mpirun succeeded although rank 1 died"; exit 1; }
 grep -q "rank 1" "$work/mpi-dies.log" || { echo "mpirun's report does not name rank 1:"; cat "$work/mpi-dies.log"; exit 1; }
-[[ ! -e "$work/mpi/results/stage5_localsgd/DONE" ]] || { echo "stage 5 was marked done although rank 1 died"; exit 1; }
+[[ ! -e "$work/mpi/results/stage5_localsgd/result.csv" ]] || { echo "stage 5 was marked done although rank 1 died"; exit 1; }
 
 for stage in stage5_localsgd stage6_slowmo; do
   "${mpi[@]}" "$bin/$stage" "${common[@]}" --results "$work/mpi/results" --work "$work/mpi/work" >"$work/mpi-$stage.log"

@@ -128,20 +128,27 @@ TEST_CASE("RunLabel puts the run first on every record and passes flushes on", "
   CHECK_THROWS(study::RunLabel("x", nullptr));
 }
 
-TEST_CASE("StageMarker is done only for the configuration that marked it", "[study]") {
+TEST_CASE("A stage is finished only for the configuration that finished it (the runs' RunFolder)", "[study]") {
   const test_support::TempDir dir("study-marker");
   study::Config config{.results = dir / "results", .work = dir / "work"};
-  const study::StageMarker marker(config, "stage9");
-  CHECK_FALSE(marker.done());
-  marker.mark_done();
-  CHECK(marker.done());
-  CHECK(study::StageMarker(config, "stage9").done());
-  CHECK_FALSE(study::StageMarker(config, "stage8").done());
+  const study::RunFolder stage = study::stage_folder(config, "stage9");
+  CHECK_FALSE(study::stage_finished(config, "stage9"));
+  CHECK(stage.claim() == study::RunFolder::Start::fresh);
+  distopt::io::write_text(stage.path() / "table.md", "results");
+  CHECK_FALSE(study::stage_finished(config, "stage9"));  // cut before its end
+  stage.finish({{"stage", "stage9"}, study::status_cell(train::Status::completed)});
+  CHECK(study::stage_finished(config, "stage9"));
+  CHECK(study::has_status(*stage.finished(), train::Status::completed));
+  CHECK_FALSE(study::stage_finished(config, "stage8"));
   config.seed = 1;  // another data label
-  CHECK_FALSE(study::StageMarker(config, "stage9").done());
+  CHECK_FALSE(study::stage_finished(config, "stage9"));
+  // Run under it, the stage starts again in an emptied folder: stale results do not survive.
+  CHECK(study::stage_folder(config, "stage9").claim() == study::RunFolder::Start::replaced);
+  CHECK_FALSE(fs::exists(dir / "results" / "stage9" / "table.md"));
   config.seed = 0;
   config.scale = study::Scale::full();
-  CHECK_FALSE(study::StageMarker(config, "stage9").done());
+  CHECK_FALSE(study::stage_finished(config, "stage9"));
+  CHECK(study::RunFolder::to_string(study::RunFolder::Start::resume) == "resume");
 }
 
 TEST_CASE("prepare_data makes a tiny synthetic set once and reuses the cache", "[study]") {
@@ -236,7 +243,7 @@ TEST_CASE("later stages take stage 3's best search row, never a retrain or a div
                                  row("search", "adamw", "0.003", "early_stopped", "0.84"), row("search", "adamw", "0.001", "completed", "0.83")};
   study::write_rows(config.results / "stage3_centralized" / "summary.csv", rows.front().columns(), rows);
   CHECK(study::stage3_best(config, "sgdm").lr == 0.01);  // the file is there, but stage 3 is not marked done
-  study::StageMarker(config, "stage3_centralized").mark_done();
+  study::stage_folder(config, "stage3_centralized").finish({{"stage", "stage3_centralized"}, study::status_cell(train::Status::completed)});
   const study::TunedSetting sgdm = study::stage3_best(config, "sgdm");
   CHECK(sgdm.lr == 0.05);
   CHECK(sgdm.weight_decay == 0.0004);

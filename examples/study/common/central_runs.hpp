@@ -232,7 +232,7 @@ struct TunedSetting {
 [[nodiscard]] inline TunedSetting stage3_best(const Config& config, const std::string& optimizer) {
   const TunedSetting fallback = default_setting(optimizer);
   const std::filesystem::path file = config.results / "stage3_centralized" / "summary.csv";
-  if (!std::filesystem::exists(file) || !StageMarker(config, "stage3_centralized").done()) {
+  if (!std::filesystem::exists(file) || !stage_finished(config, "stage3_centralized")) {
     std::printf("note: stage 3 has not completed for this configuration; %s uses %s\n", optimizer_label(optimizer).c_str(),
                 fallback.source.c_str());
     return fallback;

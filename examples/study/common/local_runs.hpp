@@ -68,7 +68,7 @@ struct SgdmSetting {
   SgdmSetting inner;
   const std::filesystem::path file = config.results / "stage3_centralized" / "summary.csv";
   if (!std::filesystem::exists(file)) return inner;
-  if (!StageMarker(config, "stage3_centralized").done()) {
+  if (!stage_finished(config, "stage3_centralized")) {
     std::printf("note: %s is not of this configuration (stage 3 not completed for it); using the default SGDM\n", file.c_str());
     return inner;
   }

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <initializer_list>
 #include <optional>
+#include <string_view>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -147,17 +148,23 @@ inline void write_row(const std::filesystem::path& file, const Row& row) { write
   return has_status(row, train::Status::completed) ? value : message(value, " (", row.cell("status"), ")");
 }
 
-/// One run's folder and its stamp (the text of everything the run depends on). result.csv is
-/// written last, so its presence under a matching stamp says the run finished; a matching stamp
-/// without it is a run that was cut and resumes from its checkpoints.
+/// The study's one resume mechanism: a folder that one unit of work fills (a training run under
+/// <work>/<stage>/<run>, or a whole stage's results under <results>/<stage>), with the stamp of
+/// everything the work depends on (stamp.txt) and, once done, its one-row result (result.csv).
+/// result.csv is written last, so its presence under a matching stamp says the work finished; a
+/// matching stamp without it is work that was cut and resumes (a run from its checkpoints); another
+/// stamp is another configuration's work, removed before this one starts.
 class RunFolder {
  public:
   /// How `claim` found the folder.
   enum class Start {
-    fresh,    ///< nothing there: a new run
-    resume,   ///< a cut run of this configuration: continue from its last checkpoint
-    replaced  ///< another configuration's run, removed so its checkpoints are not resumed
+    fresh,    ///< nothing there: new work
+    resume,   ///< cut work of this configuration: continue it (a run from its last checkpoint)
+    replaced  ///< another configuration's work, removed so its checkpoints are not resumed
   };
+  [[nodiscard]] static constexpr std::string_view to_string(Start s) noexcept {
+    return s == Start::fresh ? "fresh" : s == Start::resume ? "resume" : "replaced";
+  }
 
   RunFolder(std::filesystem::path folder, std::string stamp) : folder_(std::move(folder)), stamp_(std::move(stamp)) {
     require(!stamp_.empty(), "run folder '", folder_.string(), "': empty stamp");
@@ -188,14 +195,29 @@ class RunFolder {
     io::write_text(folder_ / "stamp.txt", stamp_, "RunFolder");
     return replaced ? Start::replaced : Start::fresh;
   }
-  /// Saves the run's result row with `header`'s columns: the mark that the run finished.
-  void finish(const std::vector<std::string>& header, const Row& row) const { write_rows(result_file(), header, {row}); }
-  /// Saves the run's result row with its own columns.
-  void finish(const Row& row) const { write_row(result_file(), row); }
+  /// Saves the result row with `header`'s columns: the mark that the work finished (under this
+  /// stamp, written again in case the folder was never claimed).
+  void finish(const std::vector<std::string>& header, const Row& row) const {
+    if (!same_configuration()) io::write_text(folder_ / "stamp.txt", stamp_, "RunFolder");
+    write_rows(result_file(), header, {row});
+  }
+  /// Saves the result row with its own columns.
+  void finish(const Row& row) const { finish(row.columns(), row); }
 
  private:
   std::filesystem::path folder_;
   std::string stamp_;
 };
+
+/// The folder of a stage's results and its stamp: the mode, data and seed of the study (a stage
+/// of another configuration is run again).
+[[nodiscard]] inline RunFolder stage_folder(const Config& config, const std::string& stage) {
+  return RunFolder(config.results / stage, message(config.mode(), "\n", config.data_label(), "\nseed ", config.seed, "\n"));
+}
+
+/// True when `stage` finished for this configuration.
+[[nodiscard]] inline bool stage_finished(const Config& config, const std::string& stage) {
+  return stage_folder(config, stage).finished().has_value();
+}
 
 }  // namespace distopt::study

@@ -257,21 +257,6 @@ inline void apply_environment(Config& config) {
                                {.validation_ratio = config.scale.validation_ratio, .seed = config.seed}, loaded_from_cache);
 }
 
-/// Resumable stages: a stage writes <results>/<stage>/DONE, holding the mode and data label, as
-/// its very last act; `reproduce` skips stages whose marker matches the current configuration.
-class StageMarker {
- public:
-  StageMarker(const Config& config, std::string stage) : file_(config.results / stage / "DONE"), stamp_(stamp(config)) {}
-
-  [[nodiscard]] bool done() const { return io::read_text_if_exists(file_, "StageMarker") == stamp_; }
-  void mark_done() const { io::write_text(file_, stamp_, "StageMarker"); }
-
- private:
-  static std::string stamp(const Config& c) { return message(c.mode(), "\n", c.data_label(), "\nseed ", c.seed, "\n"); }
-  std::filesystem::path file_;
-  std::string stamp_;
-};
-
 /// A markdown table (GitHub style) with a header row.
 [[nodiscard]] inline std::string markdown_table(const std::vector<std::string>& header,
                                                 const std::vector<std::vector<std::string>>& rows) {
