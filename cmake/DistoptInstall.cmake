@@ -1,4 +1,4 @@
-# Install rules: headers, the exported target distopt::distopt, and a relocatable package config.
+# Install rules: headers, the exported targets (a set per component), and a relocatable package config.
 include(CMakePackageConfigHelpers)
 
 set(DISTOPT_CMAKE_DIR ${CMAKE_INSTALL_DATADIR}/cmake/distopt)
@@ -6,8 +6,13 @@ set(DISTOPT_CMAKE_DIR ${CMAKE_INSTALL_DATADIR}/cmake/distopt)
 install(DIRECTORY include/distopt DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(TARGETS distopt EXPORT distoptTargets)
 install(EXPORT distoptTargets NAMESPACE distopt:: DESTINATION ${DISTOPT_CMAKE_DIR})
-# distopt::download in an export set of its own: the config loads it only when the consumer finds
-# libcurl and libarchive, so a consumer without them still gets distopt::distopt.
+# distopt::data and distopt::train in export sets of their own: the config loads each only when the
+# consumer finds its packages, so a consumer with Eigen alone still gets distopt::distopt.
+install(TARGETS distopt_data EXPORT distoptDataTargets)
+install(EXPORT distoptDataTargets NAMESPACE distopt:: DESTINATION ${DISTOPT_CMAKE_DIR})
+install(TARGETS distopt_train EXPORT distoptTrainTargets)
+install(EXPORT distoptTrainTargets NAMESPACE distopt:: DESTINATION ${DISTOPT_CMAKE_DIR})
+# distopt::download likewise, loaded only when the consumer finds libcurl, libarchive and OpenSSL.
 if(TARGET distopt_download)
   install(TARGETS distopt_download EXPORT distoptDownloadTargets)
   install(EXPORT distoptDownloadTargets NAMESPACE distopt:: DESTINATION ${DISTOPT_CMAKE_DIR})

@@ -1,5 +1,6 @@
 // What every optimizer shares: the concept, non-finite gradients, determinism across thread
 // counts, state save/load, reset and averaging, layout checks.
+#include "distopt/core/archive.hpp"
 #include "distopt/optim/optimizer.hpp"
 
 #include <catch2/catch.hpp>

@@ -16,6 +16,14 @@ namespace distopt {
 /// The `format` field of the library's checkpoints (train/checkpoint.hpp, local/checkpoint.hpp).
 inline constexpr std::string_view checkpoint_format = "distopt-checkpoint 2";
 
+/// An optimizer (or anything with state) that saves it into an Archive and loads it back, changing
+/// nothing when loading throws: what checkpoints need of an optimizer beyond optim::Optimizer.
+template <class O>
+concept SavesState = requires(const O& saver, O& loader, Archive& archive, const Archive& const_archive, std::string_view prefix) {
+  saver.save_state(archive, prefix);
+  loader.load_state(const_archive, prefix);
+};
+
 /// std::invalid_argument naming the archive's source and the field unless `archive` holds
 /// `<prefix><block>` for every block of `params`, each of its block's shape.
 template <ParameterContainer Params>

@@ -66,6 +66,7 @@ struct LocalCheckpoint {
   template <class Trainer>
   static void load(Trainer& trainer, const Archive& archive, const std::filesystem::path& file) {
     using Inner = std::remove_cvref_t<decltype(trainer.workers_.front()->optimizer)>;
+    static_assert(SavesState<Inner>, "a LocalTrainer checkpoints its inner optimizers: Inner must model SavesState");
     const auto field_is = [&](const char* name, std::uint64_t expected) {
       require(archive.contains(name), "checkpoint '", file.string(), "': field '", name, "' is missing");
       const auto v = archive.get_scalar<std::uint64_t>(name);

@@ -12,7 +12,6 @@
 #include <type_traits>
 #include <vector>
 
-#include "distopt/core/archive.hpp"
 #include "distopt/core/concepts.hpp"
 #include "distopt/core/error.hpp"
 #include "distopt/optim/detail/work.hpp"
@@ -29,14 +28,12 @@ namespace distopt::optim {
 /// std::domain_error, by its policy); `set_lr` changes the learning rate from the next step on
 /// (schedules call it once per step); copying an optimizer gives an independent replica of its
 /// state (LocalTrainer's workers, and checkpoints load into a copy first); `state()` is that state,
-/// its step count and named buffers (SlowMo's "average" strategy averages them across workers);
-/// `save_state(archive, prefix)` and `load_state(archive, prefix)` put it in and take it out of a
-/// checkpoint, load_state changing nothing when it throws. Hyperparameters stay the caller's:
-/// nothing here reads `options()`.
+/// its step count and named buffers (SlowMo's "average" strategy averages them across workers).
+/// Saving it is SavesState's (core/block_archive.hpp), which the checkpoints ask for.
+/// Hyperparameters stay the caller's: nothing here reads `options()`.
 template <class O>
 concept Optimizer = std::copy_constructible<O> && std::is_copy_assignable_v<O> &&
-                    requires(O& opt, const O& const_opt, typename O::params_type& params, double lr, Archive& archive,
-                             const Archive& const_archive, std::string_view prefix) {
+                    requires(O& opt, const O& const_opt, typename O::params_type& params, double lr, std::string_view prefix) {
   requires ParameterContainer<typename O::params_type>;
   { opt.step(params) } -> std::same_as<bool>;
   { const_opt.lr() } -> std::same_as<double>;
@@ -45,8 +42,6 @@ concept Optimizer = std::copy_constructible<O> && std::is_copy_assignable_v<O> &
   opt.reset_state();
   opt.state().buffer_names();
   opt.state().buffer(prefix);
-  const_opt.save_state(archive, prefix);
-  opt.load_state(const_archive, prefix);
 };
 
 namespace detail {
@@ -87,10 +82,16 @@ class OptimizerBase {
   void reset_state() noexcept { state_.reset(); }
 
   /// Saves the state (not the options, which belong to the caller's configuration).
-  void save_state(Archive& archive, std::string_view prefix = "optimizer.") const { state_.save(archive, prefix); }
+  template <ArrayStore Store>
+  void save_state(Store& archive, std::string_view prefix = "optimizer.") const {
+    state_.save(archive, prefix);
+  }
   /// Loads a state saved by the same kind of optimizer over the same layout; throws
   /// std::invalid_argument naming the field otherwise.
-  void load_state(const Archive& archive, std::string_view prefix = "optimizer.") { state_.load(archive, prefix); }
+  template <ArrayStore Store>
+  void load_state(const Store& archive, std::string_view prefix = "optimizer.") {
+    state_.load(archive, prefix);
+  }
 
  protected:
   OptimizerBase(const P& params, std::string kind, double lr, NonFinite policy, std::vector<std::string> buffers)

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "distopt/core/aligned_buffer.hpp"
-#include "distopt/core/archive.hpp"
+#include "distopt/core/concepts.hpp"
 #include "distopt/core/block.hpp"
 #include "distopt/core/error.hpp"
 
@@ -88,25 +88,27 @@ class OptimizerState {
   }
 
   /// Writes `<prefix>kind`, `<prefix>step` and `<prefix><buffer>.<block>` for every buffer and block.
-  void save(Archive& archive, std::string_view prefix = "optimizer.") const {
+  template <ArrayStore Store>
+  void save(Store& archive, std::string_view prefix = "optimizer.") const {
     const std::string p(prefix);
     archive.put_string(p + "kind", kind_);
-    archive.put_scalar<std::int64_t>(p + "step", step_);
+    archive.template put_scalar<std::int64_t>(p + "step", step_);
     for (std::size_t b = 0; b < names_.size(); ++b)
       for (const Block& block : blocks_)
-        archive.put<T>(p + names_[b] + "." + block.name,
+        archive.template put<T>(p + names_[b] + "." + block.name,
                        std::span<const T>(buffers_[b].data() + block.offset, static_cast<std::size_t>(block.size)),
                        block.shape);
   }
 
   /// Reads what `save` wrote; std::invalid_argument naming the field and the value when the
   /// archive holds another optimizer's state or another layout. Nothing changes on failure.
-  void load(const Archive& archive, std::string_view prefix = "optimizer.") {
+  template <ArrayStore Store>
+  void load(const Store& archive, std::string_view prefix = "optimizer.") {
     const std::string p(prefix);
     const std::string saved_kind = archive.get_string(p + "kind");
     require(saved_kind == kind_, "optimizer state: field '", p, "kind' is '", saved_kind,
             "', this optimizer is '", kind_, "'");
-    const auto saved_step = archive.get_scalar<std::int64_t>(p + "step");
+    const auto saved_step = archive.template get_scalar<std::int64_t>(p + "step");
     require(saved_step >= 0, "optimizer state: field '", p, "step' is ", saved_step, ", must be >= 0");
     for (const std::string& name : names_)
       for (const Block& block : blocks_) {
@@ -119,7 +121,7 @@ class OptimizerState {
       }
     for (std::size_t b = 0; b < names_.size(); ++b)
       for (const Block& block : blocks_)
-        archive.get_into<T>(p + names_[b] + "." + block.name,
+        archive.template get_into<T>(p + names_[b] + "." + block.name,
                             std::span<T>(buffers_[b].data() + block.offset, static_cast<std::size_t>(block.size)));
     step_ = saved_step;
   }

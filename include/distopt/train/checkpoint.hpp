@@ -127,7 +127,7 @@ inline void get_progress(const Archive& archive, Progress& progress) {
 }
 
 /// A centralized run's trainer: model, optimizer, global step, the loader's position and seed.
-template <class Params, class Optimizer>
+template <class Params, SavesState Optimizer>
 void put_central(Archive& archive, const Params& params, const Optimizer& optimizer, const Progress& progress) {
   archive.put_string("trainer", "central");
   save_blocks(archive, params, params.values().data(), "model.");
@@ -141,7 +141,7 @@ void put_central(Archive& archive, const Params& params, const Optimizer& optimi
 /// Checks that `archive` is a centralized run's checkpoint of this model and optimizer, then
 /// reads put_central's fields. Everything is checked before anything changes: std::invalid_argument
 /// naming the file and the field otherwise.
-template <class Params, class Optimizer>
+template <class Params, SavesState Optimizer>
 void get_central(const Archive& archive, Params& params, Optimizer& optimizer, Progress& progress) {
   const std::string file = archive.source();
   require_field(archive, "format");
