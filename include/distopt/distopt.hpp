@@ -1,5 +1,7 @@
 // distopt: large-batch and communication-efficient training, one header per concept.
-// Including this umbrella brings in every public header of the library.
+// Including this umbrella brings in every header of distopt::train and below (the components are
+// in CMakeLists.txt); data/download.hpp (distopt::download) and local/mpi.hpp (distopt::mpi) are
+// included by name.
 #pragma once
 
 #include "distopt/core/aligned_buffer.hpp"

@@ -28,6 +28,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/central_runs.hpp"
 #include "common/findings.hpp"
 #include "common/runs.hpp"
 #include "common/sinks.hpp"
@@ -59,50 +60,11 @@ struct SgdmSetting {
   std::string source = "the study's default (Hsu et al. 2020)";
 };
 
-/// Stage 3's best SGDM setting (by validation accuracy) from its summary.csv, when stage 3
-/// completed for this configuration and the file names the columns needed; else the default,
-/// with a note on stdout saying why. Only the search's rows compete when the file says which rows
-/// are the search (column `phase`): the final retrain of the chosen setting reports on it, and a
-/// longer run's validation accuracy would otherwise win by being longer.
+/// Stage 3's best SGDM setting (study::stage3_best: its search row of the best validation
+/// accuracy, or the study's default when stage 3 has not finished for this configuration).
 [[nodiscard]] inline SgdmSetting stage3_best_sgdm(const Config& config) {
-  SgdmSetting inner;
-  const std::filesystem::path file = config.results / "stage3_centralized" / "summary.csv";
-  if (!std::filesystem::exists(file)) return inner;
-  if (!stage_finished(config, "stage3_centralized")) {
-    std::printf("note: %s is not of this configuration (stage 3 not completed for it); using the default SGDM\n", file.c_str());
-    return inner;
-  }
-  try {
-    const std::vector<Row> rows = read_csv(file);
-    const Row* best = nullptr;
-    double best_score = -std::numeric_limits<double>::infinity();
-    const auto first_number = [](const Row& row, std::initializer_list<const char*> names) {
-      for (const char* name : names)
-        if (const double v = row.number(name); !std::isnan(v)) return v;
-      return std::nan("");
-    };
-    for (const Row& row : rows) {
-      if (row.cell("optimizer") != "sgdm") continue;
-      if (row.has("phase") && row.cell("phase") != "search") continue;
-      if (!row.cell("status").empty() && !train::finished(status_of(row))) continue;
-      const double score = first_number(row, {"best_validation_accuracy", "validation_accuracy"});
-      const double lr = first_number(row, {"lr", "base_lr"});
-      if (std::isnan(score) || std::isnan(lr) || std::isnan(row.number("weight_decay"))) continue;
-      if (score > best_score) best_score = score, best = &row;
-    }
-    if (best == nullptr) {
-      std::printf("note: %s has no completed SGDM search row with lr, weight_decay and a validation accuracy; using the default SGDM\n",
-                  file.c_str());
-      return inner;
-    }
-    inner.lr = first_number(*best, {"lr", "base_lr"});
-    inner.weight_decay = best->number("weight_decay");
-    if (const double m = best->number("momentum"); !std::isnan(m)) inner.momentum = m;
-    inner.source = message("stage 3's best SGDM of its search (", file.string(), ", best validation accuracy ", percent(best_score), "%)");
-  } catch (const std::exception& e) {
-    std::printf("note: cannot use %s (%s); using the default SGDM\n", file.c_str(), e.what());
-  }
-  return inner;
+  const TunedSetting best = stage3_best(config, "sgdm");
+  return {.lr = best.lr, .momentum = best.momentum, .weight_decay = best.weight_decay, .source = best.source};
 }
 
 /// Rank 0's `stage3_best_sgdm` on every rank of `comm` (the others do not read the file).

@@ -3,12 +3,11 @@
 // How: with a mean-reduced loss L = (1/N) sum_i l_i over a batch of N samples, cut the batch into
 // micro-batches of n_k samples; the large-batch gradient is sum_k (n_k / N) * grad L_k, where L_k is
 // the mean loss of micro-batch k. So zero the gradients once, add each micro-batch's gradient scaled
-// by its `weight` (n_k / N) into the gradient buffer, and call `step` once:
+// by its `weight` (n_k / N) into the gradient buffer, and call `step` once; optim::step
+// (optim/step.hpp) does exactly that:
 //
-//   params.zero_grad();
 //   for (const auto& micro : optim::split_batch(batch_size, 4096))
-//     model.accumulate_gradient(batch.rows(micro.begin, micro.end), micro.weight);  // adds weight * grad
-//   optimizer.step(params);
+//     model.loss_and_gradient(images.slice(micro.begin, micro.end), labels_of(micro), micro.weight);
 //
 // Equal to one large-batch step up to float rounding (tests hold it). The study uses 4096 as the
 // largest micro-batch for batch sizes up to 16k and beyond.
