@@ -18,6 +18,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <cmath>
 #include <cstdint>
@@ -25,6 +26,7 @@
 #include <limits>
 #include <optional>
 #include <string>
+#include <utility>
 #include <system_error>
 #include <vector>
 
@@ -72,6 +74,17 @@ inline void require_field(const Archive& archive, const std::string& field) {
 
 inline constexpr std::string_view format_v1 = "distopt-checkpoint 1";
 
+/// The per-epoch metrics a checkpoint keeps, as history.<name> arrays.
+inline constexpr std::array<std::pair<const char*, double EpochMetrics::*>, 7> history_columns = {{
+    {"train_loss", &EpochMetrics::train_loss},
+    {"train_accuracy", &EpochMetrics::train_accuracy},
+    {"validation_loss", &EpochMetrics::validation_loss},
+    {"validation_accuracy", &EpochMetrics::validation_accuracy},
+    {"validation_top5", &EpochMetrics::validation_top5},
+    {"lr", &EpochMetrics::lr},
+    {"seconds", &EpochMetrics::seconds},
+}};
+
 /// The run loop's part: epochs done, the best validation so far, early stopping's count, history.
 inline void put_progress(Archive& archive, const Progress& progress) {
   archive.put_scalar<std::uint64_t>("progress.epochs_done", progress.epochs_done);
@@ -79,19 +92,12 @@ inline void put_progress(Archive& archive, const Progress& progress) {
   archive.put_scalar<double>("progress.best_accuracy", progress.best_accuracy);
   archive.put_scalar<double>("progress.best_loss", progress.best_loss);
   archive.put_scalar<std::uint64_t>("progress.epochs_without_improvement", progress.epochs_without_improvement);
-  const auto column = [&](const char* name, double EpochMetrics::*field) {
+  for (const auto& [name, field] : history_columns) {
     std::vector<double> values;
     for (const auto& e : progress.history) values.push_back(e.*field);
     archive.put<double>(std::string("history.") + name, std::span<const double>(values),
                         {static_cast<std::ptrdiff_t>(values.size())});
-  };
-  column("train_loss", &EpochMetrics::train_loss);
-  column("train_accuracy", &EpochMetrics::train_accuracy);
-  column("validation_loss", &EpochMetrics::validation_loss);
-  column("validation_accuracy", &EpochMetrics::validation_accuracy);
-  column("validation_top5", &EpochMetrics::validation_top5);
-  column("lr", &EpochMetrics::lr);
-  column("seconds", &EpochMetrics::seconds);
+  }
 }
 
 /// Reads put_progress's fields into `progress` (its step, loader and seed untouched). A format-1
@@ -104,26 +110,19 @@ inline void get_progress(const Archive& archive, Progress& progress) {
   progress.history.assign(static_cast<std::size_t>(progress.epochs_done), EpochMetrics{});
   if (!archive.contains("history.train_loss")) return;
   for (const char* field : {"progress.best_epoch", "progress.best_accuracy", "progress.best_loss",
-                            "progress.epochs_without_improvement", "history.train_accuracy", "history.validation_loss",
-                            "history.validation_accuracy", "history.validation_top5", "history.lr", "history.seconds"})
+                            "progress.epochs_without_improvement"})
     require_field(archive, field);
+  for (const auto& column : history_columns) require_field(archive, std::string("history.") + column.first);
   progress.best_epoch = archive.get_scalar<std::int64_t>("progress.best_epoch");
   progress.best_accuracy = archive.get_scalar<double>("progress.best_accuracy");
   progress.best_loss = archive.get_scalar<double>("progress.best_loss");
   progress.epochs_without_improvement = archive.get_scalar<std::uint64_t>("progress.epochs_without_improvement");
-  const auto column = [&](const char* name, double EpochMetrics::*field) {
+  for (const auto& [name, field] : history_columns) {
     const auto values = archive.get<double>(std::string("history.") + name);
     require(values.size() == progress.epochs_done, "checkpoint '", file, "': field 'history.", name, "' holds ",
             values.size(), " epochs, progress.epochs_done says ", progress.epochs_done);
     for (std::size_t e = 0; e < values.size(); ++e) progress.history[e].*field = values[e];
-  };
-  column("train_loss", &EpochMetrics::train_loss);
-  column("train_accuracy", &EpochMetrics::train_accuracy);
-  column("validation_loss", &EpochMetrics::validation_loss);
-  column("validation_accuracy", &EpochMetrics::validation_accuracy);
-  column("validation_top5", &EpochMetrics::validation_top5);
-  column("lr", &EpochMetrics::lr);
-  column("seconds", &EpochMetrics::seconds);
+  }
 }
 
 /// A centralized run's trainer: model, optimizer, global step, the loader's position and seed.
