@@ -36,10 +36,12 @@ void check(bool ok, const std::string& what) {
 
 template <class Outer, class Comm>
 std::vector<float> train_run(Outer outer, local::InnerBuffers buffers, Comm comm, const data::LabelledImages& set,
-                         const data::Normalizer& normalizer, const std::filesystem::path& checkpoint = {}) {
+                         const data::Normalizer& normalizer, const std::filesystem::path& checkpoint = {},
+                         local::Compression compression = {}) {
   Model start = test_support::tiny_lenet();
   local::LocalTrainer trainer(start, Sgd(start.parameters(), {.lr = 0.05, .momentum = 0.9, .weight_decay = 1e-4}), outer, set,
-                              normalizer, {.workers = 4, .local_steps = 3, .batch_size = 8, .inner_buffers = buffers, .seed = 5},
+                              normalizer, {.workers = 4, .local_steps = 3, .batch_size = 8, .inner_buffers = buffers, .seed = 5,
+                                           .compression = compression},
                               std::nullopt, comm);
   trainer.run_steps(optim::Cosine{.lr = 0.05, .t_max = 30}, 12);
   if (!checkpoint.empty()) local::LocalCheckpoint::save(trainer, checkpoint);
@@ -90,6 +92,19 @@ int main(int argc, char** argv) {
       check(mpi_slowmo != mpi_local, "SlowMo differs from LocalSGD");
     }
     if (rank == 0) std::printf("%d of 4 MPI trajectories are bit-identical to the in-process ones\n", identical);
+
+    // Compressed messages are gathered and summed on rank 0 in worker order: the same bits as in
+    // process, always (DiLoCo's outer step included).
+    for (const auto& compression : {local::Compression{.codec = local::Codec::fp32}, local::Compression{.codec = local::Codec::bf16},
+                                    local::Compression{.codec = local::Codec::int8, .block = 64, .error_feedback = true},
+                                    local::Compression{.codec = local::Codec::topk, .fraction = 0.05, .error_feedback = true}}) {
+      const Model layout = test_support::tiny_lenet();
+      const auto reference = train_run(local::diloco_outer(layout.parameters()), local::InnerBuffers::maintain, local::InProcess{}, set,
+                                       normalizer, {}, compression);
+      const auto over_mpi = train_run(local::diloco_outer(layout.parameters()), local::InnerBuffers::maintain, comm, set, normalizer, {},
+                                      compression);
+      check(over_mpi == reference, "DiLoCo with " + compression.label() + ": MPI bit-identical to in-process");
+    }
 
     // A checkpoint written by rank 0 holds all 4 workers, and both ranks resume from it.
     const std::filesystem::path file = std::filesystem::temp_directory_path() / ("distopt-mpi-" + std::to_string(::getpid()) + ".npz");

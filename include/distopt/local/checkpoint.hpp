@@ -4,12 +4,14 @@
 //                             "distopt-local-checkpoint 1")
 //   model.<name>              the global model x
 //   outer.*                   the outer policy's state (SlowMo's slow momentum)
-//   local.step, local.workers, local.local_steps, local.seed
+//   local.step, local.workers, local.local_steps, local.seed, local.compression (its label;
+//                             absent: none)
 //   progress.epochs_done
 //   communication.*           the cost so far (rounds, values and bytes, modelled and measured time)
 //   worker.<k>.optimizer.*    every worker's inner optimizer, worker.<k>.loader_{epoch,batch} its
 //                             loader's position, and worker.<k>.model.* its weights unless the
-//                             inner buffers are reset every round
+//                             inner buffers are reset every round, worker.<k>.residual its
+//                             error-feedback residual (with error feedback)
 // With several ranks, saving is a collective: every rank's workers go to rank 0, which writes the
 // file; resuming has rank 0 read the file and broadcast its bytes, so the ranks need not share a
 // file system.
@@ -86,6 +88,9 @@ struct LocalCheckpoint {
     field_is("local.workers", trainer.options_.workers);
     field_is("local.local_steps", trainer.options_.local_steps);
     field_is("local.seed", trainer.options_.seed);
+    const std::string compression = archive.contains("local.compression") ? archive.get_string("local.compression") : "none";
+    require(compression == trainer.options_.compression.label(), "checkpoint '", file.string(), "': field 'local.compression' is '",
+            compression, "', this trainer sends '", trainer.options_.compression.label(), "'");
     check_blocks(archive, trainer.global_.parameters(), "model.");
     auto outer_state = trainer.outer_;
     outer_state.load(archive, "outer.");
@@ -99,6 +104,11 @@ struct LocalCheckpoint {
         fail("checkpoint '", file.string(), "': ", e.what());
       }
       optimizers.push_back(std::move(candidate));
+      if (!w->residual.empty()) {
+        require(archive.contains(prefix + "residual"), "checkpoint '", file.string(), "': field '", prefix, "residual' is missing");
+        require(archive.get<double>(prefix + "residual").size() == w->residual.size(), "checkpoint '", file.string(), "': field '",
+                prefix, "residual' holds ", archive.get<double>(prefix + "residual").size(), " values, the model ", w->residual.size());
+      }
       if (trainer.options_.inner_buffers != InnerBuffers::reset) check_blocks(archive, w->model.parameters(), prefix + "model.");
     }
     // Checked: now apply.
@@ -112,6 +122,10 @@ struct LocalCheckpoint {
                       archive.get_scalar<std::uint64_t>(prefix + "loader_batch")});
       if (trainer.options_.inner_buffers != InnerBuffers::reset)
         load_blocks(archive, w.model.parameters(), w.model.parameters().values().data(), prefix + "model.");
+      if (!w.residual.empty()) {
+        const auto residual = archive.get<double>(prefix + "residual");
+        std::copy(residual.begin(), residual.end(), w.residual.begin());
+      }
     }
     trainer.step_ = archive.get_scalar<std::int64_t>("local.step");
     trainer.epochs_done_ = archive.get_scalar<std::uint64_t>("progress.epochs_done");
@@ -184,6 +198,7 @@ struct LocalCheckpoint {
     archive.put_scalar<std::uint64_t>("local.workers", trainer.options_.workers);
     archive.put_scalar<std::uint64_t>("local.local_steps", trainer.options_.local_steps);
     archive.put_scalar<std::uint64_t>("local.seed", trainer.options_.seed);
+    archive.put_string("local.compression", trainer.options_.compression.label());
     if (!archive.contains("progress.epochs_done")) archive.put_scalar<std::uint64_t>("progress.epochs_done", trainer.epochs_done_);
     const auto& c = trainer.communication_;
     archive.put_scalar<std::int64_t>("communication.rounds", c.rounds);
@@ -199,6 +214,8 @@ struct LocalCheckpoint {
       archive.put_scalar<std::uint64_t>(prefix + "loader_batch", w->loader->position().batch);
       if (trainer.options_.inner_buffers != InnerBuffers::reset)
         save_blocks(archive, w->model.parameters(), w->model.parameters().values().data(), prefix + "model.");
+      if (!w->residual.empty())
+        archive.put<double>(prefix + "residual", std::span<const double>(w->residual), {static_cast<std::ptrdiff_t>(w->residual.size())});
     }
   }
 

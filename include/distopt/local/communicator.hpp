@@ -93,6 +93,16 @@ struct NetworkModel {
     const double steps = 2.0 * static_cast<double>(k - 1);
     return steps * latency + steps / static_cast<double>(k) * bytes / bandwidth;
   }
+
+  /// Time of a ring all-gather of one `payload`-byte message from each of `k` processes: k - 1
+  /// steps, each forwarding one message, so (k - 1) (latency + payload / bandwidth).
+  [[nodiscard]] double ring_allgather_seconds(double payload, std::size_t k) const {
+    require(std::isfinite(latency) && latency >= 0, "NetworkModel.latency must be >= 0, got ", latency);
+    require(std::isfinite(bandwidth) && bandwidth > 0, "NetworkModel.bandwidth must be positive, got ", bandwidth);
+    if (k <= 1) return 0.0;
+    const auto steps = static_cast<double>(k - 1);
+    return steps * (latency + payload / bandwidth);
+  }
 };
 
 /// Communication of a run so far: all-reduce rounds, the values and bytes each worker would send

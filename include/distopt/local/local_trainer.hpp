@@ -30,6 +30,7 @@
 #include "distopt/data/loader.hpp"
 #include "distopt/data/shards.hpp"
 #include "distopt/local/communicator.hpp"
+#include "distopt/local/compression.hpp"
 #include "distopt/local/outer.hpp"
 #include "distopt/nn/model.hpp"
 #include "distopt/optim/optimizer.hpp"
@@ -44,7 +45,8 @@ namespace distopt::local {
 /// until that global step, then every H. `seed` fixes the shards (when not given), each worker's
 /// loader order and augmentation; without `shuffle` each worker reads its shard in the order
 /// given, epoch after epoch (what a reference implementation can replay). `threads` hosts the
-/// workers (0: all of OpenMP's).
+/// workers (0: all of OpenMP's). `compression` is what each worker sends at a synchronisation
+/// (local/compression.hpp; by default its float32 model through the all-reduce).
 struct LocalOptions {
   std::size_t workers = 4;
   std::size_t local_steps = 8;
@@ -56,6 +58,7 @@ struct LocalOptions {
   bool shuffle = true;
   int threads = 0;
   NetworkModel network{};
+  Compression compression{};
 };
 
 /// The seed of worker k's loader, derived from the run's seed: a centralized run with this seed
@@ -111,6 +114,7 @@ class LocalTrainer {
             train.size(), " samples leaves a worker without data");
     require(options_.threads >= 0, "LocalOptions.threads must be >= 0, got ", options_.threads);
     if (options_.switch_step) require(*options_.switch_step >= 0, "LocalOptions.switch_step must be >= 0");
+    options_.compression.validate();
     shards_ = shards ? std::move(*shards) : data::iid_shards(train.fine, options_.workers, options_.seed);
     require(shards_.size() == options_.workers, "LocalTrainer: ", shards_.size(), " shards for LocalOptions.workers = ",
             options_.workers);
@@ -119,7 +123,9 @@ class LocalTrainer {
             first + count, ") of ", options_.workers);
     for (std::size_t k = first; k < first + count; ++k) {
       require(!shards_[k].empty(), "LocalTrainer: the shard of worker ", k, " is empty");
-      auto worker = std::make_unique<Worker>(Worker{k, model, inner, nullptr});
+      auto worker = std::make_unique<Worker>(Worker{k, model, inner, nullptr, {}});
+      if (options_.compression.error_feedback && options_.compression.lossy())
+        worker->residual.assign(static_cast<std::size_t>(model.parameters().size()), 0.0);
       worker->loader = std::make_unique<data::Loader>(
           train, normalizer,
           data::LoaderOptions{.batch_size = options_.batch_size, .shuffle = options_.shuffle,
@@ -132,6 +138,7 @@ class LocalTrainer {
     comm_.require_same(options_.local_steps, "LocalOptions.local_steps (H)");
     comm_.require_same(options_.batch_size, "LocalOptions.batch_size");
     comm_.require_same(options_.seed, "LocalOptions.seed");
+    comm_.require_same(static_cast<std::uint64_t>(options_.compression.codec), "LocalOptions.compression.codec");
     comm_.require_same(static_cast<std::uint64_t>(global_.parameters().size()), "the parameter count (model layout)");
     // One initial model for all: rank 0's (the same already when every rank seeds alike).
     if (comm_.ranks() > 1) {
@@ -158,6 +165,8 @@ class LocalTrainer {
   /// Worker k's model and inner optimizer (for tests and inspection; k counts this rank's workers).
   [[nodiscard]] Model& worker_model(std::size_t k) { return workers_.at(k)->model; }
   [[nodiscard]] Inner& worker_optimizer(std::size_t k) { return workers_.at(k)->optimizer; }
+  /// Worker k's error-feedback residual (empty without error feedback).
+  [[nodiscard]] std::span<const double> worker_residual(std::size_t k) const { return workers_.at(k)->residual; }
 
   /// Steps a worker takes to see its shard once: one epoch of the whole set across the K workers.
   [[nodiscard]] std::int64_t steps_per_epoch() const {
@@ -235,9 +244,10 @@ class LocalTrainer {
 
     const auto sync_start = clock::now();
     const double gamma = schedule(step_ + static_cast<std::int64_t>(h) - 1);
-    const double allreduce_seconds = average_values(static_cast<std::ptrdiff_t>(x.size()));
+    const double allreduce_seconds = options_.compression.gathers() ? compressed_average(x) : average_values(static_cast<std::ptrdiff_t>(x.size()));
     outer_.apply(x, std::span<const double>(average_), gamma);
-    CommunicationCost cost = allreduce_cost(static_cast<std::int64_t>(x.size()), sizeof(scalar_type), options_.workers, options_.network);
+    CommunicationCost cost =
+        sync_cost(options_.compression, static_cast<std::int64_t>(x.size()), sizeof(scalar_type), options_.workers, options_.network);
     if (options_.inner_buffers == InnerBuffers::average) cost += average_inner_buffers();
     cost.rounds = 1;
     const auto end = clock::now();
@@ -329,6 +339,7 @@ class LocalTrainer {
     Model model;
     Inner optimizer;
     std::unique_ptr<data::Loader> loader;
+    std::vector<double> residual;  // error feedback: what compression has not sent yet
   };
 
   // x_avg = (1/K) sum_k x_k in double, workers added in index order, then summed across ranks.
@@ -347,6 +358,72 @@ class LocalTrainer {
     const double inverse = 1.0 / static_cast<double>(options_.workers);
     for (auto& v : average_) v *= inverse;
     return seconds;
+  }
+
+  // x_avg from compressed messages: every worker encodes its message (its model for fp32, else
+  // its pseudo-gradient plus residual), rank 0 gathers them all, rebuilds each worker's model in
+  // double and adds them in worker order, and every rank receives the average. The sum never
+  // depends on how workers are spread over ranks, so in-process and MPI agree to the bit.
+  // Returns the seconds spent in the communicator.
+  double compressed_average(std::span<const scalar_type> x) {
+    const Compression& c = options_.compression;
+    const std::size_t n = x.size();
+    std::vector<std::uint8_t> mine;
+    std::vector<double> values(n), sent(n);
+    std::vector<std::uint8_t> payload;
+    for (const auto& w : workers_) {
+      const scalar_type* xk = w->model.parameters().values().data();
+      if (c.lossy()) {
+        for (std::size_t i = 0; i < n; ++i) values[i] = static_cast<double>(xk[i]) - static_cast<double>(x[i]);
+        if (!w->residual.empty())
+          for (std::size_t i = 0; i < n; ++i) values[i] += w->residual[i];
+      } else {
+        for (std::size_t i = 0; i < n; ++i) values[i] = static_cast<double>(xk[i]);
+      }
+      encode(c, values, payload);
+      if (!w->residual.empty()) {
+        decode(c, payload, sent);
+        for (std::size_t i = 0; i < n; ++i) w->residual[i] = values[i] - sent[i];
+      }
+      const std::uint64_t size = payload.size();
+      const auto* raw = reinterpret_cast<const std::uint8_t*>(&size);
+      mine.insert(mine.end(), raw, raw + sizeof size);
+      mine.insert(mine.end(), payload.begin(), payload.end());
+    }
+    const auto start = std::chrono::steady_clock::now();
+    const auto parts = comm_.gather_bytes(mine);
+    std::vector<std::uint8_t> average_bytes;
+    if (comm_.rank() == 0) {
+      std::fill(average_.begin(), average_.end(), 0.0);
+      std::size_t received = 0;
+      for (std::size_t r = 0; r < parts.size(); ++r) {
+        const std::span<const std::uint8_t> part(parts[r]);
+        for (std::size_t at = 0; at < part.size();) {
+          require(part.size() - at >= sizeof(std::uint64_t), "LocalTrainer: the messages of rank ", r, " end inside a size field");
+          std::uint64_t size = 0;
+          std::memcpy(&size, part.data() + at, sizeof size);
+          at += sizeof size;
+          require(size <= part.size() - at, "LocalTrainer: a message of rank ", r, " claims ", size, " bytes past its end");
+          decode(c, part.subspan(at, static_cast<std::size_t>(size)), sent);
+          at += static_cast<std::size_t>(size);
+          if (c.lossy())
+            for (std::size_t i = 0; i < n; ++i) average_[i] += static_cast<double>(x[i]) + sent[i];
+          else
+            for (std::size_t i = 0; i < n; ++i) average_[i] += sent[i];
+          ++received;
+        }
+      }
+      require(received == options_.workers, "LocalTrainer: ", received, " messages for ", options_.workers, " workers");
+      const double inverse = 1.0 / static_cast<double>(options_.workers);
+      for (auto& v : average_) v *= inverse;
+    }
+    if (comm_.ranks() > 1) {
+      const auto* raw = reinterpret_cast<const std::uint8_t*>(average_.data());
+      average_bytes.assign(raw, raw + average_.size() * sizeof(double));
+      comm_.broadcast_bytes(average_bytes);
+      std::memcpy(average_.data(), average_bytes.data(), average_bytes.size());
+    }
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   }
 
   double timed_allreduce(std::span<double> buffer) {

@@ -1,16 +1,21 @@
 // Outer policies of LocalTrainer: what the global model becomes once the K workers are averaged.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <concepts>
 #include <cstddef>
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "distopt/core/archive.hpp"
 #include "distopt/core/error.hpp"
+#include "distopt/core/parameter_set.hpp"
+#include "distopt/optim/optimizer.hpp"
+#include "distopt/optim/sgdm.hpp"
 
 namespace distopt::local {
 
@@ -102,6 +107,93 @@ class SlowMo {
   SlowMoOptions options_;
   std::vector<double> u_;
 };
+
+/// Any of the library's optimizers as the outer step, applied to the pseudo-gradient
+///   delta = x - x_avg,     x <- opt.step(x, delta)
+/// (Douillard et al. 2023, "DiLoCo: distributed low-communication training of language models",
+/// Algorithm 1; Sun et al. 2024 and torchft make the outer optimizer a parameter). The step runs in
+/// double on a copy of x (`Params`, ParameterSetD by default, with the global model's blocks, so
+/// per-block lr scales and decay switches apply), then x takes its values rounded to the model's
+/// scalar. delta points away from the average: a plain step with lr 1 lands on x_avg.
+///   LocalSGD      = OuterOptimizer<Sgdm>(lr 1, no momentum)            (x - (x - x_avg) = x_avg)
+///   SlowMo(a, b)  = OuterOptimizer<Sgdm>(lr a, momentum b) when the inner lr gamma is constant:
+///                   SlowMo's u is b u + delta / gamma and its step a gamma u, so gamma u is this
+///                   momentum buffer; with a changing gamma they differ (SlowMo rescales its
+///                   buffer by the ratio of gammas, this one does not)
+///   DiLoCo        = inner AdamW, OuterOptimizer<Sgdm>(lr 0.7, momentum 0.9, Nesterov)
+/// The outer optimizer's lr is its own (not the inner schedule's), and its weight decay should be
+/// 0: the inner optimizer already decays, once.
+template <optim::Optimizer O>
+class OuterOptimizer {
+ public:
+  using optimizer_type = O;
+  using params_type = typename O::params_type;
+
+  /// `layout` is the global model's parameters (its blocks and their options), `options` the outer
+  /// optimizer's; `label` names the policy in reports and checkpoints ("diloco", "outer-sgdm", ...).
+  template <class Layout>
+  OuterOptimizer(const Layout& layout, typename O::options_type options, std::string label)
+      : params_(copy_layout(layout)), optimizer_(params_, options), label_(std::move(label)),
+        model_size_(static_cast<std::size_t>(layout.size())) {
+    const auto blocks = layout.blocks();
+    for (std::size_t b = 0; b < blocks.size(); ++b)
+      spans_.push_back({static_cast<std::size_t>(blocks[b].offset), static_cast<std::size_t>(params_.blocks()[b].offset),
+                        static_cast<std::size_t>(blocks[b].size)});
+  }
+
+  [[nodiscard]] const O& optimizer() const noexcept { return optimizer_; }
+
+  /// x and x_avg are the global model's flat buffers (padding included, which stays as it is).
+  template <class T>
+  void apply(std::span<T> x, std::span<const double> x_avg, double /*gamma*/) {
+    require(x.size() == model_size_ && x_avg.size() == x.size(), "OuterOptimizer '", label_, "': ", x.size(),
+            " values for a model of ", model_size_);
+    using S = typename params_type::scalar_type;
+    S* w = params_.values().data();
+    S* g = params_.grads().data();
+    for (const Span& span : spans_)
+      for (std::size_t i = 0; i < span.size; ++i) {
+        w[span.to + i] = static_cast<S>(x[span.from + i]);
+        g[span.to + i] = static_cast<S>(static_cast<double>(x[span.from + i]) - x_avg[span.from + i]);
+      }
+    optimizer_.step(params_);
+    for (const Span& span : spans_)
+      for (std::size_t i = 0; i < span.size; ++i) x[span.from + i] = static_cast<T>(w[span.to + i]);
+  }
+
+  void save(Archive& archive, std::string_view prefix) const { optimizer_.save_state(archive, std::string(prefix) + "optimizer."); }
+  void load(const Archive& archive, std::string_view prefix) {
+    O candidate = optimizer_;
+    candidate.load_state(archive, std::string(prefix) + "optimizer.");
+    optimizer_ = std::move(candidate);
+  }
+  [[nodiscard]] std::string name() const { return label_; }
+
+ private:
+  struct Span {
+    std::size_t from, to, size;  // a block's first element in the model's buffer and in params_
+  };
+
+  template <class Layout>
+  static params_type copy_layout(const Layout& layout) {
+    params_type p;
+    for (const auto& block : layout.blocks()) p.add(block.name, block.shape, block.options);
+    return p;
+  }
+
+  params_type params_;  // x and delta in the outer optimizer's precision; only the step keeps state
+  O optimizer_;
+  std::string label_;
+  std::size_t model_size_;
+  std::vector<Span> spans_;
+};
+
+/// DiLoCo's outer step (Douillard et al. 2023): SGD with Nesterov momentum on the pseudo-gradient,
+/// lr 0.7 and momentum 0.9 by default, in double.
+template <class Layout>
+[[nodiscard]] OuterOptimizer<optim::Sgdm<ParameterSetD>> diloco_outer(const Layout& layout, double lr = 0.7, double momentum = 0.9) {
+  return {layout, {.lr = lr, .momentum = momentum, .nesterov = true}, "diloco"};
+}
 
 static_assert(OuterPolicy<LocalSgd>);
 static_assert(OuterPolicy<SlowMo>);
