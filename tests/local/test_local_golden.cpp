@@ -17,6 +17,8 @@
 #include "distopt/data/statistics.hpp"
 #include "distopt/local/local_trainer.hpp"
 #include "distopt/nn/lenet5.hpp"
+#include "distopt/local/outer.hpp"
+#include "distopt/optim/adamw.hpp"
 #include "distopt/optim/sgdm.hpp"
 
 using namespace distopt;
@@ -231,4 +233,59 @@ TEST_CASE("golden LocalSGD and SlowMo cases are different trajectories", "[local
       CHECK(e.relative > 10 * tolerance);
       CHECK(cpp_run(all[a]).models.back() != cpp_run(all[b]).models.back());
     }
+}
+
+// DiLoCo against PyTorch (tools/golden/diloco.py, tests/data/diloco/): the same inputs, inner
+// AdamW kept across rounds, H = 5, and three outer SGD steps on the pseudo-gradient x - x_avg.
+namespace {
+
+using Adam = optim::AdamW<ParameterSet>;
+
+Run run_diloco(optim::SgdmOptions outer) {
+  const Model start = initial_model();
+  const local::LocalOptions options{.workers = 3, .local_steps = 5, .batch_size = 4, .augmentation = std::nullopt, .shuffle = false};
+  local::LocalTrainer trainer(start, Adam(start.parameters(), {.lr = 2e-3, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 0.01}),
+                              local::OuterOptimizer<optim::Sgdm<ParameterSetD>>(start.parameters(), outer, "outer"), train_set(),
+                              data::Normalizer(golden_stats()), options, golden_shards());
+  Run result;
+  for (std::size_t r = 0; r < rounds; ++r) {
+    result.losses.push_back(trainer.round(optim::Constant{2e-3}).loss);
+    const auto v = trainer.global_model().parameters().values();
+    result.models.emplace_back(v.data(), v.data() + v.size());
+  }
+  return result;
+}
+
+}  // namespace
+
+TEST_CASE("LocalTrainer with an outer optimizer follows PyTorch's DiLoCo within 1e-5", "[local][golden][outer]") {
+  const std::vector<std::pair<std::string, optim::SgdmOptions>> diloco_cases{
+      {"diloco", {.lr = 0.7, .momentum = 0.9, .nesterov = true}},
+      {"outer_sgd", {.lr = 1.0}},
+      {"outer_heavy_ball", {.lr = 0.7, .momentum = 0.9}},
+  };
+  std::vector<Run> runs;
+  for (const auto& [name, outer] : diloco_cases) {
+    const Run cpp = run_diloco(outer);
+    const std::string golden = "../diloco/" + name;  // tests/data/diloco/<case>, inputs from tests/data/local/
+    const auto losses = load<double>(golden + "/loss.npy");
+    REQUIRE(losses.size() == rounds);
+    Errors worst;
+    double worst_loss = 0;
+    for (std::size_t r = 0; r < rounds; ++r) {
+      const Errors e = compare(cpp.models[r], golden, r);
+      worst.absolute = std::max(worst.absolute, e.absolute);
+      worst.norm = std::max(worst.norm, e.norm);
+      worst_loss = std::max(worst_loss, std::abs(cpp.losses[r] - losses(r)));
+    }
+    INFO("case " << name << ": max |C++ - PyTorch| " << worst.absolute << ", norms " << worst.norm << ", loss " << worst_loss);
+    CHECK(worst.absolute <= 1e-5);
+    CHECK(worst.norm <= 1e-5);
+    CHECK(worst_loss <= 1e-5);
+    runs.push_back(cpp);
+  }
+  // Each C++ run against another case's golden: far off, so the checks tell the outer steps apart.
+  for (std::size_t a = 0; a < runs.size(); ++a)
+    for (std::size_t b = 0; b < runs.size(); ++b)
+      if (a != b) CHECK(compare(runs[a].models.back(), "../diloco/" + diloco_cases[b].first, rounds - 1).absolute > 1e-3);
 }
