@@ -38,6 +38,7 @@ const std::vector<std::pair<std::string, std::string>> stages = {
     {"stage4_large_batch", "Large batches: LARS and LAMB against SGDM and AdamW"},
     {"stage5_localsgd", "LocalSGD against synchronous SGD at K x B, post-local SGD and batch B"},
     {"stage6_slowmo", "SlowMo against LocalSGD and the baselines"},
+    {"stage7_diloco", "Beyond the study: DiLoCo, compressed messages, time-to-accuracy on a simulated network"},
 };
 
 /// Runs a stage program, inheriting stdout and stderr; its exit status, 127 if it cannot start.
@@ -88,7 +89,7 @@ std::string plan_table(const study::Config& config, double* total_seconds) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Reproduces the study: runs stage1_data .. stage6_slowmo in order, skipping completed stages, then writes "
+  CLI::App app{"Reproduces the study: runs stage1_data .. stage7_diloco in order, skipping completed stages, then writes "
                "<results>/REPORT.md opening with the findings table. Quick mode (the default) is the study's protocol on 30,000 "
                "Fashion-MNIST training images at a few epochs; --standard the study's grids on all of the data; --full its scale."};
   study_cli::Flags flags;
@@ -118,7 +119,7 @@ int main(int argc, char** argv) {
     if (plan_only) return 0;
     for (const std::string* name : {&only, &through})
       if (!name->empty() && std::none_of(stages.begin(), stages.end(), [&](const auto& s) { return s.first == *name; }))
-        throw std::invalid_argument(message("no stage named '", *name, "' (stage1_data .. stage6_slowmo)"));
+        throw std::invalid_argument(message("no stage named '", *name, "' (stage1_data .. stage7_diloco)"));
 
     const fs::path here = fs::canonical("/proc/self/exe").parent_path();
     const auto start = std::chrono::steady_clock::now();

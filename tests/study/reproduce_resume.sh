@@ -33,4 +33,4 @@ for stage in stage1_data stage2_lenet stage3_centralized; do
 done
 test -s "$work/cut/results/REPORT.md"
 /usr/bin/python3 "$compare" "$work/whole/results" "$work/cut/results" stage2_lenet stage3_centralized stage4_large_batch \
-  stage5_localsgd stage6_slowmo
+  stage5_localsgd stage6_slowmo stage7_diloco

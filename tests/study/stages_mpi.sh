@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Stages 5 (LocalSGD) and 6 (SlowMo), launched unchanged by `mpirun -np 2`, reach the numbers the
+# Stages 5 (LocalSGD), 6 (SlowMo) and 7 (DiLoCo, compressed messages), launched unchanged by `mpirun -np 2`, reach the numbers the
 # same stages reach in one process: every accuracy, loss, step and round count of their summaries.
 # Stage 5's first MPI launch loses rank 1 (SIGKILL) after the first checkpoint: mpirun must end
 # the job naming the rank, and the next launch must resume from rank 0's checkpoints.
@@ -11,7 +11,7 @@ rm -rf "$work"
 mkdir -p "$work"
 common=(--smoke --threads 1 --seed 3)
 mpi=("$mpiexec" -np 2 --oversubscribe --mca btl self,vader)
-for stage in stage5_localsgd stage6_slowmo; do
+for stage in stage5_localsgd stage6_slowmo stage7_diloco; do
   "$bin/$stage" "${common[@]}" --results "$work/one/results" --work "$work/one/work" >"$work/one-$stage.log"
 done
 
@@ -34,7 +34,7 @@ wait "$launcher" || status=$?
 grep -q "rank 1" "$work/mpi-dies.log" || { echo "mpirun's report does not name rank 1:"; cat "$work/mpi-dies.log"; exit 1; }
 [[ ! -e "$work/mpi/results/stage5_localsgd/result.csv" ]] || { echo "stage 5 was marked done although rank 1 died"; exit 1; }
 
-for stage in stage5_localsgd stage6_slowmo; do
+for stage in stage5_localsgd stage6_slowmo stage7_diloco; do
   "${mpi[@]}" "$bin/$stage" "${common[@]}" --results "$work/mpi/results" --work "$work/mpi/work" >"$work/mpi-$stage.log"
   grep -q "2 MPI ranks" "$work/mpi-$stage.log" || { echo "$stage did not run on 2 MPI ranks:"; cat "$work/mpi-$stage.log"; exit 1; }
 done
@@ -43,4 +43,4 @@ grep -Eq "K2_H2 .*\(resuming\)|K2_H2 +done before" "$work/mpi-stage5_localsgd.lo
   { echo "stage 5 started again from scratch:"; cat "$work/mpi-stage5_localsgd.log"; exit 1; }
 # The rank count is recorded with each run that ran over MPI.
 grep -q ",2," "$work/mpi/results/stage5_localsgd/summary.csv" || { echo "no run recorded 2 ranks"; exit 1; }
-/usr/bin/python3 "$compare" "$work/one/results" "$work/mpi/results" stage5_localsgd stage6_slowmo
+/usr/bin/python3 "$compare" "$work/one/results" "$work/mpi/results" stage5_localsgd stage6_slowmo stage7_diloco

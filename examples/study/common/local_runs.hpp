@@ -34,12 +34,15 @@
 #include "common/sinks.hpp"
 #include "common/study.hpp"
 #include "distopt/core/error.hpp"
+#include "distopt/core/parallel.hpp"
 #include "distopt/data/cache.hpp"
 #include "distopt/data/shards.hpp"
 #include "distopt/local/communicator.hpp"
+#include "distopt/local/compression.hpp"
 #include "distopt/local/local_trainer.hpp"
 #include "distopt/local/outer.hpp"
 #include "distopt/nn/lenet5.hpp"
+#include "distopt/optim/adamw.hpp"
 #include "distopt/optim/schedule.hpp"
 #include "distopt/optim/sgdm.hpp"
 #include "distopt/train/metrics.hpp"
@@ -145,6 +148,12 @@ inline constexpr double warmup_start = 0.1;
   return "unscaled: lr_B whatever K, no warmup, cosine to 0 over the run's steps";
 }
 
+/// DiLoCo's outer step (Douillard et al. 2023): Nesterov SGD on the pseudo-gradient.
+struct DilocoOptions {
+  double lr = 0.7;
+  double momentum = 0.9;
+};
+
 /// What one local run is. The stamp is made of these (and the stage's shared settings), never of
 /// a role: the same run serves as a grid cell, a compared cell or a stage-6 reference.
 struct LocalSpec {
@@ -158,6 +167,11 @@ struct LocalSpec {
   bool post_local = false;
   std::optional<local::SlowMoOptions> slowmo{};  ///< none: LocalSGD's plain average
   local::InnerBuffers buffers = local::InnerBuffers::maintain;
+  /// DiLoCo: the inner optimizer is AdamW (LocalRuns::adamw) and the outer step Nesterov SGD.
+  std::optional<DilocoOptions> diloco{};
+  local::Compression compression{};
+  /// Test accuracy, steps, rounds and compute time after every epoch (stage 7's time-to-accuracy).
+  bool curve = false;
   /// Fewer planned rounds than this: not run (a cell that barely communicates says nothing about
   /// periodic averaging). Not part of the stamp: it decides whether to run, not what runs.
   std::size_t min_rounds = 0;
@@ -165,6 +179,7 @@ struct LocalSpec {
 
 /// The outer step of a spec, for stamps and tables.
 [[nodiscard]] inline std::string outer_name(const LocalSpec& s) {
+  if (s.diloco) return message("diloco lr=", exact(s.diloco->lr), " momentum=", exact(s.diloco->momentum), " nesterov");
   if (!s.slowmo) return "localsgd";
   return message("slowmo alpha=", exact(s.slowmo->alpha), " beta=", exact(s.slowmo->beta));
 }
@@ -234,6 +249,79 @@ inline const std::vector<std::string> local_result_header = {
     "validation_accuracy", "best_validation_accuracy", "test_accuracy", "test_loss", "bytes_per_worker", "modelled_seconds",
     "sync_seconds", "allreduce_seconds", "ranks", "seconds", "message"};
 
+/// The further columns of runs with a curve (stage 7): the inner optimizer, the compression, the
+/// values one message carries, and per epoch (';'-separated) the test accuracy, the global steps,
+/// the rounds and the compute seconds of one worker's step on one thread.
+inline const std::vector<std::string> curve_header = {"inner", "compression", "values", "curve_test_accuracy", "curve_steps",
+                                                      "curve_rounds", "step_seconds"};
+
+/// After every epoch: the global model's test accuracy (rank 0), the steps and rounds so far, and
+/// the compute time of one worker's step on one thread, from the epoch's training time less its
+/// synchronisation (workers share the threads, `team` of them at once). Its lists are part of the
+/// run's checkpoints, so a resumed run keeps its earlier points.
+template <class Trainer>
+class Curve : public train::Callback {
+ public:
+  Curve(Trainer& trainer, const data::LabelledImages& test, const data::Normalizer& normalizer, double team)
+      : trainer_(&trainer), test_(&test), normalizer_(normalizer), team_(team) {}
+
+  template <class S>
+  bool end_epoch(S& state) {
+    const double sync = trainer_->sync_seconds() - last_sync_;
+    last_sync_ = trainer_->sync_seconds();
+    const double epoch_seconds = state.progress.history.back().seconds;
+    const auto steps = static_cast<double>(trainer_->step()) - (steps_.empty() ? 0.0 : steps_.back());
+    const auto workers = static_cast<double>(trainer_->options().workers);
+    step_seconds_.push_back(steps > 0 ? (epoch_seconds - sync) * team_ / (workers * steps) : std::nan(""));
+    accuracy_.push_back(state.root ? train::evaluate(trainer_->global_model(), *test_, normalizer_, 1000).accuracy : std::nan(""));
+    steps_.push_back(static_cast<double>(trainer_->step()));
+    rounds_.push_back(static_cast<double>(trainer_->communication().rounds));
+    return false;
+  }
+  template <class S>
+  void save(Archive& archive, const S&) const {
+    for (const auto& [name, values] : lists()) archive.put<double>("curve." + name, std::span<const double>(*values), {static_cast<std::ptrdiff_t>(values->size())});
+  }
+  template <class S>
+  void load(const Archive& archive, S&) {
+    for (const auto& [name, values] : lists()) {
+      require(archive.contains("curve." + name), "checkpoint: field 'curve.", name, "' is missing");
+      const auto v = archive.get<double>("curve." + name);
+      values->assign(v.begin(), v.end());
+    }
+  }
+
+  [[nodiscard]] std::string joined(const std::vector<double>& values) const {
+    std::string out;
+    for (const double v : values) out += (out.empty() ? "" : ";") + exact(v);
+    return out;
+  }
+  /// The curve's cells of a result row.
+  [[nodiscard]] std::vector<std::pair<std::string, std::string>> cells() const {
+    std::vector<double> finite;
+    for (const double v : step_seconds_)
+      if (std::isfinite(v)) finite.push_back(v);
+    std::sort(finite.begin(), finite.end());
+    // The median epoch: the first epoch pays for warm caches and page faults.
+    const double step = finite.empty() ? std::nan("") : finite[finite.size() / 2];
+    return {{"curve_test_accuracy", joined(accuracy_)}, {"curve_steps", joined(steps_)}, {"curve_rounds", joined(rounds_)},
+            {"step_seconds", exact(step)}};
+  }
+
+ private:
+  [[nodiscard]] std::vector<std::pair<std::string, std::vector<double>*>> lists() const {
+    auto* self = const_cast<Curve*>(this);
+    return {{"test_accuracy", &self->accuracy_}, {"steps", &self->steps_}, {"rounds", &self->rounds_}, {"step_seconds", &self->step_seconds_}};
+  }
+
+  Trainer* trainer_;
+  const data::LabelledImages* test_;
+  data::Normalizer normalizer_;
+  double team_;
+  double last_sync_ = 0;
+  std::vector<double> accuracy_, steps_, rounds_, step_seconds_;
+};
+
 /// What every local run of a stage shares.
 struct LocalRuns {
   const Config& config;
@@ -243,6 +331,7 @@ struct LocalRuns {
   std::size_t epochs;
   std::shared_ptr<train::MetricSink> jsonl;  ///< the stage's metrics.jsonl (null on ranks other than 0)
   int width = 16;                            ///< of the run id in progress lines
+  TunedSetting adamw = default_setting("adamw");  ///< DiLoCo's inner optimizer
 
   /// The stamp of a run: everything it depends on.
   [[nodiscard]] std::string stamp(const LocalSpec& s) const {
@@ -253,7 +342,11 @@ struct LocalRuns {
                    exact(inner.weight_decay), "\nlr_rule ", lr_rule_name(s.rule), "\nschedule ",
                    s.rule == LrRule::scaled ? "warmup 10% from 0.1x + cosine" : "cosine", "\nK ", s.k, "\nH ", s.h,
                    "\nswitch ", s.post_local ? "half of the steps" : "none", "\nouter ", outer_name(s), "\ninner_buffers ",
-                   buffers_name(s.buffers), "\nseed ", s.seed, "\nshards iid\ntest final model\n");
+                   buffers_name(s.buffers), "\nseed ", s.seed, "\nshards iid\ntest final model\n",
+                   // Only what the runs of stages 5 and 6 do not have, so their stamps stay as they were.
+                   s.diloco ? message("inner adamw lr ", exact(adamw.lr), " weight_decay ", exact(adamw.weight_decay), "\n") : "",
+                   s.compression.gathers() ? message("compression ", s.compression.label(), "\n") : "",
+                   s.curve ? "curve per epoch\n" : "");
   }
   /// The run's records labelled into the stage's metrics.jsonl, and its epochs on stdout.
   [[nodiscard]] train::Metrics metrics(const std::string& run) const {
@@ -265,7 +358,7 @@ struct LocalRuns {
   }
   /// The cells every row of `s` has, whether it ran or not.
   [[nodiscard]] Row spec_columns(const LocalSpec& s, const LocalPlan& p) const {
-    return {{"run", s.id},
+    Row row{{"run", s.id},
             {"K", message(s.k)},
             {"H", message(s.h)},
             {"seed", message(s.seed)},
@@ -282,6 +375,17 @@ struct LocalRuns {
             {"weight_decay", exact(inner.weight_decay)},
             {"batch_size", message(local_batch_size)},
             {"planned_rounds", message(p.rounds)}};
+    if (s.diloco)
+      row.set({{"outer", "diloco"}, {"alpha", exact(s.diloco->lr)}, {"beta", exact(s.diloco->momentum)}, {"lr", exact(adamw.lr)},
+               {"momentum", ""}, {"weight_decay", exact(adamw.weight_decay)}});
+    if (s.curve) row.set({{"inner", s.diloco ? "adamw" : "sgdm"}, {"compression", s.compression.label()}});
+    return row;
+  }
+  /// The columns of `s`'s result.csv.
+  [[nodiscard]] static std::vector<std::string> header_of(const LocalSpec& s) {
+    std::vector<std::string> h = local_result_header;
+    if (s.curve) h.insert(h.end(), curve_header.begin(), curve_header.end());
+    return h;
   }
 
   /// One LocalTrainer run of `s` in `folder`: the finished run of the same stamp in one of
@@ -315,7 +419,7 @@ struct LocalRuns {
     std::size_t largest = 0;
     for (const auto& shard : shards) largest = std::max(largest, shard.size());
     const auto steps_per_epoch = static_cast<std::int64_t>((largest + local_batch_size - 1) / local_batch_size);
-    const LocalPlan plan = plan_run(s, inner.lr, steps_per_epoch, epochs);
+    const LocalPlan plan = plan_run(s, s.diloco ? adamw.lr : inner.lr, steps_per_epoch, epochs);
     Row row = spec_columns(s, plan);
     if (plan.rounds < static_cast<std::int64_t>(s.min_rounds)) {
       if (root)
@@ -336,15 +440,19 @@ struct LocalRuns {
                                       .inner_buffers = s.buffers,
                                       .seed = s.seed,
                                       .augmentation = augmentation_for(prepared.info),
-                                      .threads = config.threads};
-    const auto train_with = [&](auto outer) {
-      local::LocalTrainer trainer(model, optimizer, std::move(outer), prepared.train, normalizer, options, std::move(shards), comm);
+                                      .threads = config.threads,
+                                      .compression = s.compression};
+    const auto train_with = [&](const auto& inner_optimizer, auto outer) {
+      local::LocalTrainer trainer(model, inner_optimizer, std::move(outer), prepared.train, normalizer, options, std::move(shards), comm);
       require(trainer.steps_per_epoch() == steps_per_epoch, "run ", s.id, ": planned ", steps_per_epoch,
               " steps per epoch, the trainer takes ", trainer.steps_per_epoch());
       return train_and_report(s, slot, plan, std::move(row), trainer, comm);
     };
-    if (s.slowmo) return train_with(local::SlowMo(*s.slowmo));
-    return train_with(local::LocalSgd{});
+    if (s.diloco)
+      return train_with(optim::AdamW(model.parameters(), {.lr = adamw.lr, .weight_decay = adamw.weight_decay}),
+                        local::diloco_outer(model.parameters(), s.diloco->lr, s.diloco->momentum));
+    if (s.slowmo) return train_with(optimizer, local::SlowMo(*s.slowmo));
+    return train_with(optimizer, local::LocalSgd{});
   }
 
  private:
@@ -364,9 +472,12 @@ struct LocalRuns {
                   start == RunFolder::Start::resume ? " (resuming)" : "");
       std::fflush(stdout);
     }
-    const train::RunResult result =
-        train::run_local(trainer, make_local_schedule(plan), {nullptr, &prepared.validation, &prepared.test, normalizer},
-                         {.epochs = epochs, .out = slot.path(), .resume = true}, metrics(s.id));
+    const int threads = config.threads > 0 ? config.threads : parallel::max_threads();
+    Curve curve(trainer, prepared.test, normalizer, static_cast<double>(std::min<std::size_t>(static_cast<std::size_t>(threads), s.k)));
+    const train::RunData sets{nullptr, &prepared.validation, &prepared.test, normalizer};
+    const train::LocalRunOptions run_options{.epochs = epochs, .out = slot.path(), .resume = true};
+    const train::RunResult result = s.curve ? train::run_local(trainer, make_local_schedule(plan), sets, run_options, metrics(s.id), curve)
+                                            : train::run_local(trainer, make_local_schedule(plan), sets, run_options, metrics(s.id));
     const local::CommunicationCost& communication = trainer.communication();
     row.set({status_cell(result.status),
              {"epochs", message(result.epochs_done)},
@@ -383,7 +494,11 @@ struct LocalRuns {
              {"ranks", message(comm.ranks())},
              {"seconds", io::format_number(result.seconds, 4)},
              {"message", result.message}});
-    if (root) slot.finish(local_result_header, row);
+    if (s.curve) {
+      for (const auto& [name, value] : curve.cells()) row[name] = value;
+      row["values"] = message(trainer.global_model().parameters().size());
+    }
+    if (root) slot.finish(header_of(s), row);
     row["source"] = "run here";
     return row;
   }

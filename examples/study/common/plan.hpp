@@ -81,6 +81,11 @@ struct SplitSizes {
       if (a == 1.0 && b == 0.0) --slowmo_runs;  // SlowMo(1, 0) is LocalSGD: not run again
   run_cost(s6, slowmo_runs, epochs_local);
   plans.push_back(s6);
+
+  StagePlan s7{.stage = "stage7_diloco"};
+  run_cost(s7, 9 * scale.seeds, epochs_local);  // 9 methods; the test set after every epoch besides
+  s7.eval_images += static_cast<double>(9 * scale.seeds * epochs_local) * static_cast<double>(sizes.test);
+  plans.push_back(s7);
   return plans;
 }
 

@@ -93,17 +93,18 @@ struct LocalRunOptions {
 };
 
 /// Trains `trainer` with train::run: the records and result of any run, the communication on the
-/// trainer (trainer.communication(), trainer.sync_seconds()). Collective over its communicator.
-template <class Trainer>
+/// trainer (trainer.communication(), trainer.sync_seconds()). `extra` callbacks run before the
+/// checkpoints (so each epoch's checkpoint holds their part). Collective over its communicator.
+template <class Trainer, class... Extra>
 RunResult run_local(Trainer& trainer, const optim::Schedule& schedule, const RunData& sets, const LocalRunOptions& options,
-                    const Metrics& metrics = {}) {
+                    const Metrics& metrics = {}, Extra&... extra) {
   LocalRun<Trainer> host(trainer);
   Checkpoints checkpoints;
   if (!options.out.empty())
     checkpoints = Checkpoints(CheckpointFolder(options.out), {.keep_last = options.keep_last, .keep_best = false,
                                                               .resume = options.resume, .overwrite = !options.resume});
   StopAfter stop(options.stop_after);
-  return run(host, schedule, sets, {.epochs = options.epochs, .eval_batch = options.eval_batch}, metrics, checkpoints, stop);
+  return run(host, schedule, sets, {.epochs = options.epochs, .eval_batch = options.eval_batch}, metrics, extra..., checkpoints, stop);
 }
 
 }  // namespace distopt::train
