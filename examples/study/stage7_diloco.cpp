@@ -17,6 +17,7 @@
 #include <distopt/local/compression.hpp>
 #include "common/findings.hpp"
 #include "common/local_runs.hpp"
+#include "common/plan.hpp"
 #include "common/plots.hpp"
 #include "common/runs.hpp"
 #include "common/study.hpp"
@@ -201,6 +202,8 @@ void stage(const study::Config& config, Comm& comm) {
       {.name = message("diloco H", h, " ", top.label()), .kind = "diloco", .h = h, .diloco = diloco, .compression = top},
   };
 
+  distopt::require(methods.size() == study::stage7_methods, "stage 7 compares ", methods.size(), " methods, its plan counts ",
+                   study::stage7_methods);
   std::vector<std::vector<Row>> by_method;
   std::vector<Row> all;
   for (const Method& m : methods) {

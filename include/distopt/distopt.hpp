@@ -26,6 +26,7 @@
 #include "distopt/data/transforms.hpp"
 #include "distopt/local/checkpoint.hpp"
 #include "distopt/local/communicator.hpp"
+#include "distopt/local/compression.hpp"
 #include "distopt/local/local_trainer.hpp"
 #include "distopt/local/outer.hpp"
 #include "distopt/nn/conv2d.hpp"

@@ -20,6 +20,10 @@
 
 namespace distopt::study {
 
+/// The methods stage 7 compares (sync, LocalSGD and DiLoCo with and without compressed messages,
+/// SlowMo), each run with every seed.
+inline constexpr std::size_t stage7_methods = 9;
+
 /// One stage's share of the study.
 struct StagePlan {
   std::string stage;
@@ -83,8 +87,8 @@ struct SplitSizes {
   plans.push_back(s6);
 
   StagePlan s7{.stage = "stage7_diloco"};
-  run_cost(s7, 9 * scale.seeds, epochs_local);  // 9 methods; the test set after every epoch besides
-  s7.eval_images += static_cast<double>(9 * scale.seeds * epochs_local) * static_cast<double>(sizes.test);
+  run_cost(s7, stage7_methods * scale.seeds, epochs_local);  // and the test set after every epoch besides
+  s7.eval_images += static_cast<double>(stage7_methods * scale.seeds * epochs_local) * static_cast<double>(sizes.test);
   plans.push_back(s7);
   return plans;
 }
