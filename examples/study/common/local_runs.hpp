@@ -13,6 +13,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -280,14 +281,18 @@ class Curve : public train::Callback {
   }
   template <class S>
   void save(Archive& archive, const S&) const {
-    for (const auto& [name, values] : lists()) archive.put<double>("curve." + name, std::span<const double>(*values), {static_cast<std::ptrdiff_t>(values->size())});
+    for (std::size_t i = 0; i < names_.size(); ++i) {
+      const std::vector<double>& values = this->*lists_[i];
+      archive.put<double>(message("curve.", names_[i]), std::span<const double>(values), {static_cast<std::ptrdiff_t>(values.size())});
+    }
   }
   template <class S>
   void load(const Archive& archive, S&) {
-    for (const auto& [name, values] : lists()) {
-      require(archive.contains("curve." + name), "checkpoint: field 'curve.", name, "' is missing");
-      const auto v = archive.get<double>("curve." + name);
-      values->assign(v.begin(), v.end());
+    for (std::size_t i = 0; i < names_.size(); ++i) {
+      const std::string field = message("curve.", names_[i]);
+      require(archive.contains(field), "checkpoint '", archive.source(), "': field '", field, "' is missing");
+      const auto v = archive.get<double>(field);
+      (this->*lists_[i]).assign(v.begin(), v.end());
     }
   }
 
@@ -309,17 +314,17 @@ class Curve : public train::Callback {
   }
 
  private:
-  [[nodiscard]] std::vector<std::pair<std::string, std::vector<double>*>> lists() const {
-    auto* self = const_cast<Curve*>(this);
-    return {{"test_accuracy", &self->accuracy_}, {"steps", &self->steps_}, {"rounds", &self->rounds_}, {"step_seconds", &self->step_seconds_}};
-  }
-
   Trainer* trainer_;
   const data::LabelledImages* test_;
   data::Normalizer normalizer_;
   double team_;
   double last_sync_ = 0;
   std::vector<double> accuracy_, steps_, rounds_, step_seconds_;
+
+  // The lists a checkpoint keeps, under curve.<name>.
+  static constexpr std::array<const char*, 4> names_ = {"test_accuracy", "steps", "rounds", "step_seconds"};
+  static constexpr std::array<std::vector<double> Curve::*, 4> lists_ = {&Curve::accuracy_, &Curve::steps_, &Curve::rounds_,
+                                                                          &Curve::step_seconds_};
 };
 
 /// What every local run of a stage shares.
