@@ -196,6 +196,7 @@ void stage(const study::Config& config, Comm& comm) {
       {.name = message("localsgd H", h), .kind = "localsgd", .h = h},
       {.name = message("localsgd H", h, " int8"), .kind = "localsgd", .h = h, .compression = int8},
       {.name = message("slowmo H", h), .kind = "slowmo", .h = h, .slowmo = slowmo},
+      {.name = message("slowmo H", h, " int8"), .kind = "slowmo", .h = h, .slowmo = slowmo, .compression = int8},
       {.name = message("diloco H", h), .kind = "diloco", .h = h, .diloco = diloco},
       {.name = message("diloco H", h, " fp16"), .kind = "diloco", .h = h, .diloco = diloco, .compression = fp16},
       {.name = message("diloco H", h, " int8"), .kind = "diloco", .h = h, .diloco = diloco, .compression = int8},

@@ -269,11 +269,11 @@ TEST_CASE("the plan of a scale counts the runs the stages make", "[study][plan]"
   // and are skipped; 6 cells run. Then LocalSGD's second seed, and sync, post-local, batch-B x 2 seeds.
   CHECK(runs("stage5_localsgd") == 6 + 1 + 3 * 2);
   CHECK(runs("stage6_slowmo") == 2 * 2 + 1 + 2);
-  // Stage 7: sync, LocalSGD and DiLoCo with and without compressed messages, SlowMo; every seed.
+  // Stage 7: sync, LocalSGD, SlowMo and DiLoCo with and without compressed messages; every seed.
   CHECK(runs("stage7_diloco") == study::stage7_methods * scale.seeds);
   for (const auto& p : plans)
     if (p.stage == "stage7_diloco")  // validation and test after every one of the 4 epochs
-      CHECK(p.eval_images == Approx(9.0 * 2 * 4 * (6'000 + 10'000) + 9.0 * 2 * 10'000));
+      CHECK(p.eval_images == Approx(10.0 * 2 * 4 * (6'000 + 10'000) + 10.0 * 2 * 10'000));
   // Stage 4 raises its epochs to 5 so that batch 1024 takes 100 steps (24 per epoch).
   for (const auto& p : plans)
     if (p.stage == "stage4_large_batch") CHECK(p.train_images == Approx(20.0 * 5 * 24'000));

@@ -20,9 +20,9 @@
 
 namespace distopt::study {
 
-/// The methods stage 7 compares (sync, LocalSGD and DiLoCo with and without compressed messages,
-/// SlowMo), each run with every seed.
-inline constexpr std::size_t stage7_methods = 9;
+/// The methods stage 7 compares (sync, LocalSGD, SlowMo and DiLoCo, each with and without
+/// compressed messages), each run with every seed.
+inline constexpr std::size_t stage7_methods = 10;
 
 /// One stage's share of the study.
 struct StagePlan {
