@@ -24,14 +24,9 @@ namespace {
 using Model = nn::LeNet5<float>;
 using Sgd = optim::Sgdm<ParameterSet>;
 
-const data::LabelledImages& train_set() {
-  static const auto set = test_support::template_images(96, 1);
-  return set;
-}
-const data::Normalizer& normalizer() {
-  static const data::Normalizer n(data::channel_statistics(train_set()));
-  return n;
-}
+const data::LabelledImages& train_set() { return test_support::tiny_train_set(); }
+const data::Normalizer& normalizer() { return test_support::tiny_normalizer(); }
+using test_support::values_of;
 
 std::vector<double> random_values(std::size_t n, std::uint64_t seed, double scale = 1e-3) {
   Rng rng(seed);
@@ -53,11 +48,6 @@ local::LocalTrainer<Model, Sgd, local::LocalSgd> make_trainer(local::Compression
   Model model = test_support::tiny_lenet();
   return {model, Sgd(model.parameters(), {.lr = 0.05, .momentum = 0.9, .weight_decay = 1e-4}), local::LocalSgd{}, train_set(), normalizer(),
           {.workers = workers, .local_steps = 3, .batch_size = 8, .seed = 2, .compression = compression}};
-}
-
-std::vector<float> values_of(const Model& m) {
-  const auto v = m.parameters().values();
-  return {v.data(), v.data() + v.size()};
 }
 
 }  // namespace

@@ -17,19 +17,9 @@ namespace {
 using Model = nn::LeNet5<float>;
 using Sgd = optim::Sgdm<ParameterSet>;
 
-const data::LabelledImages& train_set() {
-  static const auto set = test_support::template_images(96, 1);
-  return set;
-}
-const data::Normalizer& normalizer() {
-  static const data::Normalizer n(data::channel_statistics(train_set()));
-  return n;
-}
-
-std::vector<float> values_of(const Model& m) {
-  const auto v = m.parameters().values();
-  return {v.data(), v.data() + v.size()};
-}
+const data::LabelledImages& train_set() { return test_support::tiny_train_set(); }
+const data::Normalizer& normalizer() { return test_support::tiny_normalizer(); }
+using test_support::values_of;
 
 template <class Outer>
 std::vector<float> run_rounds(Outer outer, local::LocalOptions options, std::size_t rounds, optim::SgdmOptions inner = {.lr = 0.05, .momentum = 0.9, .weight_decay = 1e-4}) {

@@ -25,19 +25,9 @@ using Sgd = optim::Sgdm<ParameterSet>;
 using Adam = optim::AdamW<ParameterSet>;
 using OuterSgd = local::OuterOptimizer<optim::Sgdm<ParameterSetD>>;
 
-const data::LabelledImages& train_set() {
-  static const auto set = test_support::template_images(96, 1);
-  return set;
-}
-const data::Normalizer& normalizer() {
-  static const data::Normalizer n(data::channel_statistics(train_set()));
-  return n;
-}
-
-std::vector<float> values_of(const Model& m) {
-  const auto v = m.parameters().values();
-  return {v.data(), v.data() + v.size()};
-}
+const data::LabelledImages& train_set() { return test_support::tiny_train_set(); }
+const data::Normalizer& normalizer() { return test_support::tiny_normalizer(); }
+using test_support::values_of;
 
 template <class Outer>
 std::vector<float> run_rounds(Outer outer, const optim::Schedule& schedule, std::size_t rounds,

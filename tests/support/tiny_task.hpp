@@ -32,4 +32,21 @@ inline distopt::nn::LeNet5<float> tiny_lenet(std::uint64_t seed = 1) {
   return distopt::nn::LeNet5<float>({.preset = distopt::nn::Preset::classic, .classes = 10, .seed = seed});
 }
 
+/// The local trainers' shared task: 96 template images (seed 1), built once, and its normaliser.
+inline const distopt::data::LabelledImages& tiny_train_set() {
+  static const auto set = template_images(96, 1);
+  return set;
+}
+inline const distopt::data::Normalizer& tiny_normalizer() {
+  static const distopt::data::Normalizer n(distopt::data::channel_statistics(tiny_train_set()));
+  return n;
+}
+
+/// A model's flat values (padding included), to compare runs bit for bit.
+template <class Model>
+std::vector<float> values_of(const Model& m) {
+  const auto v = m.parameters().values();
+  return {v.data(), v.data() + v.size()};
+}
+
 }  // namespace test_support
