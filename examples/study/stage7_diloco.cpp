@@ -68,20 +68,6 @@ struct Method {
 
 std::string seeded(const std::string& id, std::size_t i) { return i == 0 ? id : message(id, "_s", i); }
 
-std::vector<double> split_numbers(const std::string& cell) {
-  std::vector<double> out;
-  std::size_t at = 0;
-  while (at <= cell.size() && !cell.empty()) {
-    const std::size_t end = std::min(cell.find(';', at), cell.size());
-    const std::string part = cell.substr(at, end - at);
-    char* stop = nullptr;
-    const double v = std::strtod(part.c_str(), &stop);
-    out.push_back(stop != part.c_str() ? v : std::nan(""));
-    at = end + 1;
-  }
-  return out;
-}
-
 /// A method's curve over its seeds: per epoch the mean test accuracy and the mean simulated time
 /// at each bandwidth (seeds that did not complete are left out).
 struct MeanCurve {
@@ -110,9 +96,9 @@ MeanCurve mean_curve(const std::vector<Row>& rows, const Method& m, std::size_t 
   std::size_t used = 0;
   for (const Row& r : rows) {
     if (!study::has_status(r, train::Status::completed)) continue;
-    const auto acc = split_numbers(r.cell("curve_test_accuracy"));
-    const auto steps = split_numbers(r.cell("curve_steps"));
-    const auto rounds = split_numbers(r.cell("curve_rounds"));
+    const auto acc = study::split_values(r.cell("curve_test_accuracy"));
+    const auto steps = study::split_values(r.cell("curve_steps"));
+    const auto rounds = study::split_values(r.cell("curve_rounds"));
     const auto values = static_cast<std::int64_t>(r.number("values"));
     if (acc.empty() || acc.size() != steps.size() || acc.size() != rounds.size()) continue;
     if (c.accuracy.empty()) {
@@ -121,17 +107,18 @@ MeanCurve mean_curve(const std::vector<Row>& rows, const Method& m, std::size_t 
     }
     if (acc.size() != c.accuracy.size()) continue;
     ++used;
-    const local::CommunicationCost per_round =
-        local::sync_cost(m.compression, values, sizeof(float), k, local::NetworkModel{.latency = latency_seconds, .bandwidth = 1.25e8});
-    c.bytes_per_round += per_round.bytes_per_worker;
+    // One round's communication at each bandwidth (the bytes are the same at all of them).
+    std::array<double, bandwidths_gbit.size()> sync{};
+    for (std::size_t b = 0; b < bandwidths_gbit.size(); ++b) {
+      const local::NetworkModel network{.latency = latency_seconds, .bandwidth = bandwidths_gbit[b] * 1e9 / 8.0};
+      const local::CommunicationCost per_round = local::sync_cost(m.compression, values, sizeof(float), k, network);
+      sync[b] = per_round.modelled_seconds;
+      if (b == 0) c.bytes_per_round += per_round.bytes_per_worker;
+    }
     c.step_seconds += step_seconds;
     for (std::size_t e = 0; e < acc.size(); ++e) {
       c.accuracy[e] += acc[e];
-      for (std::size_t b = 0; b < bandwidths_gbit.size(); ++b) {
-        const local::NetworkModel network{.latency = latency_seconds, .bandwidth = bandwidths_gbit[b] * 1e9 / 8.0};
-        const double sync = local::sync_cost(m.compression, values, sizeof(float), k, network).modelled_seconds;
-        c.seconds[e][b] += steps[e] * step_seconds + rounds[e] * sync;
-      }
+      for (std::size_t b = 0; b < bandwidths_gbit.size(); ++b) c.seconds[e][b] += steps[e] * step_seconds + rounds[e] * sync[b];
     }
   }
   if (used == 0) return {};

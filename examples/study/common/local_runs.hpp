@@ -296,11 +296,6 @@ class Curve : public train::Callback {
     }
   }
 
-  [[nodiscard]] std::string joined(const std::vector<double>& values) const {
-    std::string out;
-    for (const double v : values) out += (out.empty() ? "" : ";") + exact(v);
-    return out;
-  }
   /// The curve's cells of a result row.
   [[nodiscard]] std::vector<std::pair<std::string, std::string>> cells() const {
     std::vector<double> finite;
@@ -309,7 +304,7 @@ class Curve : public train::Callback {
     std::sort(finite.begin(), finite.end());
     // The median epoch: the first epoch pays for warm caches and page faults.
     const double step = finite.empty() ? std::nan("") : finite[finite.size() / 2];
-    return {{"curve_test_accuracy", joined(accuracy_)}, {"curve_steps", joined(steps_)}, {"curve_rounds", joined(rounds_)},
+    return {{"curve_test_accuracy", join_values(accuracy_)}, {"curve_steps", join_values(steps_)}, {"curve_rounds", join_values(rounds_)},
             {"step_seconds", exact(step)}};
   }
 

@@ -106,8 +106,9 @@ struct LocalCheckpoint {
       optimizers.push_back(std::move(candidate));
       if (!w->residual.empty()) {
         require(archive.contains(prefix + "residual"), "checkpoint '", file.string(), "': field '", prefix, "residual' is missing");
-        require(archive.get<double>(prefix + "residual").size() == w->residual.size(), "checkpoint '", file.string(), "': field '",
-                prefix, "residual' holds ", archive.get<double>(prefix + "residual").size(), " values, the model ", w->residual.size());
+        const std::size_t stored = archive.get<double>(prefix + "residual").size();
+        require(stored == w->residual.size(), "checkpoint '", file.string(), "': field '", prefix, "residual' holds ", stored,
+                " values, the model ", w->residual.size());
       }
       if (trainer.options_.inner_buffers != InnerBuffers::reset) check_blocks(archive, w->model.parameters(), prefix + "model.");
     }

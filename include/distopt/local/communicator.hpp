@@ -68,6 +68,17 @@ void broadcast_value(Comm& comm, T& value) {
   std::memcpy(&value, bytes.data(), sizeof(T));
 }
 
+/// Rank 0's `values` on every rank of `comm` (the initial model, an average rank 0 computed).
+template <class Comm, class T>
+  requires std::is_trivially_copyable_v<T>
+void broadcast_values(Comm& comm, std::span<T> values) {
+  if (comm.ranks() <= 1) return;
+  const auto* raw = reinterpret_cast<const std::uint8_t*>(values.data());
+  std::vector<std::uint8_t> bytes(raw, raw + values.size_bytes());
+  comm.broadcast_bytes(bytes);
+  std::memcpy(values.data(), bytes.data(), bytes.size());
+}
+
 /// Rank 0's `text` on every rank of `comm`.
 template <class Comm>
 void broadcast_value(Comm& comm, std::string& text) {

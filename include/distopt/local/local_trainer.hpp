@@ -141,13 +141,7 @@ class LocalTrainer {
     comm_.require_same(static_cast<std::uint64_t>(options_.compression.codec), "LocalOptions.compression.codec");
     comm_.require_same(static_cast<std::uint64_t>(global_.parameters().size()), "the parameter count (model layout)");
     // One initial model for all: rank 0's (the same already when every rank seeds alike).
-    if (comm_.ranks() > 1) {
-      const std::span<scalar_type> x = global_values();
-      const auto* raw = reinterpret_cast<const std::uint8_t*>(x.data());
-      std::vector<std::uint8_t> bytes(raw, raw + x.size_bytes());
-      comm_.broadcast_bytes(bytes);
-      std::memcpy(x.data(), bytes.data(), bytes.size());
-    }
+    broadcast_values(comm_, global_values());
   }
 
   /// This process's rank among the communicator's (0 in process): only rank 0 evaluates and
@@ -392,7 +386,6 @@ class LocalTrainer {
     }
     const auto start = std::chrono::steady_clock::now();
     const auto parts = comm_.gather_bytes(mine);
-    std::vector<std::uint8_t> average_bytes;
     if (comm_.rank() == 0) {
       std::fill(average_.begin(), average_.end(), 0.0);
       std::size_t received = 0;
@@ -417,12 +410,7 @@ class LocalTrainer {
       const double inverse = 1.0 / static_cast<double>(options_.workers);
       for (auto& v : average_) v *= inverse;
     }
-    if (comm_.ranks() > 1) {
-      const auto* raw = reinterpret_cast<const std::uint8_t*>(average_.data());
-      average_bytes.assign(raw, raw + average_.size() * sizeof(double));
-      comm_.broadcast_bytes(average_bytes);
-      std::memcpy(average_.data(), average_bytes.data(), average_bytes.size());
-    }
+    broadcast_values(comm_, std::span<double>(average_));
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   }
 
