@@ -1,9 +1,11 @@
-// The whole study, stage after stage: what ./scripts/run runs. Each stage is its own program
-// (examples/study/stage*.cpp, installed beside this one); a stage a previous run completed for
-// the same configuration is skipped, and one that was interrupted continues from its
+// The whole study, stage after stage: what ./scripts/run runs. Each stage is also a program of its
+// own (examples/study/stage*.cpp); reproduce calls their entry points in this one process, so that
+// under mpirun one MPI job runs every stage over its rank groups. A stage a previous run completed
+// for the same configuration is skipped, and one that was interrupted continues from its
 // checkpoints, so an interrupted `reproduce` picks up where it stopped. Before it starts it prints
 // the plan of the chosen scale (runs, images, estimated time from a throughput probe); at the
 // end it writes <results>/REPORT.md, opening with the findings table the stages computed.
+#include "stages.hpp"
 #include "study_cli.hpp"
 
 #include "common/findings.hpp"
@@ -31,27 +33,34 @@ using distopt::message;
 
 namespace {
 
-const std::vector<std::pair<std::string, std::string>> stages = {
-    {"stage1_data", "Data: split, statistics, shards, sample images"},
-    {"stage2_lenet", "LeNet-5 trained with SGDM (Hsu et al.'s setting)"},
-    {"stage3_centralized", "Centralized SGDM and AdamW: search, retrain with early stopping, test"},
-    {"stage4_large_batch", "Large batches: LARS and LAMB against SGDM and AdamW"},
-    {"stage5_localsgd", "LocalSGD against synchronous SGD at K x B, post-local SGD and batch B"},
-    {"stage6_slowmo", "SlowMo against LocalSGD and the baselines"},
-    {"stage7_diloco", "Beyond the study: DiLoCo, compressed messages, time-to-accuracy on a simulated network"},
+struct Stage {
+  std::string name;
+  std::string title;
+  int (*entry)(int, char**);
 };
 
-/// Runs a stage program, inheriting stdout and stderr; its exit status, 127 if it cannot start.
-int run(const fs::path& program, const std::vector<std::string>& args) {
-  std::vector<std::string> command{program.string()};
-  command.insert(command.end(), args.begin(), args.end());
+const std::vector<Stage> stages = {
+    {"stage1_data", "Data: split, statistics, shards, sample images", study_stages::stage1_data},
+    {"stage2_lenet", "LeNet-5 trained with SGDM (Hsu et al.'s setting)", study_stages::stage2_lenet},
+    {"stage3_centralized", "Centralized SGDM and AdamW: search, retrain with early stopping, test", study_stages::stage3_centralized},
+    {"stage4_large_batch", "Large batches: LARS and LAMB against SGDM and AdamW", study_stages::stage4_large_batch},
+    {"stage5_localsgd", "LocalSGD against synchronous SGD at K x B, post-local SGD and batch B", study_stages::stage5_localsgd},
+    {"stage6_slowmo", "SlowMo against LocalSGD and the baselines", study_stages::stage6_slowmo},
+    {"stage7_diloco", "Beyond the study: DiLoCo, compressed messages, time-to-accuracy on a simulated network",
+     study_stages::stage7_diloco},
+};
+
+/// Runs a stage with `args` as its command line; its exit status.
+int run(const Stage& stage, const std::vector<std::string>& args) {
+  std::vector<std::string> words{stage.name};
+  words.insert(words.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& w : words) argv.push_back(w.data());
+  argv.push_back(nullptr);
   std::cout << std::flush;
-  try {
-    return study::run_program(command);
-  } catch (const std::exception& e) {
-    std::cerr << "reproduce: " << e.what() << '\n';
-    return 127;
-  }
+  const int status = stage.entry(static_cast<int>(words.size()), argv.data());
+  std::cout << std::flush;
+  return status;
 }
 
 /// "9 min 30 s" or "42 s".
@@ -62,28 +71,45 @@ std::string duration(double seconds) {
   return message(s / 3600, " h ", (s % 3600) / 60, " min");
 }
 
-/// The plan of the chosen scale as a table, and its total estimate.
-std::string plan_table(const study::Config& config, double* total_seconds) {
+/// The plan of the chosen scale as a table, with its estimate on one group of ranks (this machine),
+/// on 8 and 64 such groups, and on this job's `groups`; `total_seconds` gets the last.
+std::string plan_table(const study::Config& config, int groups, double* total_seconds) {
   const auto prepared = study::prepare_data(config);
   const study::SplitSizes sizes{prepared.train.size(), prepared.validation.size(), prepared.test.size()};
   const auto plans = study::plan_study(config.scale, sizes);
   const study::Throughput t = study::probe_throughput(prepared.info);
+  std::vector<std::size_t> counts = {1, 8, 64};
+  const auto job = static_cast<std::size_t>(groups);
+  if (std::find(counts.begin(), counts.end(), job) == counts.end()) counts.push_back(job);
+  std::vector<std::string> header = {"stage", "runs", "training images (M)", "evaluation images (M)"};
+  for (const std::size_t g : counts)
+    header.push_back(message(g == 1 ? "time on this machine" : message("on ", g, " groups"), g == job && g > 1 ? " (this job)" : ""));
   std::vector<std::vector<std::string>> rows;
-  double total = 0, images = 0;
+  std::vector<double> totals(counts.size(), 0.0);
+  double images = 0;
   std::size_t runs = 0;
   for (const auto& p : plans) {
-    const double s = study::estimated_seconds(p, t);
-    total += s, images += p.train_images, runs += p.runs;
-    rows.push_back({p.stage, message(p.runs), study::fixed(p.train_images / 1e6, 2), study::fixed(p.eval_images / 1e6, 2), duration(s)});
+    images += p.train_images, runs += p.runs;
+    std::vector<std::string> row = {p.stage, message(p.runs), study::fixed(p.train_images / 1e6, 2), study::fixed(p.eval_images / 1e6, 2)};
+    for (std::size_t c = 0; c < counts.size(); ++c) {
+      const double s = study::estimated_seconds(p, t, counts[c]);
+      totals[c] += s;
+      row.push_back(duration(s));
+    }
+    rows.push_back(std::move(row));
   }
-  rows.push_back({"**total**", message(runs), study::fixed(images / 1e6, 2), "", "**" + duration(total) + "**"});
-  if (total_seconds != nullptr) *total_seconds = total;
+  std::vector<std::string> total_row = {"**total**", message(runs), study::fixed(images / 1e6, 2), ""};
+  for (const double s : totals) total_row.push_back("**" + duration(s) + "**");
+  rows.push_back(std::move(total_row));
+  if (total_seconds != nullptr)
+    *total_seconds = totals[static_cast<std::size_t>(std::find(counts.begin(), counts.end(), job) - counts.begin())];
   return message("Plan of the ", config.mode(), " scale on ", config.data_label(), " (", sizes.train, " train / ", sizes.validation,
                  " validation / ", sizes.test, " test images), ", study::model_label(prepared.info), ". Throughput probe on this machine (",
                  distopt::parallel::max_threads(), " threads): ", study::fixed(t.train, 0), " training and ", study::fixed(t.eval, 0),
-                 " evaluation images/s. An upper bound: early stopping, skipped cells and finished runs shorten it; building the "
-                 "programs is not included.\n\n",
-                 study::markdown_table({"stage", "runs", "training images (M)", "evaluation images (M)", "estimated time"}, rows));
+                 " evaluation images/s. On N groups: N groups of ranks each as fast as this machine, taking each stage's runs in "
+                 "order as they free up (a stage's second list waits for its first; stages run one after another). An upper bound: "
+                 "early stopping, skipped cells and finished runs shorten it; building the programs is not included.\n\n",
+                 study::markdown_table(header, rows));
 }
 
 }  // namespace
@@ -109,42 +135,48 @@ int main(int argc, char** argv) {
   const auto& config = flags.config;
   const std::vector<std::string> args = flags.forwarded();
 
+  // Under mpirun every rank runs this program; rank 0 alone plans, prints and reports.
+  const bool root = study_cli::launched_rank() == 0;
+  const int groups = std::max(1, study_cli::launched_ranks() / flags.ranks_per_run);
   try {
-    std::cout << "distopt study, " << config.mode() << " mode, on " << config.data_label() << "\n"
-              << "results in " << fs::absolute(config.results).string() << ", caches and checkpoints in "
-              << fs::absolute(config.work).string() << "\n\n";
-    double estimate = 0;
-    const std::string plan = plan_table(config, &estimate);
-    std::cout << plan << '\n' << std::flush;
-    if (plan_only) return 0;
     for (const std::string* name : {&only, &through})
-      if (!name->empty() && std::none_of(stages.begin(), stages.end(), [&](const auto& s) { return s.first == *name; }))
+      if (!name->empty() && std::none_of(stages.begin(), stages.end(), [&](const Stage& s) { return s.name == *name; }))
         throw std::invalid_argument(message("no stage named '", *name, "' (stage1_data .. stage7_diloco)"));
+    double estimate = 0;
+    std::string plan;
+    if (root) {
+      std::cout << "distopt study, " << config.mode() << " mode, on " << config.data_label() << "\n"
+                << "results in " << fs::absolute(config.results).string() << ", caches and checkpoints in "
+                << fs::absolute(config.work).string() << "\n\n";
+      plan = plan_table(config, groups, &estimate);
+      std::cout << plan << '\n' << std::flush;
+    }
+    if (plan_only) return 0;
 
-    const fs::path here = fs::canonical("/proc/self/exe").parent_path();
     const auto start = std::chrono::steady_clock::now();
     std::vector<std::pair<std::string, double>> times;
     bool past_through = false;
-    for (const auto& [stage, title] : stages) {
+    for (const Stage& stage : stages) {
       if (past_through) break;
-      past_through = stage == through;
-      if (!only.empty() && only != stage) continue;
+      past_through = stage.name == through;
+      if (!only.empty() && only != stage.name) continue;
       const auto stage_start = std::chrono::steady_clock::now();
       std::vector<std::string> stage_args = args;
-      if (stage == "stage5_localsgd" || stage == "stage6_slowmo") stage_args.insert(stage_args.end(), {"--local-lr", local_lr});
-      const int status = run(here / stage, stage_args);
-      times.emplace_back(stage, std::chrono::duration<double>(std::chrono::steady_clock::now() - stage_start).count());
+      if (stage.name == "stage5_localsgd" || stage.name == "stage6_slowmo") stage_args.insert(stage_args.end(), {"--local-lr", local_lr});
+      const int status = run(stage, stage_args);
+      times.emplace_back(stage.name, std::chrono::duration<double>(std::chrono::steady_clock::now() - stage_start).count());
       if (status != 0) {
-        std::cerr << "reproduce: " << stage << " failed (exit status " << status
+        std::cerr << "reproduce: " << stage.name << " failed (exit status " << status
                   << "); fix the cause and run reproduce again: completed stages are skipped\n";
         return status;
       }
     }
+    if (!root) return 0;
     const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
     std::vector<study::Finding> findings;
-    for (const auto& [stage, title] : stages) {
-      const auto f = study::read_findings(config.results / stage / "findings.csv");
+    for (const Stage& stage : stages) {
+      const auto f = study::read_findings(config.results / stage.name / "findings.csv");
       findings.insert(findings.end(), f.begin(), f.end());
     }
     std::ostringstream report;
@@ -158,15 +190,16 @@ int main(int argc, char** argv) {
     if (config.synthetic)
       report << "> These numbers come from the library's **synthetic CIFAR-format data**, not from real images.\n\n";
     report << "## Stages\n\n| stage | what | time (this run) |\n|---|---|---|\n";
-    for (const auto& [stage, title] : stages) {
+    for (const Stage& stage : stages) {
       std::string took = "not run this time";
       for (const auto& [s, t] : times)
-        if (s == stage) took = duration(t);
-      report << "| [" << stage << "](" << stage << "/table.md) | " << title << " | " << took << " |\n";
+        if (s == stage.name) took = duration(t);
+      report << "| [" << stage.name << "](" << stage.name << "/table.md) | " << stage.title << " | " << took << " |\n";
     }
     report << "\nTotal: " << duration(total) << " (estimated before the start: " << duration(estimate) << ").\n\n"
            << "### Plan\n\n" << plan << '\n';
-    for (const auto& [stage, title] : stages) {
+    for (const Stage& stage_entry : stages) {
+      const std::string& stage = stage_entry.name;
       const fs::path folder = config.results / stage;
       report << distopt::io::read_text_if_exists(folder / "table.md").value_or("") << "\n";
       std::vector<std::string> pngs;

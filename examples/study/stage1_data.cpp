@@ -9,6 +9,7 @@
 //
 // Outputs under <results>/stage1_data/: table.md (the card), summary.csv (one row per split),
 // shards.csv (one row per K and worker), samples.npz and samples.png (tools/plot_samples.py).
+#include "stages.hpp"
 #include "study_cli.hpp"
 
 #include <distopt/core/error.hpp>
@@ -221,12 +222,15 @@ void run(const study::Config& config) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int study_stages::stage1_data(int argc, char** argv) {
   study_cli::Flags flags;
   CLI::App app{"Study stage 1: prepare the data (split, statistics, cache), cut IID shards for each worker count, "
                "and write the dataset card (<results>/stage1_data/table.md, summary.csv, shards.csv)"};
   flags.add(app);
   CLI11_PARSE(app, argc, argv);
   flags.finish();
-  return study_cli::run_stage(flags, "stage1_data", [&] { run(flags.config); });
+  // The data card has no runs to spread: rank 0 writes it, the other ranks of a job wait.
+  return study_cli::run_stage(flags, "stage1_data", [&](study::Work& work) {
+    if (work.root()) run(flags.config);
+  });
 }

@@ -9,6 +9,7 @@
 // Outputs under <results>/stage2_lenet/: table.md, summary.csv (one row per seed), epochs.csv (the
 // first seed's epochs), metrics.jsonl, curves.png, init_seed<S>.npz. Runs under
 // <work>/stage2_lenet/<run>/, resumable.
+#include "stages.hpp"
 #include "study_cli.hpp"
 
 #include "common/central_runs.hpp"
@@ -66,26 +67,24 @@ void save_initial_weights(const distopt::data::DatasetInfo& info, std::uint64_t 
   archive.save(file);
 }
 
-void run(const study::Config& config, const Options& o) {
+void run(const study::Config& config, const Options& o, study::Work& work) {
   const auto start = std::chrono::steady_clock::now();
   const fs::path results = config.results / "stage2_lenet";
   const std::size_t epochs = o.epochs > 0 ? o.epochs : config.scale.scaled(config.scale.epochs_lenet);
-  const distopt::data::PreparedData prepared = study::prepare_data(config);
+  const distopt::data::PreparedData prepared = study::prepare_data(config, work.world());
   const study::ScheduleKind schedule = o.schedule == "cosine" ? study::ScheduleKind::cosine : study::ScheduleKind::constant;
-  const study::CentralRuns runs{config, prepared, config.work / "stage2_lenet",
-                                std::make_shared<train::JsonLinesSink>(results / "metrics.jsonl", /*append=*/true)};
-  std::printf("%s, %zu parameters, %zu train / %zu validation / %zu test images, %d threads\n",
+  const study::CentralRuns runs{config, prepared, config.work / "stage2_lenet", results / "metrics.jsonl"};
+  if (work.root())
+    std::printf("%s, %zu parameters, %zu train / %zu validation / %zu test images, %d threads\n",
               study::model_label(prepared.info).c_str(),
               static_cast<std::size_t>(distopt::nn::LeNet5<float>(study::model_options(prepared.info, 0)).parameters().num_parameters()),
               prepared.train.size(), prepared.validation.size(), prepared.test.size(), distopt::parallel::max_threads());
 
-  std::vector<study::Row> rows;
-  std::vector<std::vector<std::string>> table_rows;
-  std::vector<std::string> run_ids;
+  std::vector<study::CentralSpec> specs;
   for (std::size_t i = 0; i < o.seeds; ++i) {
     const std::uint64_t seed = config.seed_of(i);
-    save_initial_weights(prepared.info, seed, results / message("init_seed", seed, ".npz"));
-    const study::CentralSpec spec{.id = message("sgdm-bs", o.batch_size, "-lr", format_number(o.lr), "-seed", seed),
+    if (work.root()) save_initial_weights(prepared.info, seed, results / message("init_seed", seed, ".npz"));
+    specs.push_back({.id = message("sgdm-bs", o.batch_size, "-lr", format_number(o.lr), "-seed", seed),
                                   .optimizer = "sgdm",
                                   .lr = o.lr,
                                   .weight_decay = o.weight_decay,
@@ -94,15 +93,22 @@ void run(const study::Config& config, const Options& o) {
                                   .epochs = epochs,
                                   .patience = 0,
                                   .schedule = schedule,
-                                  .seed = seed};
-    const study::Row row = runs.run(spec);
-    run_ids.push_back(spec.id);
+                                  .seed = seed});
+  }
+  const std::vector<study::Row> rows = runs.run_all(work, specs);
+  if (!work.root()) return;  // the rest is rank 0's: tables and plots
+
+  std::vector<std::vector<std::string>> table_rows;
+  std::vector<std::string> run_ids;
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    const study::Row& row = rows[i];
+    const std::uint64_t seed = specs[i].seed;
+    run_ids.push_back(specs[i].id);
     table_rows.push_back({message(seed), row.cell("status"), row.cell("epochs"), row.cell("steps"),
                           study::percent(row.number("final_train_accuracy")),
                           message(study::percent(row.number("best_validation_accuracy")), " (epoch ", row.cell("best_epoch"), ")"),
                           study::percent(row.number("test_accuracy")), study::percent(row.number("test_top5")),
                           study::fixed(row.number("train_seconds"), 1), study::fixed(row.number("images_per_second"), 0)});
-    rows.push_back(row);
   }
   study::write_rows(results / "summary.csv", rows.front().columns(), rows);
   plots.curves(results / "metrics.jsonl", run_ids, results / "curves.png",
@@ -130,7 +136,7 @@ void run(const study::Config& config, const Options& o) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int study_stages::stage2_lenet(int argc, char** argv) {
   study_cli::Flags flags;
   Options o;
   CLI::App app{"Study stage 2: train the LeNet-5 of the data once per seed with SGDM in Hsu et al.'s setting (lr 0.01, momentum "
@@ -147,5 +153,5 @@ int main(int argc, char** argv) {
   app.add_option("--seeds", o.seeds, "runs with seeds seed, seed + 1, ... (PyTorch parity uses 3)")->capture_default_str()->check(CLI::Range(1, 100));
   CLI11_PARSE(app, argc, argv);
   flags.finish();
-  return study_cli::run_stage(flags, "stage2_lenet", [&] { run(flags.config, o); });
+  return study_cli::run_stage(flags, "stage2_lenet", [&](study::Work& work) { run(flags.config, o, work); });
 }

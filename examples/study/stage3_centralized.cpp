@@ -11,6 +11,7 @@
 // Outputs under <results>/stage3_centralized/: table.md, summary.csv (one row per run; `phase` is
 // "search" or "final"), findings.csv (SGDM against AdamW), metrics.jsonl, curves.png. Runs under
 // <work>/stage3_centralized/<run>/, resumable; stages 4 to 6 read the best search rows.
+#include "stages.hpp"
 #include "study_cli.hpp"
 
 #include "common/central_runs.hpp"
@@ -53,67 +54,87 @@ struct Outcome {
   std::vector<Row> finals;  ///< one per seed
 };
 
-void run(const study::Config& config) {
+void run(const study::Config& config, study::Work& work) {
   const auto start = std::chrono::steady_clock::now();
+  const bool root = work.root();
   const fs::path results = config.results / "stage3_centralized";
-  const distopt::data::PreparedData prepared = study::prepare_data(config);
-  const study::CentralRuns runs{config, prepared, config.work / "stage3_centralized",
-                                std::make_shared<train::JsonLinesSink>(results / "metrics.jsonl", /*append=*/true)};
+  const distopt::data::PreparedData prepared = study::prepare_data(config, work.world());
+  const study::CentralRuns runs{config, prepared, config.work / "stage3_centralized", results / "metrics.jsonl"};
   const std::size_t search_epochs = config.scale.scaled(config.scale.epochs_search);
   const std::size_t final_epochs = config.scale.scaled(config.scale.epochs_final);
+  const std::vector<std::string> optimizers = {"sgdm", "adamw"};
 
+  // The searches of both optimizers, one work list: every trial is independent.
   std::vector<Outcome> outcomes;
   outcomes.reserve(2);  // `best` points into an outcome's search rows
-  std::vector<Row> summary;
-  std::vector<std::string> curve_runs;
-  for (const std::string optimizer : {"sgdm", "adamw"}) {
-    Outcome o{.optimizer = optimizer, .search = {}, .best = nullptr, .finals = {}};
+  std::vector<study::CentralSpec> trials;
+  for (const std::string& optimizer : optimizers) {
     const auto& lrs = optimizer == "sgdm" ? config.scale.sgdm_lrs : config.scale.adamw_lrs;
-    std::printf("-- %s: search of %zu lr x %zu weight decay, %zu epoch(s) per trial, batch %zu\n",
-                study::optimizer_label(optimizer).c_str(), lrs.size(), config.scale.weight_decays.size(), search_epochs, batch_size);
+    if (root)
+      std::printf("-- %s: search of %zu lr x %zu weight decay, %zu epoch(s) per trial, batch %zu\n",
+                  study::optimizer_label(optimizer).c_str(), lrs.size(), config.scale.weight_decays.size(), search_epochs, batch_size);
     for (const double lr : lrs)
-      for (const double wd : config.scale.weight_decays) {
-        const study::CentralSpec spec{.id = message(optimizer, "-search-lr", format_number(lr), "-wd", format_number(wd)),
-                                      .optimizer = optimizer,
-                                      .lr = lr,
-                                      .weight_decay = wd,
-                                      .batch_size = batch_size,
-                                      .epochs = search_epochs,
-                                      .schedule = study::ScheduleKind::cosine,
-                                      .seed = config.seed};
-        Row row = runs.run(spec);
+      for (const double wd : config.scale.weight_decays)
+        trials.push_back({.id = message(optimizer, "-search-lr", format_number(lr), "-wd", format_number(wd)),
+                          .optimizer = optimizer,
+                          .lr = lr,
+                          .weight_decay = wd,
+                          .batch_size = batch_size,
+                          .epochs = search_epochs,
+                          .schedule = study::ScheduleKind::cosine,
+                          .seed = config.seed});
+  }
+  const std::vector<Row> searched = runs.run_all(work, trials);
+
+  // Each best setting retrained over the seeds, both optimizers' retrains in one work list.
+  std::vector<study::CentralSpec> retrains;
+  for (const std::string& optimizer : optimizers) {
+    Outcome o{.optimizer = optimizer, .search = {}, .best = nullptr, .finals = {}};
+    for (std::size_t i = 0; i < trials.size(); ++i)
+      if (trials[i].optimizer == optimizer) {
+        Row row = searched[i];
         row["phase"] = "search";
-        o.search.push_back(row);
+        o.search.push_back(std::move(row));
       }
+    outcomes.push_back(std::move(o));
+  }
+  for (Outcome& o : outcomes) {
     for (const Row& r : o.search)
       if (study::ok(r) && std::isfinite(r.number("best_validation_accuracy")) &&
           (o.best == nullptr || r.number("best_validation_accuracy") > o.best->number("best_validation_accuracy")))
         o.best = &r;
     if (o.best == nullptr) {
-      std::printf("%s: no search trial finished; no retrain\n", optimizer.c_str());
-    } else {
+      if (root) std::printf("%s: no search trial finished; no retrain\n", o.optimizer.c_str());
+      continue;
+    }
+    if (root)
       std::printf("-- %s: best lr %s wd %s (validation %s%%), retrained with %zu seed(s), up to %zu epochs, patience %zu\n",
-                  study::optimizer_label(optimizer).c_str(), o.best->cell("lr").c_str(), o.best->cell("weight_decay").c_str(),
+                  study::optimizer_label(o.optimizer).c_str(), o.best->cell("lr").c_str(), o.best->cell("weight_decay").c_str(),
                   study::percent(o.best->number("best_validation_accuracy")).c_str(), config.scale.seeds, final_epochs,
                   config.scale.patience);
-      for (std::size_t i = 0; i < config.scale.seeds; ++i) {
-        const std::uint64_t seed = config.seed_of(i);
-        const study::CentralSpec spec{.id = message(optimizer, "-final-seed", seed),
-                                      .optimizer = optimizer,
-                                      .lr = o.best->number("lr"),
-                                      .weight_decay = o.best->number("weight_decay"),
-                                      .batch_size = batch_size,
-                                      .epochs = final_epochs,
-                                      .patience = config.scale.patience,
-                                      .schedule = study::ScheduleKind::cosine,
-                                      .seed = seed};
-        Row row = runs.run(spec);
-        row["phase"] = "final";
-        o.finals.push_back(row);
-        curve_runs.push_back(spec.id);
-      }
+    for (std::size_t i = 0; i < config.scale.seeds; ++i) {
+      const std::uint64_t seed = config.seed_of(i);
+      retrains.push_back({.id = message(o.optimizer, "-final-seed", seed),
+                          .optimizer = o.optimizer,
+                          .lr = o.best->number("lr"),
+                          .weight_decay = o.best->number("weight_decay"),
+                          .batch_size = batch_size,
+                          .epochs = final_epochs,
+                          .patience = config.scale.patience,
+                          .schedule = study::ScheduleKind::cosine,
+                          .seed = seed});
     }
-    outcomes.push_back(std::move(o));
+  }
+  const std::vector<Row> retrained = runs.run_all(work, retrains);
+  if (!root) return;  // the rest is rank 0's: tables and plots
+  std::vector<Row> summary;
+  std::vector<std::string> curve_runs;
+  for (std::size_t i = 0; i < retrains.size(); ++i) {
+    Row row = retrained[i];
+    row["phase"] = "final";
+    for (Outcome& o : outcomes)
+      if (o.optimizer == retrains[i].optimizer) o.finals.push_back(std::move(row));
+    curve_runs.push_back(retrains[i].id);
   }
   for (const auto& o : outcomes) {
     summary.insert(summary.end(), o.search.begin(), o.search.end());
@@ -184,12 +205,12 @@ void run(const study::Config& config) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int study_stages::stage3_centralized(int argc, char** argv) {
   study_cli::Flags flags;
   CLI::App app{"Study stage 3: SGDM and AdamW at batch 64, a grid search of lr x weight decay, then each best setting retrained "
                "with the scale's seeds and early stopping, and tested; resumable; writes <results>/stage3_centralized/"};
   flags.add(app);
   CLI11_PARSE(app, argc, argv);
   flags.finish();
-  return study_cli::run_stage(flags, "stage3_centralized", [&] { run(flags.config); });
+  return study_cli::run_stage(flags, "stage3_centralized", [&](study::Work& work) { run(flags.config, work); });
 }

@@ -18,6 +18,7 @@
 // Outputs under <results>/stage4_large_batch/: table.md, summary.csv (one row per run), sweep.csv
 // (one row per optimizer and batch: its chosen setting), findings.csv, metrics.jsonl,
 // accuracy_vs_batch.png. Runs under <work>/stage4_large_batch/<run>/, resumable.
+#include "stages.hpp"
 #include "study_cli.hpp"
 
 #include "common/central_runs.hpp"
@@ -66,21 +67,22 @@ struct Cell {
   std::vector<Row> seeds;   ///< the chosen setting's runs, first seed first
 };
 
-void run(const study::Config& config) {
+void run(const study::Config& config, study::Work& work) {
   const auto start = std::chrono::steady_clock::now();
+  const bool root = work.root();
   const fs::path results = config.results / "stage4_large_batch";
-  const distopt::data::PreparedData prepared = study::prepare_data(config);
-  const study::CentralRuns runs{config, prepared, config.work / "stage4_large_batch",
-                                std::make_shared<train::JsonLinesSink>(results / "metrics.jsonl", /*append=*/true)};
-  const study::TunedSetting sgdm = study::stage3_best(config, "sgdm");
-  const study::TunedSetting adamw = study::stage3_best(config, "adamw");
+  const distopt::data::PreparedData prepared = study::prepare_data(config, work.world());
+  const study::CentralRuns runs{config, prepared, config.work / "stage4_large_batch", results / "metrics.jsonl"};
+  const study::TunedSetting sgdm = study::stage3_best(config, "sgdm", work.world());
+  const study::TunedSetting adamw = study::stage3_best(config, "adamw", work.world());
 
   const std::size_t largest = *std::max_element(config.scale.batch_sizes.begin(), config.scale.batch_sizes.end());
   std::size_t epochs = config.scale.scaled(config.scale.epochs_large);
   const std::size_t needed = (config.scale.min_steps + runs.steps_per_epoch(largest) - 1) / runs.steps_per_epoch(largest);
   const bool raised = needed > epochs;
   if (raised) epochs = needed;
-  std::printf("%zu epochs per run (%s), %zu steps at batch %zu; SGDM from %s, AdamW from %s\n", epochs,
+  if (root)
+    std::printf("%zu epochs per run (%s), %zu steps at batch %zu; SGDM from %s, AdamW from %s\n", epochs,
               raised ? message("raised from ", config.scale.scaled(config.scale.epochs_large), " to reach ", config.scale.min_steps,
                                " steps at the largest batch").c_str()
                      : "the scale's",
@@ -99,13 +101,15 @@ void run(const study::Config& config) {
                               .seed = seed};
   };
 
+  // Every cell's first-seed runs (the scaled setting or the lr search) in one work list, then the
+  // chosen settings' further seeds at the largest batch in another.
   std::vector<Cell> cells;
-  std::vector<Row> summary;
+  std::vector<study::CentralSpec> first;
+  std::vector<std::size_t> first_cell;  ///< the cell of each first-seed run
   for (const std::size_t batch : config.scale.batch_sizes) {
     const double ratio = static_cast<double>(batch) / base_batch;
     for (const std::string optimizer : {"sgdm", "adamw", "lars", "lamb"}) {
-      Cell cell{.optimizer = optimizer, .batch = batch, .candidates = {}, .chosen = 0, .seeds = {}};
-      std::vector<study::CentralSpec> first;
+      const std::size_t before = first.size();
       if (optimizer == "sgdm") first.push_back(spec_of("sgdm", batch, sgdm.lr * ratio, sgdm.weight_decay, sgdm.momentum, config.seed));
       if (optimizer == "adamw")
         first.push_back(spec_of("adamw", batch, adamw.lr * std::sqrt(ratio), adamw.weight_decay, adamw.momentum, config.seed));
@@ -113,30 +117,44 @@ void run(const study::Config& config) {
         for (const double lr : config.scale.lars_lrs) first.push_back(spec_of("lars", batch, lr, lars_weight_decay, 0.9, config.seed));
       if (optimizer == "lamb")
         for (const double lr : config.scale.lamb_lrs) first.push_back(spec_of("lamb", batch, lr, lamb_weight_decay, 0.9, config.seed));
-      for (const auto& spec : first) {
-        Row row = runs.run(spec);
-        row["role"] = first.size() > 1 ? "search" : "scaled";
-        cell.candidates.push_back(row);
-      }
-      for (std::size_t i = 1; i < cell.candidates.size(); ++i) {
-        const double v = cell.candidates[i].number("best_validation_accuracy");
-        const double best = cell.candidates[cell.chosen].number("best_validation_accuracy");
-        if (study::ok(cell.candidates[i]) && std::isfinite(v) && (!study::ok(cell.candidates[cell.chosen]) || !(v <= best)))
-          cell.chosen = i;
-      }
-      const Row& chosen = cell.candidates[cell.chosen];
-      cell.seeds.push_back(chosen);
-      if (batch == largest)
-        for (std::size_t i = 1; i < config.scale.seeds; ++i) {
-          Row row = runs.run(spec_of(optimizer, batch, chosen.number("lr"), chosen.number("weight_decay"), chosen.number("momentum"),
-                                     config.seed_of(i)));
-          row["role"] = "seed";
-          cell.seeds.push_back(row);
-        }
-      summary.insert(summary.end(), cell.candidates.begin(), cell.candidates.end());
-      summary.insert(summary.end(), cell.seeds.begin() + 1, cell.seeds.end());
-      cells.push_back(std::move(cell));
+      first_cell.insert(first_cell.end(), first.size() - before, cells.size());
+      cells.push_back({.optimizer = optimizer, .batch = batch, .candidates = {}, .chosen = 0, .seeds = {}});
     }
+  }
+  const std::vector<Row> first_rows = runs.run_all(work, first);
+  for (std::size_t i = 0; i < first.size(); ++i) cells[first_cell[i]].candidates.push_back(first_rows[i]);
+
+  std::vector<study::CentralSpec> further;
+  std::vector<std::size_t> further_cell;
+  for (std::size_t c = 0; c < cells.size(); ++c) {
+    Cell& cell = cells[c];
+    for (Row& row : cell.candidates) row["role"] = cell.candidates.size() > 1 ? "search" : "scaled";
+    for (std::size_t i = 1; i < cell.candidates.size(); ++i) {
+      const double v = cell.candidates[i].number("best_validation_accuracy");
+      const double best = cell.candidates[cell.chosen].number("best_validation_accuracy");
+      if (study::ok(cell.candidates[i]) && std::isfinite(v) && (!study::ok(cell.candidates[cell.chosen]) || !(v <= best)))
+        cell.chosen = i;
+    }
+    const Row& chosen = cell.candidates[cell.chosen];
+    cell.seeds.push_back(chosen);
+    if (cell.batch == largest)
+      for (std::size_t i = 1; i < config.scale.seeds; ++i) {
+        further.push_back(spec_of(cell.optimizer, cell.batch, chosen.number("lr"), chosen.number("weight_decay"),
+                                  chosen.number("momentum"), config.seed_of(i)));
+        further_cell.push_back(c);
+      }
+  }
+  const std::vector<Row> further_rows = runs.run_all(work, further);
+  if (!root) return;  // the rest is rank 0's: tables and plots
+  for (std::size_t i = 0; i < further.size(); ++i) {
+    Row row = further_rows[i];
+    row["role"] = "seed";
+    cells[further_cell[i]].seeds.push_back(std::move(row));
+  }
+  std::vector<Row> summary;
+  for (const Cell& cell : cells) {
+    summary.insert(summary.end(), cell.candidates.begin(), cell.candidates.end());
+    summary.insert(summary.end(), cell.seeds.begin() + 1, cell.seeds.end());
   }
   std::vector<std::string> header = {"role"};
   for (const auto& c : summary.front().columns())
@@ -244,12 +262,12 @@ void run(const study::Config& config) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int study_stages::stage4_large_batch(int argc, char** argv) {
   study_cli::Flags flags;
   CLI::App app{"Study stage 4: SGDM, AdamW (lr scaled from stage 3), LARS and LAMB (lr searched) at every batch size of the scale under "
                "warmup + poly(2), at least min_steps steps each; resumable; writes <results>/stage4_large_batch/"};
   flags.add(app);
   CLI11_PARSE(app, argc, argv);
   flags.finish();
-  return study_cli::run_stage(flags, "stage4_large_batch", [&] { run(flags.config); });
+  return study_cli::run_stage(flags, "stage4_large_batch", [&](study::Work& work) { run(flags.config, work); });
 }

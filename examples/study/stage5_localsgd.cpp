@@ -20,6 +20,7 @@
 // with MPI):  mpirun -np 2 stage5_localsgd --threads 1
 // every rank hosts a block of the K workers; rank 0 alone reads and writes files, runs the
 // one-worker batch-B runs and draws the tables.
+#include "stages.hpp"
 #include "study_cli.hpp"
 
 #include <distopt/core/error.hpp>
@@ -79,38 +80,36 @@ std::string grid_cell(const Row& r, std::size_t min_rounds) {
 
 std::string megabytes(const Row& r) { return format_number(r.number("bytes_per_worker") / 1e6, 4); }
 
-template <class Comm>
-void stage(const study::Config& config, study::LrRule rule, Comm& comm) {
+void stage(const study::Config& config, study::LrRule rule, study::Work& work) {
   const auto start = std::chrono::steady_clock::now();
-  const bool root = comm.rank() == 0;
+  const bool root = work.root();
   const study::Scale& scale = config.scale;
   distopt::require(!scale.workers.empty() && !scale.local_steps.empty(), "Scale.workers and Scale.local_steps must not be empty");
   distopt::require(scale.seeds > 0, "Scale.seeds must be positive");
   const fs::path results = config.results / stage_name;
-  const fs::path work = config.work / stage_name;
+  const fs::path work_dir = config.work / stage_name;
   if (root) fs::create_directories(results);
 
-  const distopt::data::PreparedData prepared = study::prepare_data(config, comm);
-  const study::SgdmSetting inner = study::stage3_best_sgdm(config, comm);
+  const distopt::data::PreparedData prepared = study::prepare_data(config, work.world());
+  const study::SgdmSetting inner = study::stage3_best_sgdm(config, work.world());
   const std::size_t epochs = scale.scaled(scale.epochs_local);
   if (root) study::print_local_setup(prepared, inner, rule);
-  const study::LocalRuns ctx{config, prepared, distopt::data::Normalizer(prepared.stats), inner, epochs,
-                             root ? std::make_shared<train::JsonLinesSink>(results / "metrics.jsonl", /*append=*/true) : nullptr,
+  const study::LocalRuns ctx{config, prepared, distopt::data::Normalizer(prepared.stats), inner, epochs, results / "metrics.jsonl",
                              /*width=*/18};
 
-  // Each run once, in the order run; a run serving two roles (the compared grid cell) keeps its
-  // first row and is marked as part of the grid.
-  std::vector<Row> rows;
-  const auto record = [&](Row row, const std::string& method, bool in_grid) -> Row {
-    for (Row& r : rows)
-      if (r.cell("run") == row.cell("run")) {
-        if (in_grid) r["grid"] = "yes";
-        return r;
+  // Every run once, in one work list; a run serving two roles (the compared grid cell) is listed
+  // once and marked as part of the grid.
+  std::vector<study::LocalJob> jobs;
+  std::vector<std::pair<std::string, bool>> roles;  ///< method and grid membership of each job
+  const auto add = [&](const study::LocalSpec& s, const std::string& method, bool in_grid) -> std::size_t {
+    for (std::size_t j = 0; j < jobs.size(); ++j)
+      if (jobs[j].spec.id == s.id) {
+        roles[j].second = roles[j].second || in_grid;
+        return j;
       }
-    row["method"] = method;
-    row["grid"] = in_grid ? "yes" : "no";
-    rows.push_back(row);
-    return row;
+    jobs.push_back({.spec = s, .folder = work_dir / s.id});
+    roles.emplace_back(method, in_grid);
+    return jobs.size() - 1;
   };
   const auto localsgd = [&](std::size_t k, std::size_t h, std::size_t i) {
     return study::LocalSpec{.id = seeded(message("K", k, "_H", h), i), .k = k, .h = h, .seed = config.seed_of(i), .rule = rule};
@@ -118,44 +117,43 @@ void stage(const study::Config& config, study::LrRule rule, Comm& comm) {
   const std::size_t kc = scale.compare_workers, hc = scale.compare_steps;
 
   // The grid at the first seed. The compared cell always runs: the findings need it.
-  std::map<std::pair<std::size_t, std::size_t>, Row> grid;
+  std::map<std::pair<std::size_t, std::size_t>, std::size_t> grid_jobs;
   for (const std::size_t k : scale.workers)
     for (const std::size_t h : scale.local_steps) {
       study::LocalSpec s = localsgd(k, h, 0);
       s.min_rounds = k == kc && h == hc ? 0 : scale.min_rounds;
-      grid[{k, h}] = record(ctx.run(s, work / s.id, comm), "localsgd", true);
+      grid_jobs[{k, h}] = add(s, "localsgd", true);
     }
-
-  // The compared methods at K = kc over the seeds: every multi-worker run, then (rank 0 alone)
-  // the one-worker runs.
-  std::vector<Row> local_rows, sync_rows, post_rows, single_rows;
-  for (std::size_t i = 0; i < scale.seeds; ++i) {
-    if (i == 0 && grid.contains({kc, hc})) {
-      local_rows.push_back(grid.at({kc, hc}));
-      continue;
-    }
-    const study::LocalSpec s = localsgd(kc, hc, i);
-    local_rows.push_back(record(ctx.run(s, work / s.id, comm), "localsgd", false));
-  }
-  for (std::size_t i = 0; i < scale.seeds; ++i) {
-    const study::LocalSpec s = localsgd(kc, 1, i);
-    sync_rows.push_back(record(ctx.run(s, work / s.id, comm), "sync", false));
-  }
+  // The compared methods at K = kc over the seeds, and the one-worker batch-B runs (unscaled
+  // whatever --local-lr says: lr_B is what was tuned for batch B).
+  std::vector<std::size_t> local_jobs, sync_jobs, post_jobs, single_jobs;
+  for (std::size_t i = 0; i < scale.seeds; ++i) local_jobs.push_back(add(localsgd(kc, hc, i), "localsgd", false));
+  for (std::size_t i = 0; i < scale.seeds; ++i) sync_jobs.push_back(add(localsgd(kc, 1, i), "sync", false));
   for (std::size_t i = 0; i < scale.seeds; ++i) {
     study::LocalSpec s = localsgd(kc, hc, i);
     s.id = seeded(message("postlocal_K", kc, "_H", hc), i);
     s.post_local = true;
-    post_rows.push_back(record(ctx.run(s, work / s.id, comm), "postlocal", false));
+    post_jobs.push_back(add(s, "postlocal", false));
   }
-  if (!root) return;  // the rest is rank 0's: the one-worker runs, tables and plots
-  for (std::size_t i = 0; i < scale.seeds; ++i) {
-    // One worker cannot be spread over ranks: it runs in this process alone. Unscaled whatever
-    // --local-lr says: lr_B is what was tuned for batch B.
-    const study::LocalSpec s{.id = seeded(message("single_B", batch_size), i), .k = 1, .h = 1, .seed = config.seed_of(i),
-                             .rule = study::LrRule::unscaled};
-    local::InProcess one;
-    single_rows.push_back(record(ctx.run(s, work / s.id, one), "single", false));
+  for (std::size_t i = 0; i < scale.seeds; ++i)
+    single_jobs.push_back(add({.id = seeded(message("single_B", batch_size), i), .k = 1, .h = 1, .seed = config.seed_of(i),
+                               .rule = study::LrRule::unscaled},
+                              "single", false));
+  std::vector<Row> rows = ctx.run_all(work, jobs);
+  if (!root) return;  // the rest is rank 0's: tables and plots
+  for (std::size_t j = 0; j < rows.size(); ++j) {
+    rows[j]["method"] = roles[j].first;
+    rows[j]["grid"] = roles[j].second ? "yes" : "no";
   }
+  std::map<std::pair<std::size_t, std::size_t>, Row> grid;
+  for (const auto& [cell, j] : grid_jobs) grid[cell] = rows[j];
+  const auto rows_of = [&](const std::vector<std::size_t>& js) {
+    std::vector<Row> out;
+    for (const std::size_t j : js) out.push_back(rows[j]);
+    return out;
+  };
+  const std::vector<Row> local_rows = rows_of(local_jobs), sync_rows = rows_of(sync_jobs), post_rows = rows_of(post_jobs),
+                         single_rows = rows_of(single_jobs);
   study::write_rows(results / "summary.csv", summary_header(), rows);
 
   // The best grid cell by best validation accuracy (ties: fewer rounds); the test set only reports.
@@ -291,7 +289,7 @@ void stage(const study::Config& config, study::LrRule rule, Comm& comm) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int study_stages::stage5_localsgd(int argc, char** argv) {
   CLI::App app{"Stage 5 of the study: LocalSGD with K workers on IID shards and H local steps over the scale's K x H grid, "
                "and at one K against synchronous SGD at K x B, the batch-B run and post-local SGD, over seeds"};
   app.footer("Output: <results>/stage5_localsgd/{metrics.jsonl, summary.csv, table.md, findings.csv, heatmap_accuracy.png, "
@@ -307,5 +305,5 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   flags.finish();
   const study::LrRule lr_rule = study::parse_lr_rule(rule);
-  return study_cli::run_local_stage(flags, stage_name, [&](auto& comm) { stage(flags.config, lr_rule, comm); });
+  return study_cli::run_stage(flags, stage_name, [&](study::Work& work) { stage(flags.config, lr_rule, work); });
 }

@@ -13,6 +13,7 @@
 // Writes <results>/stage6_slowmo/: metrics.jsonl, summary.csv, table.md, findings.csv and
 // slowmo.png (tools/plot_bars.py); checkpoints and a result.csv per run in <work>/stage6_slowmo/<run>/.
 // Like stage 5, it runs unchanged under an MPI launcher (`mpirun -np 2 stage6_slowmo --threads 1`).
+#include "stages.hpp"
 #include "study_cli.hpp"
 
 #include <distopt/core/error.hpp>
@@ -63,101 +64,119 @@ std::vector<std::string> summary_header() {
 /// As in stage 5, so that its runs are found under the same names.
 std::string seeded(const std::string& id, std::size_t i) { return i == 0 ? id : message(id, "_s", i); }
 
-template <class Comm>
-void stage(const study::Config& config, study::LrRule rule, Comm& comm) {
+void stage(const study::Config& config, study::LrRule rule, study::Work& work) {
   const auto start = std::chrono::steady_clock::now();
-  const bool root = comm.rank() == 0;
+  const bool root = work.root();
   const study::Scale& scale = config.scale;
   distopt::require(!scale.slowmo_alphas.empty() && !scale.slowmo_betas.empty(),
                    "Scale.slowmo_alphas and Scale.slowmo_betas must not be empty");
   distopt::require(scale.seeds > 0, "Scale.seeds must be positive");
   const std::size_t k = scale.compare_workers, h = scale.compare_steps;
   const fs::path results = config.results / stage_name;
-  const fs::path work = config.work / stage_name;
+  const fs::path work_dir = config.work / stage_name;
   const fs::path stage5_work = config.work / stage5_name;
   if (root) fs::create_directories(results);
 
-  const distopt::data::PreparedData prepared = study::prepare_data(config, comm);
+  const distopt::data::PreparedData prepared = study::prepare_data(config, work.world());
   distopt::require(k <= prepared.train.size(), "K = ", k, " workers for ", prepared.train.size(), " training images");
-  const study::SgdmSetting inner = study::stage3_best_sgdm(config, comm);
+  const study::SgdmSetting inner = study::stage3_best_sgdm(config, work.world());
   const std::size_t epochs = scale.scaled(scale.epochs_local);
   if (root) {
     std::printf("SlowMo at K = %zu workers, H = %zu local steps\n", k, h);
     study::print_local_setup(prepared, inner, rule);
   }
-  const study::LocalRuns ctx{config, prepared, distopt::data::Normalizer(prepared.stats), inner, epochs,
-                             root ? std::make_shared<train::JsonLinesSink>(results / "metrics.jsonl", /*append=*/true) : nullptr,
+  const study::LocalRuns ctx{config, prepared, distopt::data::Normalizer(prepared.stats), inner, epochs, results / "metrics.jsonl",
                              /*width=*/28};
-  // A run stage 5 also makes is looked up in its folder first.
-  const auto shared = [&](const study::LocalSpec& s, auto& c, const std::string& kind) {
-    Row row = ctx.run(s, work / s.id, c, {stage5_work / s.id});
-    row["kind"] = kind;
-    return row;
-  };
 
-  // The references that span the workers (stage 5's LocalSGD cell and synchronous baseline).
-  std::vector<Row> local_rows, sync_rows, single_rows;
-  for (std::size_t i = 0; i < scale.seeds; ++i)
-    local_rows.push_back(shared(study::LocalSpec{.id = seeded(message("K", k, "_H", h), i), .k = k, .h = h,
-                                                 .seed = config.seed_of(i), .rule = rule},
-                                comm, "localsgd"));
-  for (std::size_t i = 0; i < scale.seeds; ++i)
-    sync_rows.push_back(shared(study::LocalSpec{.id = seeded(message("K", k, "_H1"), i), .k = k, .h = 1,
-                                                .seed = config.seed_of(i), .rule = rule},
-                               comm, "sync"));
-
-  // SlowMo runs.
-  std::vector<Row> slowmo;  // every SlowMo run (or alias), in the order made
-  const auto slowmo_run = [&](double alpha, double beta, local::InnerBuffers buffers, std::size_t i) -> Row {
-    const study::LocalSpec s{.id = seeded(message("slowmo_a", exact(alpha), "_b", exact(beta), "_", study::buffers_name(buffers)), i),
-                             .k = k, .h = h, .seed = config.seed_of(i), .rule = rule,
-                             .slowmo = local::SlowMoOptions{.alpha = alpha, .beta = beta}, .buffers = buffers};
-    Row row;
-    if (alpha == 1.0 && beta == 0.0 && buffers == local::InnerBuffers::maintain) {
-      // SlowMo(1, 0) with maintained buffers is LocalSGD bit for bit (outer.hpp): not run twice.
-      row = local_rows[i];
-      row.set({{"run", s.id}, {"outer", "slowmo"}, {"alpha", exact(alpha)}, {"beta", exact(beta)}, {"kind", "alias"},
-               {"source", message("= ", local_rows[i].cell("run"), " (SlowMo alpha 1, beta 0 is LocalSGD bit for bit)")}});
-    } else {
-      row = ctx.run(s, work / s.id, comm);
-      row["kind"] = "slowmo";
-    }
-    slowmo.push_back(row);
-    return row;
+  // The first work list: the references (stage 5's LocalSGD cell, synchronous baseline and
+  // batch-B run, looked up in stage 5's folders first) and the SlowMo grid at the first seed.
+  std::vector<study::LocalJob> jobs;
+  const auto add = [&](const study::LocalSpec& s, bool from_stage5) {
+    jobs.push_back({.spec = s, .folder = work_dir / s.id, .earlier = from_stage5 ? std::vector<fs::path>{stage5_work / s.id}
+                                                                                : std::vector<fs::path>{}});
+    return jobs.size() - 1;
   };
-  std::vector<Row> grid;
+  std::vector<std::size_t> local_jobs, sync_jobs, single_jobs;
+  for (std::size_t i = 0; i < scale.seeds; ++i)
+    local_jobs.push_back(add({.id = seeded(message("K", k, "_H", h), i), .k = k, .h = h, .seed = config.seed_of(i), .rule = rule}, true));
+  for (std::size_t i = 0; i < scale.seeds; ++i)
+    sync_jobs.push_back(add({.id = seeded(message("K", k, "_H1"), i), .k = k, .h = 1, .seed = config.seed_of(i), .rule = rule}, true));
+  for (std::size_t i = 0; i < scale.seeds; ++i)
+    single_jobs.push_back(add({.id = seeded(message("single_B", batch_size), i), .k = 1, .h = 1, .seed = config.seed_of(i),
+                               .rule = study::LrRule::unscaled},
+                              true));
+  const auto slowmo_spec = [&](double alpha, double beta, local::InnerBuffers buffers, std::size_t i) {
+    return study::LocalSpec{.id = seeded(message("slowmo_a", exact(alpha), "_b", exact(beta), "_", study::buffers_name(buffers)), i),
+                            .k = k, .h = h, .seed = config.seed_of(i), .rule = rule,
+                            .slowmo = local::SlowMoOptions{.alpha = alpha, .beta = beta}, .buffers = buffers};
+  };
+  // SlowMo(1, 0) with maintained buffers is LocalSGD bit for bit (outer.hpp): not run twice.
+  const auto is_alias = [](const study::LocalSpec& s) {
+    return s.slowmo->alpha == 1.0 && s.slowmo->beta == 0.0 && s.buffers == local::InnerBuffers::maintain;
+  };
+  constexpr std::size_t none = static_cast<std::size_t>(-1);
+  std::vector<study::LocalSpec> grid_specs;
+  std::vector<std::size_t> grid_jobs;
   std::vector<std::pair<double, double>> settings;
   for (const double alpha : scale.slowmo_alphas)
     for (const double beta : scale.slowmo_betas) {
-      grid.push_back(slowmo_run(alpha, beta, local::InnerBuffers::maintain, 0));
+      grid_specs.push_back(slowmo_spec(alpha, beta, local::InnerBuffers::maintain, 0));
+      grid_jobs.push_back(is_alias(grid_specs.back()) ? none : add(grid_specs.back(), false));
       settings.emplace_back(alpha, beta);
     }
-
-  // The best setting by best validation accuracy (the test set only reports). Rank 0 holds the
-  // numbers; every rank must run the same setting next.
-  std::size_t best = grid.size();
-  if (root)
-    for (std::size_t i = 0; i < grid.size(); ++i) {
-      if (!study::has_status(grid[i], train::Status::completed)) continue;
-      const double v = grid[i].number("best_validation_accuracy");
-      if (!std::isnan(v) && (best == grid.size() || v > grid[best].number("best_validation_accuracy"))) best = i;
+  const std::vector<Row> first = ctx.run_all(work, jobs);
+  const auto rows_of = [&](const std::vector<Row>& from, const std::vector<std::size_t>& js, const std::string& kind) {
+    std::vector<Row> out;
+    for (const std::size_t j : js) {
+      out.push_back(from[j]);
+      out.back()["kind"] = kind;
     }
-  local::broadcast_value(comm, best);
+    return out;
+  };
+  const std::vector<Row> local_rows = rows_of(first, local_jobs, "localsgd"), sync_rows = rows_of(first, sync_jobs, "sync"),
+                         single_rows = rows_of(first, single_jobs, "single");
+  const auto slowmo_row = [&](const study::LocalSpec& s, const std::vector<Row>& from, std::size_t j, std::size_t seed_index) {
+    if (j != none) {
+      Row row = from[j];
+      row["kind"] = "slowmo";
+      return row;
+    }
+    Row row = local_rows[seed_index];
+    row.set({{"run", s.id}, {"outer", "slowmo"}, {"alpha", exact(s.slowmo->alpha)}, {"beta", exact(s.slowmo->beta)}, {"kind", "alias"},
+             {"source", message("= ", local_rows[seed_index].cell("run"), " (SlowMo alpha 1, beta 0 is LocalSGD bit for bit)")}});
+    return row;
+  };
+  std::vector<Row> grid;
+  for (std::size_t g = 0; g < grid_specs.size(); ++g) grid.push_back(slowmo_row(grid_specs[g], first, grid_jobs[g], 0));
+
+  // The best setting by best validation accuracy (the test set only reports); every rank has the
+  // rows, so every rank picks the same.
+  std::size_t best = grid.size();
+  for (std::size_t i = 0; i < grid.size(); ++i) {
+    if (!study::has_status(grid[i], train::Status::completed)) continue;
+    const double v = grid[i].number("best_validation_accuracy");
+    if (!std::isnan(v) && (best == grid.size() || v > grid[best].number("best_validation_accuracy"))) best = i;
+  }
   const bool none_completed = best == grid.size();
   if (none_completed) best = 0;  // the first setting stands in, so the table keeps its shape; said below
   const auto [best_alpha, best_beta] = settings[best];
-  std::vector<Row> best_rows{grid[best]};
-  for (std::size_t i = 1; i < scale.seeds; ++i) best_rows.push_back(slowmo_run(best_alpha, best_beta, local::InnerBuffers::maintain, i));
-  const std::vector<Row> strategies = {slowmo_run(best_alpha, best_beta, local::InnerBuffers::reset, 0), grid[best],
-                                       slowmo_run(best_alpha, best_beta, local::InnerBuffers::average, 0)};
-  if (!root) return;  // the rest is rank 0's: the one-worker runs, tables and plots
 
-  for (std::size_t i = 0; i < scale.seeds; ++i) {
-    local::InProcess one;  // one worker cannot be spread over ranks
-    single_rows.push_back(shared(study::LocalSpec{.id = seeded(message("single_B", batch_size), i), .k = 1, .h = 1,
-                                                  .seed = config.seed_of(i), .rule = study::LrRule::unscaled},
-                                 one, "single"));
-  }
+  // The second work list: the best setting's further seeds and the other inner-buffer strategies.
+  jobs.clear();
+  std::vector<study::LocalSpec> second_specs;
+  std::vector<std::size_t> second_jobs, second_seeds;
+  for (std::size_t i = 1; i < scale.seeds; ++i) second_specs.push_back(slowmo_spec(best_alpha, best_beta, local::InnerBuffers::maintain, i)), second_seeds.push_back(i);
+  second_specs.push_back(slowmo_spec(best_alpha, best_beta, local::InnerBuffers::reset, 0)), second_seeds.push_back(0);
+  second_specs.push_back(slowmo_spec(best_alpha, best_beta, local::InnerBuffers::average, 0)), second_seeds.push_back(0);
+  for (const auto& s : second_specs) second_jobs.push_back(is_alias(s) ? none : add(s, false));
+  const std::vector<Row> second = ctx.run_all(work, jobs);
+  if (!root) return;  // the rest is rank 0's: tables and plots
+
+  std::vector<Row> slowmo = grid;  // every SlowMo run (or alias): the grid, the further seeds, reset, average
+  for (std::size_t j = 0; j < second_specs.size(); ++j) slowmo.push_back(slowmo_row(second_specs[j], second, second_jobs[j], second_seeds[j]));
+  std::vector<Row> best_rows{grid[best]};
+  for (std::size_t i = 1; i < scale.seeds; ++i) best_rows.push_back(slowmo[grid.size() + i - 1]);
+  const std::vector<Row> strategies = {slowmo[slowmo.size() - 2], grid[best], slowmo.back()};
 
   std::vector<Row> rows = slowmo;
   for (const auto* group : {&local_rows, &sync_rows, &single_rows}) rows.insert(rows.end(), group->begin(), group->end());
@@ -248,7 +267,7 @@ void stage(const study::Config& config, study::LrRule rule, Comm& comm) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int study_stages::stage6_slowmo(int argc, char** argv) {
   CLI::App app{"Stage 6 of the study: SlowMo (slow learning rate alpha, slow momentum beta) at stage 5's compared K, H: a "
                "grid over alpha x beta, the best over seeds, the inner-buffer strategies, against stage 5's LocalSGD, "
                "synchronous SGD and batch-B runs"};
@@ -265,5 +284,5 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   flags.finish();
   const study::LrRule lr_rule = study::parse_lr_rule(rule);
-  return study_cli::run_local_stage(flags, stage_name, [&](auto& comm) { stage(flags.config, lr_rule, comm); });
+  return study_cli::run_stage(flags, stage_name, [&](study::Work& work) { stage(flags.config, lr_rule, work); });
 }

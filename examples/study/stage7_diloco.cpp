@@ -10,6 +10,7 @@
 // Writes <results>/stage7_diloco/: metrics.jsonl, summary.csv, time_to_accuracy.csv, table.md,
 // findings.csv and time_to_accuracy.png; checkpoints and a result.csv per run in
 // <work>/stage7_diloco/<run>/. It runs unchanged under an MPI launcher, as stages 5 and 6 do.
+#include "stages.hpp"
 #include "study_cli.hpp"
 
 #include <distopt/core/error.hpp>
@@ -140,10 +141,10 @@ std::optional<double> time_to(const MeanCurve& curve, double target, std::size_t
 
 std::string seconds_cell(std::optional<double> s) { return s ? format_number(*s, 4) : "not reached"; }
 
-template <class Comm>
-void stage(const study::Config& config, Comm& comm) {
+void stage(const study::Config& config, study::Work& work_list) {
   const auto start = std::chrono::steady_clock::now();
-  const bool root = comm.rank() == 0;
+  const bool root = work_list.root();
+  auto& comm = work_list.world();
   const study::Scale& scale = config.scale;
   distopt::require(scale.seeds > 0, "Scale.seeds must be positive");
   const std::size_t k = scale.compare_workers, h = scale.compare_steps;
@@ -154,12 +155,7 @@ void stage(const study::Config& config, Comm& comm) {
   const distopt::data::PreparedData prepared = study::prepare_data(config, comm);
   distopt::require(k <= prepared.train.size(), "K = ", k, " workers for ", prepared.train.size(), " training images");
   const study::SgdmSetting inner = study::stage3_best_sgdm(config, comm);
-  study::TunedSetting adamw = study::default_setting("adamw");
-  if (root) adamw = study::stage3_best(config, "adamw");
-  double adamw_values[2] = {adamw.lr, adamw.weight_decay};
-  local::broadcast_value(comm, adamw_values);
-  local::broadcast_value(comm, adamw.source);
-  adamw.lr = adamw_values[0], adamw.weight_decay = adamw_values[1];
+  const study::TunedSetting adamw = study::stage3_best(config, "adamw", comm);
   const std::size_t epochs = scale.scaled(scale.epochs_local);
   if (root) {
     std::printf("DiLoCo, SlowMo, LocalSGD and synchronous SGD at K = %zu workers, H = %zu local steps\n", k, h);
@@ -167,8 +163,7 @@ void stage(const study::Config& config, Comm& comm) {
     std::printf("DiLoCo's inner optimizer: AdamW lr %s weight decay %s, from %s\n", exact(adamw.lr).c_str(),
                 exact(adamw.weight_decay).c_str(), adamw.source.c_str());
   }
-  study::LocalRuns ctx{config, prepared, distopt::data::Normalizer(prepared.stats), inner, epochs,
-                       root ? std::make_shared<train::JsonLinesSink>(results / "metrics.jsonl", /*append=*/true) : nullptr,
+  study::LocalRuns ctx{config, prepared, distopt::data::Normalizer(prepared.stats), inner, epochs, results / "metrics.jsonl",
                        /*width=*/26};
   ctx.adamw = adamw;
 
@@ -192,10 +187,9 @@ void stage(const study::Config& config, Comm& comm) {
 
   distopt::require(methods.size() == study::stage7_methods, "stage 7 compares ", methods.size(), " methods, its plan counts ",
                    study::stage7_methods);
-  std::vector<std::vector<Row>> by_method;
-  std::vector<Row> all;
-  for (const Method& m : methods) {
-    std::vector<Row> rows;
+  // Every method over every seed: one work list.
+  std::vector<study::LocalJob> jobs;
+  for (const Method& m : methods)
     for (std::size_t i = 0; i < scale.seeds; ++i) {
       std::string id = m.name;
       std::replace(id.begin(), id.end(), ' ', '_');
@@ -203,13 +197,16 @@ void stage(const study::Config& config, Comm& comm) {
       std::replace(id.begin(), id.end(), '+', '_');
       const study::LocalSpec s{.id = seeded(id, i), .k = k, .h = m.h, .seed = config.seed_of(i), .rule = study::LrRule::unscaled,
                                .slowmo = m.slowmo, .diloco = m.diloco, .compression = m.compression, .curve = true};
-      Row row = ctx.run(s, work / s.id, comm);
-      row["kind"] = m.kind;
-      row["method"] = m.name;
-      rows.push_back(row);
-      all.push_back(row);
+      jobs.push_back({.spec = s, .folder = work / s.id});
     }
-    by_method.push_back(rows);
+  std::vector<Row> all = ctx.run_all(work_list, jobs);
+  std::vector<std::vector<Row>> by_method;
+  for (std::size_t j = 0; j < all.size(); ++j) {
+    const Method& m = methods[j / scale.seeds];
+    all[j]["kind"] = m.kind;
+    all[j]["method"] = m.name;
+    if (j % scale.seeds == 0) by_method.emplace_back();
+    by_method.back().push_back(all[j]);
   }
   if (!root) return;  // the rest is rank 0's: tables and plots
 
@@ -315,7 +312,7 @@ void stage(const study::Config& config, Comm& comm) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int study_stages::stage7_diloco(int argc, char** argv) {
   CLI::App app{"Stage 7, beyond the study: DiLoCo (inner AdamW, outer Nesterov SGD) against SlowMo, LocalSGD and synchronous SGD, "
                "with compressed messages, and test accuracy against a simulated wall clock at 1, 10 and 100 Gbit/s"};
   app.footer("Output: <results>/stage7_diloco/{metrics.jsonl, summary.csv, time_to_accuracy.csv, table.md, findings.csv,\n"
@@ -324,5 +321,5 @@ int main(int argc, char** argv) {
   flags.add(app);
   CLI11_PARSE(app, argc, argv);
   flags.finish();
-  return study_cli::run_local_stage(flags, stage_name, [&](auto& comm) { stage(flags.config, comm); });
+  return study_cli::run_stage(flags, stage_name, [&](study::Work& work) { stage(flags.config, work); });
 }

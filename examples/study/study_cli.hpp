@@ -1,5 +1,5 @@
 // Flags every stage program and the driver share (scale, data, output folders, seed, threads),
-// and how a stage runs: once per configuration, in one process or as the ranks of an MPI job.
+// and how a stage runs: once per configuration, in one process or over the rank groups of an MPI job.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -7,6 +7,7 @@
 #include <distopt/local/communicator.hpp>
 #include "common/runs.hpp"
 #include "common/study.hpp"
+#include "common/work.hpp"
 
 #if defined(DISTOPT_STUDY_MPI)
 #include <distopt/local/mpi.hpp>
@@ -28,6 +29,8 @@ struct Flags {
   distopt::study::Config config;
   std::string scale = "quick";
   bool force = false;
+  int ranks_per_run = 1;
+  bool shared_work = false;
   std::string data;
   double epochs_scale = 1.0;
 
@@ -55,6 +58,14 @@ struct Flags {
         ->check(CLI::NonNegativeNumber)
         ->capture_default_str();
     app.add_flag("--force", force, "Run the stage even if a previous run completed it");
+    app.add_option("--ranks-per-run", ranks_per_run,
+                   "Under mpirun: the ranks of one training run (a LocalSGD cell's workers spread over them); the job's ranks form "
+                   "groups of this size, and each group takes the stage's next run when it finishes one")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
+    app.add_flag("--shared-work", shared_work,
+                 "Every rank sees the same --work folder (a shared file system): each group writes its run folders there under a "
+                 "lock file, so that jobs pointed at one folder never train the same run");
   }
 
   /// The flags to hand on to a stage program (reproduce runs every stage with its own).
@@ -65,6 +76,8 @@ struct Flags {
     if (config.synthetic) args.push_back("--synthetic");
     if (epochs_scale != 1.0) args.insert(args.end(), {"--epochs-scale", distopt::io::format_number(epochs_scale, 17)});
     if (force) args.push_back("--force");
+    if (ranks_per_run != 1) args.insert(args.end(), {"--ranks-per-run", std::to_string(ranks_per_run)});
+    if (shared_work) args.push_back("--shared-work");
     return args;
   }
 
@@ -80,12 +93,62 @@ struct Flags {
   }
 };
 
-/// Runs `body(comm)` unless the stage is already done (and not forced); marks it done afterwards.
-/// Collective over `comm`: rank 0 decides, prints and marks. Returns the exit code; an exception
-/// becomes a one-line message (naming the rank when there are several) and exit code 1.
-template <class Comm, class Body>
-int run_stage_on(const Flags& flags, const std::string& stage, Comm& comm, Body&& body) {
-  const bool root = comm.rank() == 0;
+/// The number of processes an MPI launcher started this one among (mpirun or mpiexec of OpenMPI
+/// or MPICH, Slurm's srun with PMI); 0 when no launcher started it.
+inline int launched_ranks() {
+  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"})
+    if (const char* value = std::getenv(name); value != nullptr && *value != '\0') return std::atoi(value);
+  return 0;
+}
+
+/// This process's rank among them (0 without a launcher): reproduce prints and reports on rank 0
+/// alone before MPI is initialised.
+inline int launched_rank() {
+  for (const char* name : {"OMPI_COMM_WORLD_RANK", "PMI_RANK"})
+    if (const char* value = std::getenv(name); value != nullptr && *value != '\0') return std::atoi(value);
+  return 0;
+}
+
+/// MPI for the whole process, initialised by the first stage that runs under a launcher (one
+/// MPI_Init per process: reproduce runs every stage in its own process) and finalised at exit.
+class MpiSession {
+ public:
+  /// True when this process runs under an MPI launcher and MPI is initialised.
+  static bool active() {
+#if defined(DISTOPT_STUDY_MPI)
+    static MpiSession session;
+    return session.active_;
+#else
+    return false;
+#endif
+  }
+
+ private:
+#if defined(DISTOPT_STUDY_MPI)
+  MpiSession() {
+    if (launched_ranks() == 0) return;
+    int provided = 0;
+    // Several groups need rank 0's coordinator thread to talk while its main thread trains.
+    MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &provided);
+    active_ = true;
+  }
+  ~MpiSession() {
+    if (active_) MPI_Finalize();
+  }
+  MpiSession(const MpiSession&) = delete;
+  MpiSession& operator=(const MpiSession&) = delete;
+#endif
+  bool active_ = false;
+};
+
+/// Runs `body(work)` unless the stage is already done (and not forced); marks it done afterwards.
+/// Collective over the job's ranks: rank 0 decides, prints and marks. Returns the exit code; an
+/// exception becomes a one-line message (naming the rank when there are several) and exit code 1,
+/// and under MPI ends the job: the other ranks may be waiting for this one in a collective.
+template <class Body>
+int run_stage_on(const Flags& flags, const std::string& stage, distopt::study::Work& work, Body&& body) {
+  const bool root = work.root();
+  auto& comm = work.world();
   try {
     const distopt::study::RunFolder folder = distopt::study::stage_folder(flags.config, stage);
     bool done = root && folder.finished() && !flags.force;
@@ -100,67 +163,55 @@ int run_stage_on(const Flags& flags, const std::string& stage, Comm& comm, Body&
     if (root) {
       (void)folder.claim();
       std::cout << "== " << stage << " (" << flags.config.mode() << ", " << flags.config.data_label();
-      if (comm.ranks() > 1) std::cout << ", " << comm.ranks() << " MPI ranks";
+      if (work.ranks() > 1)
+        std::cout << ", " << work.ranks() << " MPI ranks in " << work.groups() << " group(s) of " << work.options().ranks_per_run;
+      if (work.options().shared) std::cout << ", shared work folder";
       std::cout << ")\n" << std::flush;
     }
     comm.barrier();  // the folder is claimed before any rank writes into it
-    body(comm);
+    body(work);
     if (root)
       folder.finish({{"stage", stage},
                      distopt::study::status_cell(distopt::train::Status::completed),
                      {"seconds", distopt::io::format_number(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 4)}});
+    comm.barrier();  // ranks done early sleep here while rank 0 finishes alone (tables, plots)
     return 0;
   } catch (const std::exception& e) {
-    std::cerr << stage << ": error" << (comm.ranks() > 1 ? distopt::message(" on rank ", comm.rank()) : std::string())
-              << ": " << e.what() << '\n';
+    std::cerr << stage << ": error" << (work.ranks() > 1 ? distopt::message(" on rank ", comm.rank()) : std::string()) << ": "
+              << e.what() << '\n';
+#if defined(DISTOPT_STUDY_MPI)
+    if (work.ranks() > 1) MPI_Abort(MPI_COMM_WORLD, 1);
+#endif
     return 1;
   }
 }
 
-/// A stage in this one process: `body()`.
+/// A stage: `body(work)` over the runs' work list, in this process alone or, when an MPI launcher
+/// started it (so `mpirun -np 4 stage3_centralized` works unchanged), over the job's rank groups.
 template <class Body>
 int run_stage(const Flags& flags, const std::string& stage, Body&& body) {
-  distopt::local::InProcess comm;
-  return run_stage_on(flags, stage, comm, [&](distopt::local::InProcess&) { body(); });
-}
-
-/// The number of processes an MPI launcher started this one among (mpirun or mpiexec of OpenMPI
-/// or MPICH, Slurm's srun with PMI); 0 when no launcher started it.
-inline int launched_ranks() {
-  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"})
-    if (const char* value = std::getenv(name); value != nullptr && *value != '\0') return std::atoi(value);
-  return 0;
-}
-
-/// A stage whose runs may span processes: `body(comm)` with an MPI communicator over
-/// MPI_COMM_WORLD when an MPI launcher started this program (so `mpirun -np 4 stage5_localsgd`
-/// works unchanged), else with the in-process one. When a rank fails, the job is aborted: the
-/// other ranks may be waiting for it in a collective, and must not wait for ever.
-template <class Body>
-int run_local_stage(const Flags& flags, const std::string& stage, Body&& body) {
-#if defined(DISTOPT_STUDY_MPI)
-  if (launched_ranks() > 0) {
-    int provided = 0;
-    MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
-    int status = 0;
-    {
-      distopt::local::MpiCommunicator comm;
-      status = run_stage_on(flags, stage, comm, body);
-      if (status != 0 && comm.ranks() > 1) MPI_Abort(MPI_COMM_WORLD, status);
-      comm.barrier();  // ranks done early sleep here while rank 0 finishes alone (tables, plots)
-    }
-    MPI_Finalize();
-    return status;
-  }
-#else
+#if !defined(DISTOPT_STUDY_MPI)
   if (launched_ranks() > 1) {
     std::cerr << stage << ": started as one of " << launched_ranks()
               << " processes by an MPI launcher, but built without MPI (install libopenmpi-dev and rebuild)\n";
     return 1;
   }
 #endif
-  distopt::local::InProcess comm;
-  return run_stage_on(flags, stage, comm, body);
+  const distopt::study::WorkOptions options{.ranks_per_run = flags.ranks_per_run, .shared = flags.shared_work};
+  try {
+#if defined(DISTOPT_STUDY_MPI)
+    distopt::study::Work work(options, MpiSession::active());
+#else
+    distopt::study::Work work(options);
+#endif
+    return run_stage_on(flags, stage, work, body);
+  } catch (const std::exception& e) {  // the groups could not be formed
+    std::cerr << stage << ": " << e.what() << '\n';
+#if defined(DISTOPT_STUDY_MPI)
+    if (MpiSession::active()) MPI_Abort(MPI_COMM_WORLD, 1);
+#endif
+    return 1;
+  }
 }
 
 }  // namespace study_cli

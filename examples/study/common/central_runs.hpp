@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,8 @@
 #include "common/runs.hpp"
 #include "common/sinks.hpp"
 #include "common/study.hpp"
+#include "common/work.hpp"
+#include "distopt/local/communicator.hpp"
 #include "distopt/core/error.hpp"
 #include "distopt/data/cache.hpp"
 #include "distopt/nn/lenet5.hpp"
@@ -87,8 +90,8 @@ struct CentralSpec {
 struct CentralRuns {
   const Config& config;
   const data::PreparedData& prepared;
-  std::filesystem::path work;                 ///< <work>/<stage>: one folder per run
-  std::shared_ptr<train::MetricSink> jsonl;   ///< the stage's metrics.jsonl
+  std::filesystem::path work;     ///< <work>/<stage>: one folder per run
+  std::filesystem::path metrics;  ///< the stage's metrics.jsonl: every run's records, appended when the run ends
   const data::LabelledImages* train_set = nullptr;  ///< default: prepared.train
 
   [[nodiscard]] const data::LabelledImages& train() const { return train_set ? *train_set : prepared.train; }
@@ -110,13 +113,34 @@ struct CentralRuns {
                    augmentation_label(augmentation_for(prepared.info)), "\n");
   }
 
-  /// Trains `spec` (or reuses its finished run, or resumes a cut one) and returns its result row.
-  [[nodiscard]] Row run(const CentralSpec& spec) const {
-    const RunFolder slot(work / spec.id, stamp(spec));
-    if (auto done = slot.finished()) {
-      std::printf("  %-28s done before: test %s%%\n", spec.id.c_str(), percent(done->number("test_accuracy")).c_str());
-      return *done;
-    }
+  /// The run folder of `spec`.
+  [[nodiscard]] RunFolder folder(const CentralSpec& spec) const { return RunFolder(work / spec.id, stamp(spec)); }
+
+  /// The finished run of `spec`'s configuration, when its folder holds one.
+  [[nodiscard]] std::optional<Row> finished(const CentralSpec& spec) const {
+    auto done = folder(spec).finished();
+    if (done) std::printf("  %-28s done before: test %s%%\n", spec.id.c_str(), percent(done->number("test_accuracy")).c_str());
+    return done;
+  }
+
+  /// The rows of `specs` in their order on every rank: each finished run reused, the others
+  /// trained (a cut one resumed) by the job's rank groups (study::Work), one group each.
+  [[nodiscard]] std::vector<Row> run_all(Work& work_list, const std::vector<CentralSpec>& specs) const {
+    std::vector<Job> jobs;
+    for (const auto& s : specs) jobs.push_back({s.id, work / s.id});
+    return work_list.run(
+        jobs, [&](std::size_t i) { return finished(specs[i]); },
+        [&](std::size_t i, GroupComm& group) {
+          // A centralized run takes one process: the group's other ranks wait for it.
+          return group.rank() == 0 ? train(specs[i]) : Row();
+        },
+        metrics);
+  }
+
+  /// Trains `spec` in its folder (resuming a cut run of the same configuration) and returns its
+  /// result row; its records go to the folder's metrics.jsonl.
+  [[nodiscard]] Row train(const CentralSpec& spec) const {
+    const RunFolder slot = folder(spec);
     const bool resume = slot.claim() == RunFolder::Start::resume;
     const std::size_t per_epoch = steps_per_epoch(spec.batch_size);
     const auto total = static_cast<std::int64_t>(per_epoch * spec.epochs);
@@ -127,9 +151,9 @@ struct CentralRuns {
                 resume ? " (resuming)" : "");
     std::fflush(stdout);
 
-    train::Metrics metrics;
-    if (jsonl) metrics.add(std::make_shared<RunLabel>(spec.id, jsonl));
-    metrics.add(std::make_shared<EpochLines>(spec.id, spec.epochs));
+    train::Metrics records;
+    records.add(std::make_shared<RunLabel>(spec.id, std::make_shared<train::JsonLinesSink>(slot.path() / "metrics.jsonl", true)));
+    records.add(std::make_shared<EpochLines>(spec.id, spec.epochs));
     const train::RunOptions options{
         .epochs = spec.epochs,
         .batch_size = spec.batch_size,
@@ -151,17 +175,17 @@ struct CentralRuns {
     train::RunResult r;
     if (spec.optimizer == "sgdm") {
       optim::Sgdm o(params, {.lr = spec.lr, .momentum = spec.momentum, .weight_decay = spec.weight_decay});
-      r = train::run_training(model, o, schedule, sets, options, metrics);
+      r = train::run_training(model, o, schedule, sets, options, records);
     } else if (spec.optimizer == "adamw") {
       optim::AdamW o(params, {.lr = spec.lr, .beta1 = spec.momentum, .weight_decay = spec.weight_decay});
-      r = train::run_training(model, o, schedule, sets, options, metrics);
+      r = train::run_training(model, o, schedule, sets, options, records);
     } else if (spec.optimizer == "lars") {
       optim::Lars o(params, {.lr = spec.lr, .momentum = spec.momentum, .weight_decay = spec.weight_decay});
-      r = train::run_training(model, o, schedule, sets, options, metrics);
+      r = train::run_training(model, o, schedule, sets, options, records);
     } else {
       require(spec.optimizer == "lamb", "CentralRuns: unknown optimizer '", spec.optimizer, "'");
       optim::Lamb o(params, {.lr = spec.lr, .beta1 = spec.momentum, .weight_decay = spec.weight_decay});
-      r = train::run_training(model, o, schedule, sets, options, metrics);
+      r = train::run_training(model, o, schedule, sets, options, records);
     }
     double train_seconds = 0;
     for (const auto& h : r.history) train_seconds += h.seconds;
@@ -252,6 +276,18 @@ struct TunedSetting {
           .weight_decay = best->number("weight_decay"),
           .momentum = best->number("momentum"),
           .source = message("stage 3's search (best validation accuracy ", percent(best->number("best_validation_accuracy")), "%)")};
+}
+
+/// Rank 0's `stage3_best` on every rank of `comm` (the others may not see rank 0's results).
+template <class Comm>
+[[nodiscard]] TunedSetting stage3_best(const Config& config, const std::string& optimizer, Comm& comm) {
+  TunedSetting best;
+  if (comm.rank() == 0) best = stage3_best(config, optimizer);
+  double values[3] = {best.lr, best.weight_decay, best.momentum};
+  local::broadcast_value(comm, values);
+  local::broadcast_value(comm, best.source);
+  best.lr = values[0], best.weight_decay = values[1], best.momentum = values[2];
+  return best;
 }
 
 }  // namespace distopt::study

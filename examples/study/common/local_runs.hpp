@@ -34,6 +34,7 @@
 #include "common/runs.hpp"
 #include "common/sinks.hpp"
 #include "common/study.hpp"
+#include "common/work.hpp"
 #include "distopt/core/error.hpp"
 #include "distopt/core/parallel.hpp"
 #include "distopt/data/cache.hpp"
@@ -71,38 +72,11 @@ struct SgdmSetting {
   return {.lr = best.lr, .momentum = best.momentum, .weight_decay = best.weight_decay, .source = best.source};
 }
 
-/// Rank 0's `stage3_best_sgdm` on every rank of `comm` (the others do not read the file).
+/// Rank 0's `stage3_best_sgdm` on every rank of `comm` (the others may not see rank 0's results).
 template <class Comm>
 [[nodiscard]] SgdmSetting stage3_best_sgdm(const Config& config, Comm& comm) {
-  SgdmSetting inner;
-  if (comm.rank() == 0) inner = stage3_best_sgdm(config);
-  double values[3] = {inner.lr, inner.momentum, inner.weight_decay};
-  local::broadcast_value(comm, values);
-  local::broadcast_value(comm, inner.source);
-  inner.lr = values[0], inner.momentum = values[1], inner.weight_decay = values[2];
-  return inner;
-}
-
-/// The prepared data on every rank of `comm`: rank 0 prepares (and caches) it first, then the
-/// others read the cache, or prepare their own where they do not share rank 0's file system.
-template <class Comm>
-[[nodiscard]] data::PreparedData prepare_data(const Config& config, Comm& comm) {
-  if (comm.rank() != 0) comm.barrier();
-  data::PreparedData prepared = prepare_data(config);
-  if (comm.rank() == 0) comm.barrier();
-  return prepared;
-}
-
-/// The finished run of `folder` as rank 0 finds it. Every rank of `comm` learns whether there is
-/// one (the others get an empty row), so that all take the same branch to the next collective.
-template <class Comm>
-[[nodiscard]] std::optional<Row> finished_on_root(const RunFolder& folder, Comm& comm) {
-  std::optional<Row> done;
-  if (comm.rank() == 0) done = folder.finished();
-  bool found = done.has_value();
-  local::broadcast_value(comm, found);
-  if (found && !done) done.emplace();
-  return done;
+  const TunedSetting best = stage3_best(config, "sgdm", comm);
+  return {.lr = best.lr, .momentum = best.momentum, .weight_decay = best.weight_decay, .source = best.source};
 }
 
 /// "reset", "maintain" or "average".
@@ -184,6 +158,14 @@ struct LocalSpec {
   if (!s.slowmo) return "localsgd";
   return message("slowmo alpha=", exact(s.slowmo->alpha), " beta=", exact(s.slowmo->beta));
 }
+
+/// A local run of a stage's work list: its spec, its folder, and other stages' folders where the
+/// same run may have finished already (stage 6 reuses stage 5's).
+struct LocalJob {
+  LocalSpec spec;
+  std::filesystem::path folder;
+  std::vector<std::filesystem::path> earlier{};
+};
 
 /// The step counts a run will take, known once its trainer has sharded the data.
 struct LocalPlan {
@@ -329,7 +311,7 @@ struct LocalRuns {
   data::Normalizer normalizer;
   SgdmSetting inner;
   std::size_t epochs;
-  std::shared_ptr<train::MetricSink> jsonl;  ///< the stage's metrics.jsonl (null on ranks other than 0)
+  std::filesystem::path metrics;  ///< the stage's metrics.jsonl: every run's records, appended when the run ends
   int width = 16;                            ///< of the run id in progress lines
   TunedSetting adamw = default_setting("adamw");  ///< DiLoCo's inner optimizer
 
@@ -348,11 +330,10 @@ struct LocalRuns {
                    s.compression.gathers() ? message("compression ", s.compression.label(), "\n") : "",
                    s.curve ? "curve per epoch\n" : "");
   }
-  /// The run's records labelled into the stage's metrics.jsonl, and its epochs on stdout.
-  [[nodiscard]] train::Metrics metrics(const std::string& run) const {
+  /// The run's records labelled into its folder's metrics.jsonl, and its epochs on stdout.
+  [[nodiscard]] train::Metrics records(const std::string& run, const std::filesystem::path& folder) const {
     train::Metrics m;
-    if (jsonl == nullptr) return m;
-    m.add(std::make_shared<RunLabel>(run, jsonl));
+    m.add(std::make_shared<RunLabel>(run, std::make_shared<train::JsonLinesSink>(folder / "metrics.jsonl", true)));
     m.add(std::make_shared<EpochLines>(run, epochs));
     return m;
   }
@@ -388,49 +369,62 @@ struct LocalRuns {
     return h;
   }
 
-  /// One LocalTrainer run of `s` in `folder`: the finished run of the same stamp in one of
-  /// `earlier` (another stage's folders) or in `folder` when there is one, else trained (resuming
-  /// a cut run). The row is saved in the folder it ran in and gets a `source` cell. A spec with
-  /// fewer planned rounds than its min_rounds is not run: its row has status "skipped". Collective
-  /// over `comm`: every rank calls it, and only rank 0's row holds the results.
-  template <local::Communicator Comm>
-  [[nodiscard]] Row run(const LocalSpec& s, const std::filesystem::path& folder, Comm& comm,
-                        const std::vector<std::filesystem::path>& earlier = {}) const {
-    const bool root = comm.rank() == 0;
+  /// The row of `job` without training: the finished run of the same stamp in one of its
+  /// `earlier` folders (another stage's) or in its own folder, with a `source` cell saying where;
+  /// or, for a spec with fewer planned rounds than its min_rounds, a row of status "skipped".
+  /// Nothing when the run must train.
+  [[nodiscard]] std::optional<Row> lookup(const LocalJob& job) const {
+    const LocalSpec& s = job.spec;
     const std::string text = stamp(s);
-    for (const auto& other : earlier)
-      if (auto done = finished_on_root(RunFolder(other, text), comm)) {
-        if (root)
-          std::printf("  %-*s found in %s: test acc %s%%\n", width, s.id.c_str(), other.c_str(),
-                      percent(done->number("test_accuracy")).c_str());
+    for (const auto& other : job.earlier)
+      if (auto done = RunFolder(other, text).finished()) {
+        std::printf("  %-*s found in %s: test acc %s%%\n", width, s.id.c_str(), other.c_str(),
+                    percent(done->number("test_accuracy")).c_str());
         (*done)["source"] = other.string();
-        return *done;
+        return done;
       }
-    const RunFolder slot(folder, text);
-    if (auto done = finished_on_root(slot, comm)) {
-      if (root) std::printf("  %-*s done before: test acc %s%%\n", width, s.id.c_str(), percent(done->number("test_accuracy")).c_str());
-      (*done)["source"] = folder.string();
-      return *done;
+    if (auto done = RunFolder(job.folder, text).finished()) {
+      std::printf("  %-*s done before: test acc %s%%\n", width, s.id.c_str(), percent(done->number("test_accuracy")).c_str());
+      (*done)["source"] = job.folder.string();
+      return done;
     }
+    const LocalPlan plan = plan_run(s, s.diloco ? adamw.lr : inner.lr, shard(s).first, epochs);
+    if (plan.rounds >= static_cast<std::int64_t>(s.min_rounds)) return std::nullopt;
+    std::printf("  %-*s skipped: %lld rounds < %zu\n", width, s.id.c_str(), static_cast<long long>(plan.rounds), s.min_rounds);
+    Row row = spec_columns(s, plan);
+    row.set({status_cell(train::Status::skipped),
+             {"steps", message(plan.steps)},
+             {"source", "not run"},
+             {"message", message(plan.rounds, " rounds < ", s.min_rounds)}});
+    return row;
+  }
 
-    // The shards fix the steps per epoch, hence the rounds a cell would get: they are drawn here,
-    // as LocalTrainer draws them, so that a cell too sparse to run costs nothing.
-    data::Shards shards = data::iid_shards(prepared.train.fine, s.k, s.seed);
-    std::size_t largest = 0;
-    for (const auto& shard : shards) largest = std::max(largest, shard.size());
-    const auto steps_per_epoch = static_cast<std::int64_t>((largest + local_batch_size - 1) / local_batch_size);
+  /// The rows of `jobs` in their order on every rank: each looked up (`lookup`), or trained by
+  /// one of the job's rank groups (study::Work) with its workers spread over the group's ranks.
+  /// A one-worker run cannot be spread: it trains in the group's first process alone.
+  [[nodiscard]] std::vector<Row> run_all(Work& work, const std::vector<LocalJob>& jobs) const {
+    std::vector<Job> list;
+    for (const auto& j : jobs) list.push_back({j.spec.id, j.folder});
+    return work.run(
+        list, [&](std::size_t i) { return lookup(jobs[i]); },
+        [&](std::size_t i, GroupComm& group) {
+          if (jobs[i].spec.k > 1 && group.ranks() > 1) return train(jobs[i].spec, jobs[i].folder, group);
+          local::InProcess alone;
+          return group.rank() == 0 ? train(jobs[i].spec, jobs[i].folder, alone) : Row();
+        },
+        metrics);
+  }
+
+  /// Trains `s` in `folder` (resuming a cut run of the same stamp), collectively over `comm`:
+  /// every rank trains its share of the workers, rank 0 writes the folder; its row holds the results.
+  template <local::Communicator Comm>
+  [[nodiscard]] Row train(const LocalSpec& s, const std::filesystem::path& folder, Comm& comm) const {
+    const RunFolder slot(folder, stamp(s));
+    auto sharded = shard(s);
+    const std::int64_t steps_per_epoch = sharded.first;
+    data::Shards shards = std::move(sharded.second);
     const LocalPlan plan = plan_run(s, s.diloco ? adamw.lr : inner.lr, steps_per_epoch, epochs);
     Row row = spec_columns(s, plan);
-    if (plan.rounds < static_cast<std::int64_t>(s.min_rounds)) {
-      if (root)
-        std::printf("  %-*s skipped: %lld rounds < %zu\n", width, s.id.c_str(), static_cast<long long>(plan.rounds), s.min_rounds);
-      row.set({status_cell(train::Status::skipped),
-               {"steps", message(plan.steps)},
-               {"source", "not run"},
-               {"message", message(plan.rounds, " rounds < ", s.min_rounds)}});
-      return row;
-    }
-
     nn::LeNet5<float> model(model_options(prepared.info, s.seed));
     const optim::Sgdm optimizer(model.parameters(), {.lr = inner.lr, .momentum = inner.momentum, .weight_decay = inner.weight_decay});
     const local::LocalOptions options{.workers = s.k,
@@ -456,6 +450,15 @@ struct LocalRuns {
   }
 
  private:
+  /// The shards of `s` as LocalTrainer draws them, and the steps per epoch they give: they fix
+  /// the rounds a cell would get, so a cell too sparse to run is known before it costs anything.
+  [[nodiscard]] std::pair<std::int64_t, data::Shards> shard(const LocalSpec& s) const {
+    data::Shards shards = data::iid_shards(prepared.train.fine, s.k, s.seed);
+    std::size_t largest = 0;
+    for (const auto& part : shards) largest = std::max(largest, part.size());
+    return {static_cast<std::int64_t>((largest + local_batch_size - 1) / local_batch_size), std::move(shards)};
+  }
+
   template <class Trainer, class Comm>
   [[nodiscard]] Row train_and_report(const LocalSpec& s, const RunFolder& slot, const LocalPlan& plan, Row row, Trainer& trainer,
                                      Comm& comm) const {
@@ -476,8 +479,9 @@ struct LocalRuns {
     Curve curve(trainer, prepared.test, normalizer, static_cast<double>(std::min<std::size_t>(static_cast<std::size_t>(threads), s.k)));
     const train::RunData sets{nullptr, &prepared.validation, &prepared.test, normalizer};
     const train::LocalRunOptions run_options{.epochs = epochs, .out = slot.path(), .resume = true};
-    const train::RunResult result = s.curve ? train::run_local(trainer, make_local_schedule(plan), sets, run_options, metrics(s.id), curve)
-                                            : train::run_local(trainer, make_local_schedule(plan), sets, run_options, metrics(s.id));
+    const train::Metrics sinks = root ? records(s.id, slot.path()) : train::Metrics();
+    const train::RunResult result = s.curve ? train::run_local(trainer, make_local_schedule(plan), sets, run_options, sinks, curve)
+                                            : train::run_local(trainer, make_local_schedule(plan), sets, run_options, sinks);
     const local::CommunicationCost& communication = trainer.communication();
     row.set({status_cell(result.status),
              {"epochs", message(result.epochs_done)},

@@ -4,6 +4,8 @@
 // checkpoint, and a run of another configuration is started again instead of being resumed.
 #pragma once
 
+#include <unistd.h>
+
 #include <cmath>
 #include <cstddef>
 #include <exception>
@@ -182,18 +184,27 @@ class RunFolder {
     return read_row(result_file());
   }
   /// Makes the folder ready for the run: keeps a cut run of this stamp (to resume), removes
-  /// anything else, and writes the stamp.
+  /// anything else, and writes the stamp. Each claim adds a line to attempts.txt (how it started,
+  /// the host, the process and its parent: the launcher of an MPI job), so a folder shows who
+  /// trained it and how often, which matters when jobs share a work folder.
   Start claim() const {
     namespace fs = std::filesystem;
+    Start start = Start::resume;
     if (same_configuration()) {
       fs::remove(result_file());  // a stale result would claim the run finished
-      return Start::resume;
+    } else {
+      const bool replaced = fs::exists(folder_) && !fs::is_empty(folder_);
+      fs::remove_all(folder_);
+      fs::create_directories(folder_);
+      io::write_text(folder_ / "stamp.txt", stamp_, "RunFolder");
+      start = replaced ? Start::replaced : Start::fresh;
     }
-    const bool replaced = fs::exists(folder_) && !fs::is_empty(folder_);
-    fs::remove_all(folder_);
-    fs::create_directories(folder_);
-    io::write_text(folder_ / "stamp.txt", stamp_, "RunFolder");
-    return replaced ? Start::replaced : Start::fresh;
+    char host[256] = {};
+    ::gethostname(host, sizeof host - 1);
+    io::AppendFile attempts(folder_ / "attempts.txt", false, "RunFolder");
+    attempts.append_line(message(to_string(start), " host ", host, " pid ", ::getpid(), " parent ", ::getppid()));
+    attempts.sync();
+    return start;
   }
   /// Saves the result row with `header`'s columns: the mark that the work finished (under this
   /// stamp, written again in case the folder was never claimed).

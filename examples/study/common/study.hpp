@@ -257,6 +257,16 @@ inline void apply_environment(Config& config) {
                                {.validation_ratio = config.scale.validation_ratio, .seed = config.seed}, loaded_from_cache);
 }
 
+/// The prepared data on every rank of `comm`: rank 0 prepares (and caches) it first, then the
+/// others read the cache, or prepare their own where they do not share rank 0's file system.
+template <class Comm>
+[[nodiscard]] data::PreparedData prepare_data(const Config& config, Comm& comm) {
+  if (comm.rank() != 0) comm.barrier();
+  data::PreparedData prepared = prepare_data(config);
+  if (comm.rank() == 0) comm.barrier();
+  return prepared;
+}
+
 /// A markdown table (GitHub style) with a header row.
 [[nodiscard]] inline std::string markdown_table(const std::vector<std::string>& header,
                                                 const std::vector<std::vector<std::string>>& rows) {

@@ -20,6 +20,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <exception>
 #include <filesystem>
 #include <random>
 #include <type_traits>
@@ -296,7 +297,18 @@ inline void save_data(const std::filesystem::path& folder, const PreparedData& d
     }
   }
   PreparedData data = prepare_data(source, split);
-  save_data(folder, data);
+  try {
+    save_data(folder, data);
+  } catch (const std::exception&) {
+    // Another process preparing the same cache (a second job on a shared work folder) may have
+    // swapped its folder in meanwhile: its cache then holds these very arrays, and all is well.
+    const std::exception_ptr failure = std::current_exception();
+    try {
+      (void)load_data(folder, fp, split);
+    } catch (const std::exception&) {
+      std::rethrow_exception(failure);
+    }
+  }
   if (loaded) *loaded = false;
   return data;
 }
