@@ -16,10 +16,10 @@
 // Checkpoints and a result.csv per run go to <work>/stage5_localsgd/<run>/: a re-run reuses
 // finished runs and resumes a cut one from its last epoch; stage 6 reuses the runs it shares.
 //
-// Under an MPI launcher the same program trains each multi-worker run across the ranks (built
-// with MPI):  mpirun -np 2 stage5_localsgd --threads 1
-// every rank hosts a block of the K workers; rank 0 alone reads and writes files, runs the
-// one-worker batch-B runs and draws the tables.
+// Under an MPI launcher (built with MPI) the runs are spread over the job's rank groups
+// (study::Work): `mpirun -np 4 stage5_localsgd --threads 1` trains four runs at a time, and
+// `--ranks-per-run 2` spreads each cell's K workers over two ranks; rank 0 alone writes files
+// and draws the tables.
 #include "stages.hpp"
 #include "study_cli.hpp"
 

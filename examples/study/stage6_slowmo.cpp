@@ -12,7 +12,7 @@
 //
 // Writes <results>/stage6_slowmo/: metrics.jsonl, summary.csv, table.md, findings.csv and
 // slowmo.png (tools/plot_bars.py); checkpoints and a result.csv per run in <work>/stage6_slowmo/<run>/.
-// Like stage 5, it runs unchanged under an MPI launcher (`mpirun -np 2 stage6_slowmo --threads 1`).
+// Like every stage, it spreads its runs over the rank groups of an MPI job (`mpirun -np 2 stage6_slowmo --threads 1`).
 #include "stages.hpp"
 #include "study_cli.hpp"
 

@@ -9,7 +9,7 @@
 //
 // Writes <results>/stage7_diloco/: metrics.jsonl, summary.csv, time_to_accuracy.csv, table.md,
 // findings.csv and time_to_accuracy.png; checkpoints and a result.csv per run in
-// <work>/stage7_diloco/<run>/. It runs unchanged under an MPI launcher, as stages 5 and 6 do.
+// <work>/stage7_diloco/<run>/. Under an MPI launcher its runs spread over the job's rank groups, as every stage's do.
 #include "stages.hpp"
 #include "study_cli.hpp"
 

@@ -4,7 +4,9 @@
 #      list) loses rank 2 (SIGKILL) in the middle of stage 5: mpirun ends the job naming the rank,
 #      the stage is not marked done, and the same command launched again finishes the study;
 #   2. `mpirun -np 2 reproduce --ranks-per-run 2` spreads every LocalSGD cell's workers over 2 ranks;
-#   3. two jobs of 2 groups started together on one --shared-work folder (each with its own
+#   3. with no disk shared between rank 0 and the other groups (their own --work: an MPMD launch),
+#      every run the others train reaches rank 0's work folder with its result and checkpoint;
+#   4. two jobs of 2 groups started together on one --shared-work folder (each with its own
 #      results) train every run once between them (every run folder's attempts.txt has one line),
 #      and both train some of them.
 # Every summary cell of every stage equals the one-process run's (compare_results.py).
@@ -61,7 +63,24 @@ if [[ " ${stages[*]} " == *" stage5_localsgd "* ]]; then
 fi
 /usr/bin/python3 "$compare" "$work/one/results" "$work/spread/results" "${stages[@]}"
 
-# 3. Two jobs of 2 groups each, started together on one shared work folder.
+# 3. Rank 0 and the two other groups on different work folders, as on hosts without a shared disk.
+"${mpi[@]}" -np 1 "$bin/reproduce" "${common[@]}" --results "$work/apart/results" --work "$work/apart/rank0" : \
+  -np 2 "$bin/reproduce" "${common[@]}" --results "$work/apart/results" --work "$work/apart/others" \
+  >"$work/apart.log" 2>&1 || fail "the job without a shared disk failed:" "$work/apart.log"
+/usr/bin/python3 "$compare" "$work/one/results" "$work/apart/results" "${stages[@]}"
+travelled=0
+while IFS= read -r result; do
+  run=${result%/result.csv}
+  mine=$work/apart/rank0/${run#"$work/apart/others/"}
+  cmp -s "$result" "$mine/result.csv" || fail "$run: its result did not reach rank 0's work folder"
+  checkpoint=$(cd "$run" && find . -name '*.npz' | sort | tail -1)
+  [[ -z $checkpoint ]] || cmp -s "$run/$checkpoint" "$mine/$checkpoint" || fail "$run: its checkpoint $checkpoint did not reach rank 0"
+  travelled=$((travelled + 1))
+done < <(find "$work/apart/others" -mindepth 3 -maxdepth 3 -name result.csv)
+((travelled > 0)) || fail "the other groups trained nothing" "$work/apart.log"
+echo "without a shared disk: $travelled runs trained by the other groups reached rank 0 with their checkpoints"
+
+# 4. Two jobs of 2 groups each, started together on one shared work folder.
 shared=("${mpi[@]}" -np 2 "$bin/reproduce" "${common[@]}" --shared-work --work "$work/shared/work")
 "${shared[@]}" --results "$work/shared/a" >"$work/shared-a.log" 2>&1 &
 job_a=$!

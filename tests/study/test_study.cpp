@@ -1,11 +1,15 @@
 // The study's shared machinery: run folders (reuse, redo, resume), CSV rows, tables, the
 // run-labelling sink, stage markers, the cached data preparation, findings and their verdicts,
-// stage 3's best setting as later stages read it, and the plan of a scale.
+// stage 3's best setting as later stages read it, the plan of a scale, and the work list that
+// spreads a stage's runs (in one process here; tests/study/study_mpi.sh runs it under mpirun).
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -15,6 +19,7 @@
 #include "common/runs.hpp"
 #include "common/sinks.hpp"
 #include "common/study.hpp"
+#include "common/work.hpp"
 #include "distopt/train/metrics.hpp"
 #include "../support/files.hpp"
 
@@ -38,6 +43,11 @@ TEST_CASE("run folder: a finished run is reused, a changed configuration is redo
   CHECK_FALSE(first.finished());
   CHECK(first.claim() == RunFolder::Start::resume);
   CHECK(fs::exists(folder / "checkpoint.bin"));
+  // Every claim is an attempt on record: how it started, where, by which process.
+  const std::string attempts = distopt::io::read_text(folder / "attempts.txt");
+  CHECK(attempts.rfind("fresh host ", 0) == 0);
+  CHECK(attempts.find("\nresume host ") != std::string::npos);
+  CHECK(std::count(attempts.begin(), attempts.end(), '\n') == 2);
 
   first.finish(result);
   const auto again = RunFolder(folder, "lr 0.1\n").finished();
@@ -52,6 +62,7 @@ TEST_CASE("run folder: a finished run is reused, a changed configuration is redo
   CHECK_FALSE(fs::exists(folder / "checkpoint.bin"));
   CHECK_FALSE(fs::exists(folder / "result.csv"));
   CHECK(distopt::io::read_text(folder / "stamp.txt") == "lr 0.2\n");
+  CHECK(distopt::io::read_text(folder / "attempts.txt").rfind("replaced host ", 0) == 0);  // a new folder, a new record
   CHECK_FALSE(RunFolder(folder, "lr 0.1\n").finished());
 
   // A damaged result is not a finished run.
@@ -279,4 +290,119 @@ TEST_CASE("the plan of a scale counts the runs the stages make", "[study][plan]"
     if (p.stage == "stage4_large_batch") CHECK(p.train_images == Approx(20.0 * 5 * 24'000));
   const study::Throughput t{.train = 10'000, .eval = 30'000};
   CHECK(study::estimated_seconds(plans[0], t) == Approx(3 * 24'000 / 10'000.0 + (3 * 6'000 + 10'000) / 30'000.0));
+  // Stage 3's two work lists: the search (8 trials), then the retrains (4, longer); one run's
+  // share of the stage never takes less than its longest run, and more groups never take longer.
+  for (const auto& p : plans)
+    if (p.stage == "stage3_centralized") {
+      REQUIRE(p.lists.size() == 2);
+      CHECK(p.lists[0].size() == 8);
+      CHECK(p.lists[1].size() == 4);
+      const double one = study::estimated_seconds(p, t, 1), four = study::estimated_seconds(p, t, 4);
+      const double search = p.lists[0][0].train / t.train + p.lists[0][0].eval / t.eval;
+      const double retrain = p.lists[1][0].train / t.train + p.lists[1][0].eval / t.eval;
+      CHECK(one == Approx(8 * search + 4 * retrain));
+      CHECK(four == Approx(2 * search + retrain));  // each group: two trials, then one retrain
+      CHECK(study::estimated_seconds(p, t, 64) == Approx(search + retrain));
+    }
+}
+
+TEST_CASE("estimated_seconds deals a work list's runs to the group free first", "[study][plan]") {
+  study::StagePlan p{.stage = "s"};
+  for (const double seconds : {3.0, 1.0, 1.0, 1.0, 2.0}) p.lists.back().push_back({.train = seconds, .eval = 0});
+  p.next_list();
+  p.lists.back().push_back({.train = 4.0, .eval = 0});
+  const study::Throughput t{.train = 1, .eval = 1};
+  CHECK(study::estimated_seconds(p, t, 1) == Approx(8 + 4));
+  // Two groups: 3 | 1, 1, 1; the 2 goes to the first free (both at 3): the list ends at 5.
+  CHECK(study::estimated_seconds(p, t, 2) == Approx(5 + 4));
+  // Three: 3 | 1, then 1 | 1, then the 2 on the one free at 1: the list ends at 3.
+  CHECK(study::estimated_seconds(p, t, 3) == Approx(3 + 4));
+}
+
+TEST_CASE("a run's lock is held by one holder at a time and dropped with it", "[study][work]") {
+  const test_support::TempDir dir("study-lock");
+  const fs::path file = dir / "run.lock";
+  std::optional<study::FileLock> first = study::FileLock::try_acquire(file);
+  REQUIRE(first);
+  CHECK_FALSE(study::FileLock::try_acquire(file));  // another open file: another holder, even in this process
+  first.reset();
+  CHECK(study::FileLock::try_acquire(file));
+}
+
+TEST_CASE("a work message that ends early is an error naming the field and offset", "[study][work]") {
+  study::Message m;
+  m.put(Row{{"run", "a"}, {"status", "completed"}});
+  study::Message whole(m.bytes());
+  CHECK(whole.row("row") == Row{{"run", "a"}, {"status", "completed"}});
+  std::vector<std::uint8_t> cut = m.bytes();
+  cut.resize(cut.size() - 3);
+  study::Message broken(cut);
+  CHECK_THROWS_WITH(broken.row("row"), Catch::Contains("row at offset") && Catch::Contains("claims"));
+  study::Message empty;
+  CHECK_THROWS_WITH(empty.number("job"), Catch::Contains("job at offset 0 runs past its end"));
+}
+
+TEST_CASE("a work list in one process: rows in job order, finished runs looked up, metrics appended", "[study][work]") {
+  const test_support::TempDir dir("study-work");
+  const std::vector<study::Job> jobs = {{"a", dir / "a"}, {"b", dir / "b"}, {"c", dir / "c"}};
+  std::vector<std::size_t> trained;
+  study::Work work;
+  CHECK(work.root());
+  CHECK(work.groups() == 1);
+  const auto rows = work.run(
+      jobs,
+      [&](std::size_t i) -> std::optional<Row> {
+        if (i == 1) return Row{{"run", "b"}, {"source", "found"}};
+        return std::nullopt;
+      },
+      [&](std::size_t i, study::GroupComm& group) {
+        CHECK(group.ranks() == 1);
+        trained.push_back(i);
+        distopt::io::write_text(jobs[i].folder / "metrics.jsonl", distopt::message("{\"run\": \"", jobs[i].id, "\"}\n"));
+        return Row{{"run", jobs[i].id}, {"source", "trained"}};
+      },
+      dir / "metrics.jsonl");
+  REQUIRE(rows.size() == 3);
+  CHECK(rows[0].cell("run") == "a");
+  CHECK(rows[1].cell("source") == "found");
+  CHECK(rows[2].cell("source") == "trained");
+  CHECK(trained == std::vector<std::size_t>{0, 2});
+  CHECK(distopt::io::read_text(dir / "metrics.jsonl") == "{\"run\": \"a\"}\n{\"run\": \"c\"}\n");
+}
+
+TEST_CASE("with a shared work folder a locked run waits until everything else is done", "[study][work]") {
+  const test_support::TempDir dir("study-shared");
+  const std::vector<study::Job> jobs = {{"a", dir / "a"}, {"b", dir / "b"}, {"c", dir / "c"}};
+  // Another job holds run a: this one trains b and c first, and a once the other lets it go
+  // without finishing it (a finished run would be looked up under the lock instead).
+  fs::path held_file = jobs[0].folder;
+  held_file += ".lock";
+  std::optional<study::FileLock> held = study::FileLock::try_acquire(held_file);
+  REQUIRE(held);
+  bool finished_elsewhere = false;
+  std::vector<std::size_t> trained;
+  study::Work work({.ranks_per_run = 1, .shared = true});
+  const auto lookup = [&](std::size_t i) -> std::optional<Row> {
+    if (i == 0 && finished_elsewhere) return Row{{"run", "a"}, {"source", "the other job"}};
+    return std::nullopt;
+  };
+  const auto runner = [&](std::size_t i, study::GroupComm&) {
+    trained.push_back(i);
+    if (i == 2) held.reset();  // the other job stops holding a
+    return Row{{"run", jobs[i].id}, {"source", "trained"}};
+  };
+  auto rows = work.run(jobs, lookup, runner, dir / "metrics.jsonl");
+  CHECK(trained == std::vector<std::size_t>{1, 2, 0});
+  CHECK(rows[0].cell("source") == "trained");
+  // Run again with a held and then finished by the other job: looked up, not trained.
+  held = study::FileLock::try_acquire(held_file);
+  trained.clear();
+  const auto finishing_runner = [&](std::size_t i, study::GroupComm&) {
+    trained.push_back(i);
+    if (i == 2) finished_elsewhere = true, held.reset();
+    return Row{{"run", jobs[i].id}, {"source", "trained"}};
+  };
+  rows = work.run(jobs, lookup, finishing_runner, dir / "metrics.jsonl");
+  CHECK(trained == std::vector<std::size_t>{1, 2});
+  CHECK(rows[0].cell("source") == "the other job");
 }

@@ -6,10 +6,9 @@
 // same way: the final global model on the test set. run_training's best-weights rule is never
 // mixed in, so that a difference between two methods is not a difference between test rules.
 //
-// Both stages run in one process or as the ranks of an MPI job (started by mpirun): the runs take
-// a communicator, every rank trains its share of the workers, and rank 0 alone reads and writes
-// the study's files, taking every decision that depends on them (is a run finished? which setting
-// did stage 3 find?) and broadcasting it, so all ranks reach the same collectives.
+// The runs of a stage are one work list (study::Work): in one process one after another, under
+// mpirun over the job's rank groups. Rank 0 decides what is finished (lookup); a group trains the
+// rest, its ranks each hosting a share of the workers, and its first rank writes the run folder.
 #pragma once
 
 #include <algorithm>
