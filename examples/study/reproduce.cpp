@@ -135,8 +135,10 @@ int main(int argc, char** argv) {
   const auto& config = flags.config;
   const std::vector<std::string> args = flags.forwarded();
 
-  // Under mpirun every rank runs this program; rank 0 alone plans, prints and reports.
+  // Under mpirun every rank runs this program; rank 0 alone plans, prints and reports, while the
+  // others wait asleep, so that its throughput probe has the machine to itself.
   const bool root = study_cli::launched_rank() == 0;
+  [[maybe_unused]] const bool mpi = !plan_only && study_cli::MpiSession::active();
   const int groups = std::max(1, study_cli::launched_ranks() / flags.ranks_per_run);
   try {
     for (const std::string* name : {&only, &through})
@@ -152,6 +154,9 @@ int main(int argc, char** argv) {
       std::cout << plan << '\n' << std::flush;
     }
     if (plan_only) return 0;
+#if defined(DISTOPT_STUDY_MPI)
+    if (mpi) distopt::local::MpiCommunicator().barrier();
+#endif
 
     const auto start = std::chrono::steady_clock::now();
     std::vector<std::pair<std::string, double>> times;

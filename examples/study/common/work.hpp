@@ -356,7 +356,7 @@ class Work {
       if (!lock) decision = 1;
       else if (auto found = lookup(i)) decision = 2, o.row = std::move(*found);
     }
-    local::broadcast_value(group_, decision);
+    share_in_group(&decision, 1);
     if (decision == 1) o.busy = true;
     if (decision != 0) return o;
     Row row = runner(i, group_);
@@ -367,6 +367,17 @@ class Work {
     o.metrics = io::read_text_if_exists(metrics, "Work").value_or("");
     if (!options_.shared && !root()) o.files = folder_files(jobs[i].folder);
     return o;
+  }
+
+  /// The group's first rank's `values` on every rank of the group. The others sleep while they
+  /// wait (for a lock, for the coordinator), leaving the cores to the ranks at work.
+  void share_in_group([[maybe_unused]] std::uint64_t* values, [[maybe_unused]] int count) {
+#if defined(DISTOPT_STUDY_MPI)
+    if (!mpi_ || group_.ranks() == 1) return;
+    MPI_Request request{};
+    MPI_Ibcast(values, count, MPI_UINT64_T, 0, group_comm_, &request);
+    wait_for(request);
+#endif
   }
 
   /// Rank 0 keeps the outcome: the row, the metrics appended to the stage's file, and the files of
@@ -471,11 +482,7 @@ class Work {
         wait_for(sent);
         wait_for(received);
       }
-      if (group_.ranks() > 1) {
-        MPI_Request shared{};
-        MPI_Ibcast(assignment, 2, MPI_UINT64_T, 0, group_comm_, &shared);
-        wait_for(shared);
-      }
+      share_in_group(assignment, 2);
       if (assignment[0] == 0) break;
       last = execute(jobs, static_cast<std::size_t>(assignment[0] - 1), assignment[1] != 0, lookup, runner);
     }
