@@ -163,17 +163,19 @@ void stage(const study::Config& config, study::LrRule rule, study::Work& work) {
 
   // The second work list: the best setting's further seeds and the other inner-buffer strategies.
   jobs.clear();
-  std::vector<study::LocalSpec> second_specs;
-  std::vector<std::size_t> second_jobs, second_seeds;
-  for (std::size_t i = 1; i < scale.seeds; ++i) second_specs.push_back(slowmo_spec(best_alpha, best_beta, local::InnerBuffers::maintain, i)), second_seeds.push_back(i);
-  second_specs.push_back(slowmo_spec(best_alpha, best_beta, local::InnerBuffers::reset, 0)), second_seeds.push_back(0);
-  second_specs.push_back(slowmo_spec(best_alpha, best_beta, local::InnerBuffers::average, 0)), second_seeds.push_back(0);
-  for (const auto& s : second_specs) second_jobs.push_back(is_alias(s) ? none : add(s, false));
+  std::vector<std::pair<study::LocalSpec, std::size_t>> second_specs;  ///< with their seed's index
+  for (std::size_t i = 1; i < scale.seeds; ++i)
+    second_specs.emplace_back(slowmo_spec(best_alpha, best_beta, local::InnerBuffers::maintain, i), i);
+  second_specs.emplace_back(slowmo_spec(best_alpha, best_beta, local::InnerBuffers::reset, 0), 0);
+  second_specs.emplace_back(slowmo_spec(best_alpha, best_beta, local::InnerBuffers::average, 0), 0);
+  std::vector<std::size_t> second_jobs;
+  for (const auto& spec : second_specs) second_jobs.push_back(is_alias(spec.first) ? none : add(spec.first, false));
   const std::vector<Row> second = ctx.run_all(work, jobs);
   if (!root) return;  // the rest is rank 0's: tables and plots
 
   std::vector<Row> slowmo = grid;  // every SlowMo run (or alias): the grid, the further seeds, reset, average
-  for (std::size_t j = 0; j < second_specs.size(); ++j) slowmo.push_back(slowmo_row(second_specs[j], second, second_jobs[j], second_seeds[j]));
+  for (std::size_t j = 0; j < second_specs.size(); ++j)
+    slowmo.push_back(slowmo_row(second_specs[j].first, second, second_jobs[j], second_specs[j].second));
   std::vector<Row> best_rows{grid[best]};
   for (std::size_t i = 1; i < scale.seeds; ++i) best_rows.push_back(slowmo[grid.size() + i - 1]);
   const std::vector<Row> strategies = {slowmo[slowmo.size() - 2], grid[best], slowmo.back()};
