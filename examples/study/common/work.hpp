@@ -325,7 +325,8 @@ class Work {
 
  private:
   /// What a group reports about a job: busy (another job holds its lock), or its row with the
-  /// run's metrics and, when rank 0 does not share the group's disk, its folder's files.
+  /// run's metrics and, unless the work folder is shared or the group is rank 0's, every file of
+  /// its run folder (rank 0 may be on another disk).
   struct Outcome {
     std::size_t job = 0;
     bool busy = false;
@@ -349,16 +350,20 @@ class Work {
     o.job = i;
     const bool leader = group_.rank() == 0;
     std::optional<FileLock> lock;
-    // 0: train; 1: busy; 2: found
-    std::uint64_t decision = 0;
+    enum Decision : std::uint64_t { train, busy, found };
+    std::uint64_t decision = train;
     if (leader && options_.shared) {
       lock = wait ? std::optional<FileLock>(FileLock::wait(lock_file(jobs[i]))) : FileLock::try_acquire(lock_file(jobs[i]));
-      if (!lock) decision = 1;
-      else if (auto found = lookup(i)) decision = 2, o.row = std::move(*found);
+      if (!lock) {
+        decision = busy;
+      } else if (auto row = lookup(i)) {
+        decision = found;
+        o.row = std::move(*row);
+      }
     }
     share_in_group(&decision, 1);
-    if (decision == 1) o.busy = true;
-    if (decision != 0) return o;
+    o.busy = decision == busy;
+    if (decision != train) return o;
     Row row = runner(i, group_);
     if (!leader) return o;
     o.row = std::move(row);
