@@ -1,11 +1,11 @@
 // The whole study, stage after stage: what ./scripts/run runs. Each stage is a program of its own
 // (examples/study/stage*.cpp, built beside this one), which reproduce starts in turn; under mpirun
 // it calls their entry points in its own process instead, so that one MPI job runs every stage
-// over its rank groups. A stage a previous run completed
-// for the same configuration is skipped, and one that was interrupted continues from its
-// checkpoints, so an interrupted `reproduce` picks up where it stopped. Before it starts it prints
-// the plan of the chosen scale (runs, images, estimated time from a throughput probe); at the
-// end it writes <results>/REPORT.md, opening with the findings table the stages computed.
+// over its rank groups. A stage a previous run completed for the same configuration is skipped,
+// and one that was interrupted continues from its checkpoints, so an interrupted `reproduce`
+// picks up where it stopped. Before it starts it prints the plan of the chosen scale (runs,
+// images, estimated time from a throughput probe); at the end it writes <results>/REPORT.md,
+// opening with the findings table the stages computed.
 #include "stages.hpp"
 #include "study_cli.hpp"
 
@@ -59,7 +59,8 @@ const std::vector<Stage> stages = {
 int run(const Stage& stage, const std::vector<std::string>& args) {
   std::cout << std::flush;
   if (study_cli::launched_ranks() == 0) {
-    std::vector<std::string> command{(fs::canonical("/proc/self/exe").parent_path() / stage.name).string()};
+    static const fs::path here = fs::canonical("/proc/self/exe").parent_path();
+    std::vector<std::string> command{(here / stage.name).string()};
     command.insert(command.end(), args.begin(), args.end());
     try {
       return study::run_program(command);

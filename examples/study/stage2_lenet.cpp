@@ -76,24 +76,24 @@ void run(const study::Config& config, const Options& o, study::Work& work) {
   const study::CentralRuns runs{config, prepared, config.work / "stage2_lenet", results / "metrics.jsonl"};
   if (work.root())
     std::printf("%s, %zu parameters, %zu train / %zu validation / %zu test images, %d threads\n",
-              study::model_label(prepared.info).c_str(),
-              static_cast<std::size_t>(distopt::nn::LeNet5<float>(study::model_options(prepared.info, 0)).parameters().num_parameters()),
-              prepared.train.size(), prepared.validation.size(), prepared.test.size(), distopt::parallel::max_threads());
+                study::model_label(prepared.info).c_str(),
+                static_cast<std::size_t>(distopt::nn::LeNet5<float>(study::model_options(prepared.info, 0)).parameters().num_parameters()),
+                prepared.train.size(), prepared.validation.size(), prepared.test.size(), distopt::parallel::max_threads());
 
   std::vector<study::CentralSpec> specs;
   for (std::size_t i = 0; i < o.seeds; ++i) {
     const std::uint64_t seed = config.seed_of(i);
     if (work.root()) save_initial_weights(prepared.info, seed, results / message("init_seed", seed, ".npz"));
     specs.push_back({.id = message("sgdm-bs", o.batch_size, "-lr", format_number(o.lr), "-seed", seed),
-                                  .optimizer = "sgdm",
-                                  .lr = o.lr,
-                                  .weight_decay = o.weight_decay,
-                                  .momentum = o.momentum,
-                                  .batch_size = o.batch_size,
-                                  .epochs = epochs,
-                                  .patience = 0,
-                                  .schedule = schedule,
-                                  .seed = seed});
+                     .optimizer = "sgdm",
+                     .lr = o.lr,
+                     .weight_decay = o.weight_decay,
+                     .momentum = o.momentum,
+                     .batch_size = o.batch_size,
+                     .epochs = epochs,
+                     .patience = 0,
+                     .schedule = schedule,
+                     .seed = seed});
   }
   const std::vector<study::Row> rows = runs.run_all(work, specs);
   if (!work.root()) return;  // the rest is rank 0's: tables and plots

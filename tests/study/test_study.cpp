@@ -344,7 +344,7 @@ TEST_CASE("a work message that ends early is an error naming the field and offse
 
 TEST_CASE("a work list in one process: rows in job order, finished runs looked up, metrics appended", "[study][work]") {
   const test_support::TempDir dir("study-work");
-  const std::vector<study::Job> jobs = {{"a", dir / "a"}, {"b", dir / "b"}, {"c", dir / "c"}};
+  const std::vector<study::Job> jobs = {{dir / "a"}, {dir / "b"}, {dir / "c"}};
   std::vector<std::size_t> trained;
   study::Work work;
   CHECK(work.root());
@@ -358,8 +358,8 @@ TEST_CASE("a work list in one process: rows in job order, finished runs looked u
       [&](std::size_t i, study::GroupComm& group) {
         CHECK(group.ranks() == 1);
         trained.push_back(i);
-        distopt::io::write_text(jobs[i].folder / "metrics.jsonl", distopt::message("{\"run\": \"", jobs[i].id, "\"}\n"));
-        return Row{{"run", jobs[i].id}, {"source", "trained"}};
+        distopt::io::write_text(jobs[i].folder / "metrics.jsonl", distopt::message("{\"run\": \"", jobs[i].folder.filename().string(), "\"}\n"));
+        return Row{{"run", jobs[i].folder.filename().string()}, {"source", "trained"}};
       },
       dir / "metrics.jsonl");
   REQUIRE(rows.size() == 3);
@@ -372,7 +372,7 @@ TEST_CASE("a work list in one process: rows in job order, finished runs looked u
 
 TEST_CASE("with a shared work folder a locked run waits until everything else is done", "[study][work]") {
   const test_support::TempDir dir("study-shared");
-  const std::vector<study::Job> jobs = {{"a", dir / "a"}, {"b", dir / "b"}, {"c", dir / "c"}};
+  const std::vector<study::Job> jobs = {{dir / "a"}, {dir / "b"}, {dir / "c"}};
   // Another job holds run a: this one trains b and c first, and a once the other lets it go
   // without finishing it (a finished run would be looked up under the lock instead).
   fs::path held_file = jobs[0].folder;
@@ -389,7 +389,7 @@ TEST_CASE("with a shared work folder a locked run waits until everything else is
   const auto runner = [&](std::size_t i, study::GroupComm&) {
     trained.push_back(i);
     if (i == 2) held.reset();  // the other job stops holding a
-    return Row{{"run", jobs[i].id}, {"source", "trained"}};
+    return Row{{"run", jobs[i].folder.filename().string()}, {"source", "trained"}};
   };
   auto rows = work.run(jobs, lookup, runner, dir / "metrics.jsonl");
   CHECK(trained == std::vector<std::size_t>{1, 2, 0});
@@ -400,7 +400,7 @@ TEST_CASE("with a shared work folder a locked run waits until everything else is
   const auto finishing_runner = [&](std::size_t i, study::GroupComm&) {
     trained.push_back(i);
     if (i == 2) finished_elsewhere = true, held.reset();
-    return Row{{"run", jobs[i].id}, {"source", "trained"}};
+    return Row{{"run", jobs[i].folder.filename().string()}, {"source", "trained"}};
   };
   rows = work.run(jobs, lookup, finishing_runner, dir / "metrics.jsonl");
   CHECK(trained == std::vector<std::size_t>{1, 2});

@@ -127,7 +127,7 @@ struct CentralRuns {
   /// trained (a cut one resumed) by the job's rank groups (study::Work), one group each.
   [[nodiscard]] std::vector<Row> run_all(Work& work_list, const std::vector<CentralSpec>& specs) const {
     std::vector<Job> jobs;
-    for (const auto& s : specs) jobs.push_back({s.id, work / s.id});
+    for (const auto& s : specs) jobs.push_back({work / s.id});
     return work_list.run(
         jobs, [&](std::size_t i) { return finished(specs[i]); },
         [&](std::size_t i, GroupComm& group) {

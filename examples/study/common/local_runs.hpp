@@ -403,7 +403,7 @@ struct LocalRuns {
   /// A one-worker run cannot be spread: it trains in the group's first process alone.
   [[nodiscard]] std::vector<Row> run_all(Work& work, const std::vector<LocalJob>& jobs) const {
     std::vector<Job> list;
-    for (const auto& j : jobs) list.push_back({j.spec.id, j.folder});
+    for (const auto& j : jobs) list.push_back({j.folder});
     return work.run(
         list, [&](std::size_t i) { return lookup(jobs[i]); },
         [&](std::size_t i, GroupComm& group) {

@@ -26,7 +26,6 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
 #include <deque>
 #include <exception>
 #include <filesystem>
@@ -207,9 +206,8 @@ class Message {
   std::size_t at_ = 0;
 };
 
-/// One training run of a stage's work list: its id (for messages) and its run folder.
+/// One training run of a stage's work list: its run folder (where its lock, metrics and files are).
 struct Job {
-  std::string id;
   std::filesystem::path folder;
 };
 
@@ -381,7 +379,7 @@ class Work {
     if (!mpi_ || group_.ranks() == 1) return;
     MPI_Request request{};
     MPI_Ibcast(values, count, MPI_UINT64_T, 0, group_comm_, &request);
-    wait_for(request);
+    local::wait_sleeping(request);
 #endif
   }
 
@@ -394,28 +392,17 @@ class Work {
     if (!from_root)
       for (const auto& [name, bytes] : o.files) io::write_text(jobs[o.job].folder / name, bytes, "Work: a group's run folder");
     if (!o.metrics.empty()) {
+      // The run's lines, whole lines each (its sink appends one line per record), in one write.
+      std::string_view lines = o.metrics;
+      if (lines.back() == '\n') lines.remove_suffix(1);
       io::AppendFile out(metrics, false, "Work: the stage's metrics");
-      std::string_view text = o.metrics;
-      while (!text.empty()) {
-        const std::size_t end = text.find('\n');
-        out.append_line(text.substr(0, end));
-        text = end == std::string_view::npos ? std::string_view() : text.substr(end + 1);
-      }
+      out.append_line(lines);
       out.sync();
     }
   }
 
 #if defined(DISTOPT_STUDY_MPI)
   static constexpr int request_tag = 1, assign_tag = 2;
-
-  /// Waits for `request` sleeping between polls, so that idle ranks leave the cores to those at work.
-  static void wait_for(MPI_Request& request) {
-    for (int done = 0;;) {
-      MPI_Test(&request, &done, MPI_STATUS_IGNORE);
-      if (done != 0) return;
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-  }
 
   static Message encode(const Outcome& o) {
     Message m;
@@ -484,8 +471,8 @@ class Work {
         MPI_Request sent{}, received{};
         MPI_Isend(request.bytes().data(), static_cast<int>(request.bytes().size()), MPI_BYTE, 0, request_tag, list_comm_, &sent);
         MPI_Irecv(assignment, 2, MPI_UINT64_T, 0, assign_tag, list_comm_, &received);
-        wait_for(sent);
-        wait_for(received);
+        local::wait_sleeping(sent);
+        local::wait_sleeping(received);
       }
       share_in_group(assignment, 2);
       if (assignment[0] == 0) break;
@@ -538,7 +525,7 @@ class Work {
       }
       waiting.push_back(status.MPI_SOURCE);
     }
-    for (auto& r : replies) wait_for(r);
+    for (auto& r : replies) local::wait_sleeping(r);
   }
 #endif
 

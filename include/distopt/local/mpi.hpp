@@ -37,6 +37,16 @@
 
 namespace distopt::local {
 
+/// Waits for a non-blocking MPI operation, sleeping `poll` between tests instead of spinning as a
+/// blocking call does, so that a waiting rank leaves the cores to the ranks at work.
+inline void wait_sleeping(MPI_Request& request, std::chrono::microseconds poll = std::chrono::microseconds(500)) {
+  for (int done = 0;;) {
+    MPI_Test(&request, &done, MPI_STATUS_IGNORE);
+    if (done != 0) return;
+    std::this_thread::sleep_for(poll);
+  }
+}
+
 /// The MPI communicator: one rank per process of `comm` (MPI_COMM_WORLD by default). MPI must be
 /// initialised before and finalised after its lifetime. Errors of MPI calls abort the job
 /// (MPI's default handler), so a rank that dies never leaves the others waiting.
@@ -83,11 +93,7 @@ class MpiCommunicator {
   void barrier(std::chrono::microseconds poll = std::chrono::microseconds(500)) {
     MPI_Request request{};
     MPI_Ibarrier(comm_, &request);
-    for (int done = 0;;) {
-      MPI_Test(&request, &done, MPI_STATUS_IGNORE);
-      if (done != 0) return;
-      std::this_thread::sleep_for(poll);
-    }
+    wait_sleeping(request, poll);
   }
 
   /// Every rank's `bytes`, gathered on rank 0 in rank order (empty elsewhere).
