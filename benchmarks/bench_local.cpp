@@ -98,7 +98,7 @@ void BM_Local_Round(benchmark::State& state) {
   distopt::local::LocalTrainer trainer(model, Sgd(model.parameters(), {.lr = 0.01, .momentum = 0.9, .weight_decay = 4e-4}),
                                        distopt::local::SlowMo({.alpha = 1.0, .beta = 0.5}), training_set(), normalizer(),
                                        {.workers = workers, .local_steps = local_steps, .batch_size = batch, .seed = 1,
-                                        .threads = threads});
+                                        .augmentation = distopt::data::Augmentation{}, .threads = threads});
   const distopt::optim::Schedule schedule = distopt::optim::Constant{0.01};
   (void)trainer.round(schedule);  // warm-up: first touch of every worker's buffers
   const double memory_per_worker = (resident_mb() - memory_before) / static_cast<double>(workers);

@@ -26,7 +26,8 @@
 
 namespace {
 
-using distopt::nn::Images;
+using distopt::nn::Samples;
+using distopt::nn::Targets;
 using distopt::nn::LossStats;
 namespace cifar100 = distopt::data::cifar100;
 
@@ -43,23 +44,23 @@ class SoftmaxRegression {
   }
 
   [[nodiscard]] params_type& parameters() noexcept { return params_; }
-  [[nodiscard]] std::ptrdiff_t num_classes() const noexcept { return layer_.out_features; }
+  [[nodiscard]] const params_type& parameters() const noexcept { return params_; }
+  [[nodiscard]] std::ptrdiff_t output_size() const noexcept { return layer_.out_features; }
+  [[nodiscard]] std::ptrdiff_t input_size() const noexcept { return layer_.in_features; }
 
-  void forward(const Images<float>& x, float* logits) {
+  void forward(const Samples<float>& x, float* logits) {
     layer_.forward(params_.value(weight_).data(), params_.value(bias_).data(), x.data, x.count, logits, 0,
                    layer_.out_features, false, gemm_);
   }
 
-  LossStats evaluate(const Images<float>& x, std::span<const std::int32_t> labels) {
-    return run(x, labels, 0.0, false);
-  }
+  LossStats evaluate(const Samples<float>& x, const Targets& y) { return run(x, y.classes, 0.0, false); }
 
-  LossStats loss_and_gradient(const Images<float>& x, std::span<const std::int32_t> labels, double weight = 1.0) {
-    return run(x, labels, weight, true);
+  LossStats loss_and_gradient(const Samples<float>& x, const Targets& y, double weight = 1.0) {
+    return run(x, y.classes, weight, true);
   }
 
  private:
-  LossStats run(const Images<float>& x, std::span<const std::int32_t> labels, double weight, bool gradient) {
+  LossStats run(const Samples<float>& x, std::span<const std::int32_t> labels, double weight, bool gradient) {
     const std::ptrdiff_t classes = layer_.out_features;
     logits_.resize(static_cast<std::size_t>(x.count * classes));
     d_logits_.resize(logits_.size());
@@ -149,7 +150,7 @@ LossStats evaluate(auto& model, const distopt::data::LabelledImages& data, const
     const std::size_t n = std::min(eval_batch, data.size() - first);
     std::iota(indices.begin(), indices.begin() + static_cast<std::ptrdiff_t>(n), first);
     norm.gather(data, std::span(indices.data(), n), x.data(), labels.data());
-    const auto s = model.evaluate(Images<float>{x.data(), static_cast<std::ptrdiff_t>(n), 3, 32, 32},
+    const auto s = model.evaluate(Samples<float>(distopt::Images<float>{x.data(), static_cast<std::ptrdiff_t>(n), 3, 32, 32}),
                                   std::span<const std::int32_t>(labels.data(), n));
     total.loss += s.loss * static_cast<double>(s.count);
     total.correct1 += s.correct1;
@@ -187,7 +188,7 @@ void train(auto& model, const distopt::data::Cifar100& data, const Normaliser& n
     for (std::size_t first = 0; first < n; first += batch) {
       const std::size_t size = std::min(batch, n - first);
       norm.gather(data.train, std::span(order.data() + first, size), x.data(), labels.data());
-      const Images<float> all{x.data(), static_cast<std::ptrdiff_t>(size), 3, 32, 32};
+      const Samples<float> all(distopt::Images<float>{x.data(), static_cast<std::ptrdiff_t>(size), 3, 32, 32});
       model.parameters().zero_grad();
       for (const auto& micro : distopt::optim::split_batch(static_cast<std::int64_t>(size), s.micro_batch)) {
         const auto st = model.loss_and_gradient(

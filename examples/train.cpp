@@ -1,12 +1,16 @@
-// The command-line trainer: one training run of the study's LeNet-5 on CIFAR-100 (or the synthetic
-// stand-in), with any of the library's optimizers and schedules, checkpoints, resume, metrics in
-// JSON Lines, a one-row summary.csv and, with --plot, a PNG of the curves (tools/plot.py).
+// The command-line trainer: one training run on any data the library reads (CIFAR-100 or its
+// synthetic stand-in, an IDX folder such as Fashion-MNIST or MNIST, or float arrays in an .npz),
+// with LeNet-5 or an MLP, any of the library's optimizers and schedules, checkpoints, resume,
+// metrics in JSON Lines, a one-row summary.csv and, with --plot, a PNG of the curves.
 //
 //   train --synthetic-train 5000 --synthetic-test 1000 --epochs 3 --optimizer sgdm --lr 0.01 --plot
+//   train --data /usr/share/datasets/fashion-mnist --model lenet5-classic --epochs 2
+//   train --data table.npz --model mlp:64,32 --epochs 30 --batch-size 16
 //
 // Everything a run writes goes under --out:
 //   <out>/data/synthetic-<seed>-<n_train>-<n_test>/cifar-100-binary/  the generated data (made once)
-//   <out>/prepared/<data key>-v<validation ratio>/                    split + statistics (data/cache.hpp)
+//   <out>/prepared/<data key>-v<validation ratio>/                    split + statistics (data/cache.hpp;
+//                                                                     images only: arrays are split in memory)
 //   <out>/train/<optimizer>/<batch_size>/<lr>/<weight_decay>/         the run folder: <epoch>.npz
 //                                                                     checkpoints, metrics.jsonl,
 //                                                                     summary.csv, metrics.png
@@ -15,10 +19,14 @@
 // error (one line on stderr), 2 or more for a bad command line (CLI11).
 #include <distopt/core/error.hpp>
 #include <distopt/core/parallel.hpp>
+#include <distopt/data/arrays.hpp>
 #include <distopt/data/cache.hpp>
 #include <distopt/data/cifar.hpp>
+#include <distopt/data/idx.hpp>
+#include <distopt/data/split.hpp>
 #include <distopt/data/synthetic.hpp>
 #include <distopt/nn/lenet5.hpp>
+#include <distopt/nn/sequential.hpp>
 #include <distopt/optim/adamw.hpp>
 #include <distopt/optim/lamb.hpp>
 #include <distopt/optim/lars.hpp>
@@ -27,6 +35,7 @@
 #include "common/plots.hpp"
 #include <distopt/train/checkpoint.hpp>
 #include <distopt/train/metrics.hpp>
+#include <distopt/train/models.hpp>
 #include <distopt/train/run.hpp>
 
 #include <CLI/CLI.hpp>
@@ -63,7 +72,7 @@ struct Config {
   std::string data = "synthetic";
   std::size_t synthetic_train = distopt::data::cifar100::train_records;
   std::size_t synthetic_test = distopt::data::cifar100::test_records;
-  std::string model = "lenet5";
+  std::string model = "auto";
   std::string optimizer = "sgdm";
   double lr = std::nan("");            ///< NaN: the optimizer's default (default_lr)
   double weight_decay = std::nan("");  ///< NaN: the optimizer's default (default_weight_decay)
@@ -79,6 +88,7 @@ struct Config {
   std::size_t accumulation_steps = 0;
   std::size_t patience = 0;
   double validation_ratio = 0.1;
+  std::size_t subset = 0;  ///< train on the first this many samples of the training split (0: all)
   bool no_augmentation = false;
   std::uint64_t seed = 0;
   int threads = 0;
@@ -154,15 +164,15 @@ distopt::optim::Schedule make_schedule(const Config& c, double lr, std::int64_t 
 std::string number(double v) { return format_number(v, 10); }
 
 /// The CIFAR-100 (real or synthetic) the run trains on, and the key its prepared cache is filed under.
-struct Source {
+struct CifarSource {
   distopt::data::Cifar100 data;
   std::string key;
   fs::path folder;
 };
 
-Source load_source(const Config& c, const fs::path& out) {
+CifarSource load_cifar(const Config& c, const fs::path& out) {
   namespace data = distopt::data;
-  Source s;
+  CifarSource s;
   if (c.data != "synthetic") {
     s.folder = c.data;
     s.key = message("cifar100-", c.seed);
@@ -194,6 +204,133 @@ Source load_source(const Config& c, const fs::path& out) {
   return s;
 }
 
+
+/// What the run trains on, whatever its source: the sets as train::run reads them, and what
+/// the summary and the model need to know of them. Built in place (its Sources refer to its own
+/// members), so it never moves.
+struct Problem {
+  std::string kind;                         ///< "images" or "arrays"
+  std::string label;                        ///< the data column of summary.csv
+  std::optional<distopt::data::PreparedData> prepared;  ///< images: split, statistics, cache
+  fs::path prepared_folder;
+  distopt::data::ArrayDataset train, validation, test;  ///< arrays
+  std::optional<distopt::data::FeatureNormalizer> features;
+  distopt::train::RunData sets;
+  distopt::Shape sample;
+  distopt::data::TargetInfo targets;
+  std::size_t n_train = 0, n_validation = 0, n_test = 0;
+};
+
+/// An IDX folder holds train-images-idx3-ubyte (gzipped or not).
+bool idx_folder(const fs::path& folder) {
+  return fs::exists(folder / "train-images-idx3-ubyte.gz") || fs::exists(folder / "train-images-idx3-ubyte");
+}
+
+/// Images: a CIFAR-format folder (or synthetic), or an IDX folder; split, statistics and the
+/// prepared cache as the study makes them.
+void load_images(const Config& c, const fs::path& out, Problem& p) {
+  namespace data = distopt::data;
+  data::ImageDataset source;
+  std::string key;
+  if (c.data != "synthetic" && idx_folder(c.data)) {
+    const bool fashion = fs::path(c.data).filename().string().find("fashion") != std::string::npos;
+    source = data::load_idx_dataset(c.data, fashion ? data::fashion_mnist_info() : data::mnist_info());
+    key = message(source.info.name, "-", c.seed);
+    p.label = c.data;
+  } else {
+    CifarSource s = load_cifar(c, out);
+    source = data::to_dataset(s.data);
+    key = s.key;
+    p.label = c.data == "synthetic" ? s.key : s.folder.string();
+  }
+  const data::SplitOptions split{.validation_ratio = c.validation_ratio, .seed = c.seed};
+  p.prepared_folder = out / "prepared" / message(key, "-v", number(c.validation_ratio));
+  bool cached = false;
+  p.prepared = data::load_or_prepare(p.prepared_folder, source, split, &cached);
+  std::cerr << "prepared: " << (cached ? "loaded " : "wrote ") << p.prepared_folder.string() << "  (" << p.prepared->train.size()
+            << " train, " << p.prepared->validation.size() << " validation, " << p.prepared->test.size() << " test)\n";
+  p.kind = "images";
+  if (c.subset > 0 && c.subset < p.prepared->train.size()) {
+    std::vector<std::size_t> first(c.subset);
+    for (std::size_t i = 0; i < c.subset; ++i) first[i] = i;
+    p.prepared->train = data::subset(p.prepared->train, first);
+  }
+  p.sets = distopt::train::RunData::from(*p.prepared);
+  p.sample = p.prepared->train.sample_shape();
+  p.targets = data::TargetInfo::class_ids(p.prepared->info.classes);
+  p.n_train = p.prepared->train.size(), p.n_validation = p.prepared->validation.size(), p.n_test = p.prepared->test.size();
+}
+
+/// Arrays: x, y (and x_test, y_test if there) of an .npz; without a test split, a fifth of the
+/// samples is held out as one (stratified where targets are classes), then the validation split.
+/// Standardised per feature with the training split's statistics.
+void load_arrays(const Config& c, Problem& p) {
+  namespace data = distopt::data;
+  const distopt::Archive archive = distopt::Archive::load(c.data);
+  data::ArrayDataset all = data::arrays_from(archive, {}, c.data);
+  if (archive.contains("x_test") || archive.contains("y_test")) {
+    p.test = data::arrays_from(archive, {.features = "x_test", .targets = "y_test"}, c.data);
+    distopt::require(p.test.sample_shape() == all.sample_shape() && p.test.target_info().are_classes() == all.target_info().are_classes(),
+                     c.data, ": 'x_test' and 'y_test' hold samples of shape ", p.test.sample_shape().str(), " with ",
+                     p.test.target_info().str(), "; 'x' and 'y' of shape ", all.sample_shape().str(), " with ", all.target_info().str());
+  } else {
+    const auto held = data::split_indices(all, {.validation_ratio = 0.2, .seed = c.seed ^ 0x7E57});
+    p.test = all.subset(held.validation);
+    all = all.subset(held.train);
+  }
+  const auto split = data::split_indices(all, {.validation_ratio = c.validation_ratio, .seed = c.seed});
+  p.train = all.subset(split.train);
+  p.validation = all.subset(split.validation);
+  if (c.subset > 0 && c.subset < p.train.size()) {
+    std::vector<std::size_t> first(c.subset);
+    for (std::size_t i = 0; i < c.subset; ++i) first[i] = i;
+    p.train = p.train.subset(first);
+  }
+  distopt::require(p.train.size() > 0, "--validation-ratio ", c.validation_ratio, " leaves no training samples of ", all.size());
+  p.features.emplace(data::feature_statistics(p.train));
+  p.kind = "arrays";
+  p.label = c.data;
+  p.sample = p.train.sample_shape();
+  p.targets = p.train.target_info();
+  if (p.targets.are_classes()) p.targets.classes = std::max(p.targets.classes, p.test.target_info().classes);
+  p.n_train = p.train.size(), p.n_validation = p.validation.size(), p.n_test = p.test.size();
+  std::optional<data::Source> validation;
+  if (p.n_validation > 0) validation.emplace(p.validation, *p.features);
+  p.sets = distopt::train::RunData(data::Source(p.train, *p.features), validation, data::Source(p.test, *p.features));
+  std::cerr << "arrays: " << c.data << "  (" << p.n_train << " train, " << p.n_validation << " validation, " << p.n_test
+            << " test samples of shape " << p.sample.str() << ", " << p.targets.str() << ")\n";
+}
+
+std::unique_ptr<Problem> load_problem(const Config& c, const fs::path& out) {
+  auto p = std::make_unique<Problem>();
+  if (c.data.ends_with(".npz")) load_arrays(c, *p);
+  else load_images(c, out, *p);
+  return p;
+}
+
+/// The hidden widths of "mlp:256,128" (empty for "mlp").
+std::vector<std::ptrdiff_t> mlp_widths(const std::string& model) {
+  std::vector<std::ptrdiff_t> widths;
+  if (model == "mlp") return widths;
+  std::string rest = model.substr(4);
+  while (!rest.empty()) {
+    const auto comma = rest.find(',');
+    const std::string part = rest.substr(0, comma);
+    std::size_t used = 0;
+    long long w = 0;
+    try {
+      w = std::stoll(part, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    distopt::require(used == part.size() && w >= 1 && w <= 1'000'000, "--model ", model, ": '", part,
+                     "' is not a width in [1, 1000000]; write mlp:256,128");
+    widths.push_back(static_cast<std::ptrdiff_t>(w));
+    rest = comma == std::string::npos ? "" : rest.substr(comma + 1);
+  }
+  return widths;
+}
+
 /// Checkpoints of an earlier run in `folder`: a fresh run must not mix with them (pruning and a
 /// later --resume would pick up the older, longer run's files).
 std::vector<fs::path> checkpoint_files(const fs::path& folder) {
@@ -222,16 +359,11 @@ class TerseProgress final : public distopt::train::MetricSink {
   distopt::train::ProgressSink progress_{std::cerr};
 };
 
-template <class Optimizer>
-int train(const Config& c, double lr, double weight_decay, distopt::nn::LeNet5<float>& model, Optimizer& optimizer) {
+template <class Model, class Optimizer>
+int train(const Config& c, double lr, double weight_decay, Model& model, Optimizer& optimizer, const Problem& problem) {
   namespace train = distopt::train;
   const fs::path out = c.out;
-
-  // Everything that can be checked without data is checked first.
-  const std::size_t n_train_total = c.data == "synthetic" ? c.synthetic_train : distopt::data::cifar100::train_records;
-  const std::size_t n_train = train_split_size(n_train_total, c.validation_ratio);
-  distopt::require(n_train > 0, "--validation-ratio ", c.validation_ratio, " leaves no training images of ", n_train_total);
-  const auto steps_per_epoch = static_cast<std::int64_t>((n_train + c.batch_size - 1) / c.batch_size);
+  const auto steps_per_epoch = static_cast<std::int64_t>((problem.n_train + c.batch_size - 1) / c.batch_size);
   const distopt::optim::Schedule schedule = make_schedule(c, lr, steps_per_epoch);
 
   const train::CheckpointFolder run(out, c.optimizer, c.batch_size, lr, weight_decay);
@@ -243,17 +375,8 @@ int train(const Config& c, double lr, double weight_decay, distopt::nn::LeNet5<f
                     " checkpoint(s) of an earlier run: pass --resume to continue it or --overwrite to start again");
     for (const auto& f : stale) fs::remove(f);
   }
-
-  Source source = load_source(c, out);
-  const distopt::data::SplitOptions split{.validation_ratio = c.validation_ratio, .seed = c.seed};
-  const fs::path prepared_folder = out / "prepared" / message(source.key, "-v", number(c.validation_ratio));
-  bool cached = false;
-  const distopt::data::PreparedData prepared = distopt::data::load_or_prepare(prepared_folder, source.data, split, &cached);
-  source.data = {};  // the prepared copy is all the run needs
-  std::cerr << "prepared: " << (cached ? "loaded " : "wrote ") << prepared_folder.string() << "  (" << prepared.train.size()
-            << " train, " << prepared.validation.size() << " validation, " << prepared.test.size() << " test)\n";
-  distopt::require(prepared.train.size() == n_train, "the train split holds ", prepared.train.size(),
-                   " images, the schedule was built for ", n_train);
+  // The study's crop and flip on images; on arrays only where the samples are images (and asked).
+  const bool augment = !c.no_augmentation && (problem.kind == "images" || problem.sample.rank == 3);
 
   train::RunOptions options{
       .epochs = c.epochs,
@@ -261,7 +384,7 @@ int train(const Config& c, double lr, double weight_decay, distopt::nn::LeNet5<f
       .step = {.accumulation_steps = c.accumulation_steps, .log_every = c.log_every},
       .patience = c.patience,
       .seed = c.seed,
-      .augmentation = c.no_augmentation ? std::nullopt : std::optional(distopt::data::Augmentation{}),
+      .augmentation = augment ? std::optional(distopt::data::Augmentation{}) : std::nullopt,
       .description = {.optimizer = c.optimizer,
                       .lr = lr,
                       .weight_decay = weight_decay,
@@ -279,13 +402,13 @@ int train(const Config& c, double lr, double weight_decay, distopt::nn::LeNet5<f
   std::cerr << "training " << c.model << " (" << model.parameters().num_parameters() << " parameters) with " << c.optimizer
             << " lr " << number(lr) << " wd " << number(weight_decay) << ", batch " << c.batch_size << ", " << steps_per_epoch
             << " steps per epoch, " << c.scheduler << " schedule, " << distopt::parallel::max_threads() << " threads\n";
-  const train::RunResult result = train::run_training(model, optimizer, schedule, train::RunData::from(prepared), options, metrics);
+  const train::RunResult result = train::run_training(model, optimizer, schedule, problem.sets, options, metrics);
 
   const std::vector<std::string> header = {
       "status", "epochs_done", "steps", "best_epoch", "best_validation_accuracy", "test_loss", "test_top1", "test_top5",
       "seconds", "message", "data", "n_train", "n_validation", "n_test", "model", "optimizer", "lr", "weight_decay",
       "momentum", "batch_size", "epochs", "scheduler", "warmup", "step_size", "milestones", "gamma", "power",
-      "accumulation_steps", "patience", "validation_ratio", "augmentation", "seed", "threads"};
+      "accumulation_steps", "patience", "validation_ratio", "augmentation", "seed", "threads", "subset"};
   std::string milestones;
   for (std::size_t i = 0; i < c.milestones.size(); ++i) milestones += message(i ? " " : "", c.milestones[i]);
   const std::vector<std::string> row = {
@@ -293,27 +416,29 @@ int train(const Config& c, double lr, double weight_decay, distopt::nn::LeNet5<f
       // No epoch finished (diverged in the first): no best, rather than the -inf the search starts from.
       result.best_epoch > 0 ? number(result.best_validation_accuracy) : "nan", number(result.test.loss), number(result.test.accuracy),
       number(result.test.top5), format_number(result.seconds, 4), result.message,
-      c.data == "synthetic" ? source.key : source.folder.string(), message(prepared.train.size()),
-      message(prepared.validation.size()), message(prepared.test.size()), c.model, c.optimizer, number(lr),
+      problem.label, message(problem.n_train), message(problem.n_validation), message(problem.n_test), c.model, c.optimizer, number(lr),
       number(weight_decay), number(c.momentum), message(c.batch_size), message(c.epochs), c.scheduler, message(c.warmup),
       message(c.step_size), milestones, number(c.gamma), number(c.power), message(c.accumulation_steps),
-      message(c.patience), number(c.validation_ratio), c.no_augmentation ? "off" : "on", message(c.seed),
-      message(distopt::parallel::max_threads())};
+      message(c.patience), number(c.validation_ratio), augment ? "on" : "off", message(c.seed),
+      message(distopt::parallel::max_threads()), message(c.subset)};
   const fs::path summary_file = run.path() / "summary.csv";
   distopt::io::write_csv(summary_file, header, {row});
 
   std::printf("status     %s after %llu epochs (%lld steps, %.1f s)%s%s\n", std::string(train::to_string(result.status)).c_str(),
               static_cast<unsigned long long>(result.epochs_done), static_cast<long long>(result.steps), result.seconds,
               result.message.empty() ? "" : ": ", result.message.c_str());
-  if (train::finished(result.status)) {
+  if (train::finished(result.status) && !problem.targets.are_classes()) {
+    std::printf("test       MSE %.6g%s\n", result.test.loss,
+                result.best_epoch > 0 ? message("  (weights of epoch ", result.best_epoch, ", the lowest validation loss)").c_str() : "");
+  } else if (train::finished(result.status)) {
     std::printf("test       loss %.4f  top-1 %.4f  top-5 %.4f", result.test.loss, result.test.accuracy, result.test.top5);
     if (result.best_epoch > 0)
       std::printf("  (weights of epoch %lld, best validation top-1 %.4f)", static_cast<long long>(result.best_epoch),
                   result.best_validation_accuracy);
     std::printf("\n");
   }
-  std::printf("data       %s\n", (c.data == "synthetic" ? (source.folder / distopt::data::cifar100::folder_name) : source.folder).c_str());
-  std::printf("prepared   %s\n", prepared_folder.c_str());
+  std::printf("data       %s\n", problem.label.c_str());
+  if (!problem.prepared_folder.empty()) std::printf("prepared   %s\n", problem.prepared_folder.c_str());
   std::printf("run        %s\n", run.path().c_str());
   std::string kept;
   for (const std::uint64_t e : run.epochs()) kept += message(kept.empty() ? "" : " ", e, ".npz");
@@ -335,8 +460,9 @@ int train(const Config& c, double lr, double weight_decay, distopt::nn::LeNet5<f
 
 int main(int argc, char** argv) {
   Config c;
-  CLI::App app{"distopt train: one training run of LeNet-5 on CIFAR-100 or its synthetic stand-in, with checkpoints, "
-               "resume, metrics (JSON Lines), a summary.csv and an optional plot"};
+  CLI::App app{"distopt train: one training run of LeNet-5 or an MLP on CIFAR-100 (or its synthetic stand-in), an IDX folder "
+               "(Fashion-MNIST, MNIST) or float arrays in an .npz, with checkpoints, resume, metrics (JSON Lines), a summary.csv "
+               "and an optional plot"};
   app.footer(
       "Output: <out>/train/<optimizer>/<batch_size>/<lr>/<weight_decay>/ holds <epoch>.npz checkpoints, metrics.jsonl,\n"
       "summary.csv and metrics.png (--plot); <out>/data and <out>/prepared cache the data between runs.\n"
@@ -346,16 +472,27 @@ int main(int argc, char** argv) {
   app.get_formatter()->column_width(34);
 
   app.add_option("--data", c.data,
-                 "'synthetic' (generated into <out>/data), or a folder holding CIFAR-100's cifar-100-binary/ "
-                 "(the full 50000 + 10000 records)")
+                 "'synthetic' (generated into <out>/data); a folder holding CIFAR-100's cifar-100-binary/ (the full 50000 + "
+                 "10000 records); an IDX folder (train-images-idx3-ubyte[.gz], t10k-..., e.g. /usr/share/datasets/fashion-mnist); "
+                 "or an .npz file with x [N, ...] float features and y [N] class ids or [N, width] real targets (x_test, y_test "
+                 "optional: else a fifth is held out as the test set)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"synthetic"}) | CLI::ExistingDirectory);
+      ->check(CLI::IsMember({"synthetic"}) | CLI::ExistingDirectory | CLI::ExistingFile);
   app.add_option("--synthetic-train", c.synthetic_train, "training images to generate (synthetic data)")
       ->capture_default_str()->check(CLI::Range(100, 1'000'000));
   app.add_option("--synthetic-test", c.synthetic_test, "test images to generate (synthetic data)")
       ->capture_default_str()->check(CLI::Range(1, 1'000'000));
-  app.add_option("--model", c.model, "lenet5 (Hsu et al. 2020: 64/64 channels, 384/192 units) or lenet5-classic (6/16, 120/84)")
-      ->capture_default_str()->check(CLI::IsMember({"lenet5", "lenet5-classic"}));
+  app.add_option("--model", c.model,
+                 "auto (LeNet-5 sized from the images: classic on 28 x 28, hsu otherwise; mlp:128 on arrays), lenet5 (Hsu et "
+                 "al. 2020: 64/64 channels, 384/192 units), lenet5-classic (6/16, 120/84), or mlp:W1,W2,... (linear layers of "
+                 "those widths with ReLU, then one to the outputs; samples flattened first)")
+      ->capture_default_str()
+      ->check(CLI::Validator(
+          [](std::string& m) -> std::string {
+            if (m == "auto" || m == "lenet5" || m == "lenet5-classic" || m == "mlp" || m.starts_with("mlp:")) return {};
+            return message("'", m, "' is not auto, lenet5, lenet5-classic or mlp:W1,W2,...");
+          },
+          "MODEL"));
   app.add_option("--optimizer", c.optimizer, "sgdm, adamw, lars or lamb; also names the run folder")
       ->capture_default_str()->check(CLI::IsMember({"sgdm", "adamw", "lars", "lamb"}));
   app.add_option("--lr", c.lr, "peak learning rate [default: 0.01 sgdm, 0.1 lars, 0.001 adamw and lamb]")
@@ -388,7 +525,10 @@ int main(int argc, char** argv) {
       ->capture_default_str()->check(CLI::Range(0, 100'000));
   app.add_option("--validation-ratio", c.validation_ratio, "share of the training set held out for validation (0: none)")
       ->capture_default_str()->check(CLI::Range(0.0, 0.9));
-  app.add_flag("--no-augmentation", c.no_augmentation, "train without random crops and flips");
+  app.add_option("--subset", c.subset, "train on the first this many samples of the training split (0: all): quick trials")
+      ->capture_default_str()->check(CLI::Range(0, 1'000'000'000));
+  app.add_flag("--no-augmentation", c.no_augmentation, "train without random crops and flips (images; arrays are never augmented "
+                                                      "unless their samples are [C, H, W])");
   app.add_option("--seed", c.seed, "seed of the synthetic data, the split, the initial weights, the order and augmentation")
       ->capture_default_str();
   app.add_option("--threads", c.threads, "OpenMP threads (0: OMP_NUM_THREADS or all cores)")
@@ -412,24 +552,55 @@ int main(int argc, char** argv) {
     std::optional<distopt::parallel::ThreadCount> threads;
     if (c.threads > 0) threads.emplace(c.threads);
 
-    namespace optim = distopt::optim;
-    distopt::nn::LeNet5<float> model(
-        {.preset = c.model == "lenet5" ? distopt::nn::Preset::hsu : distopt::nn::Preset::classic, .seed = c.seed});
-    const auto& params = model.parameters();
-    if (c.optimizer == "sgdm") {
-      optim::Sgdm optimizer(params, {.lr = c.lr, .momentum = c.momentum, .weight_decay = c.weight_decay});
-      return train(c, c.lr, c.weight_decay, model, optimizer);
+    // What can be checked without data is checked first: generating synthetic data takes minutes.
+    if (c.data == "synthetic")
+      distopt::require(train_split_size(c.synthetic_train, c.validation_ratio) > 0, "--validation-ratio ", c.validation_ratio,
+                       " leaves no training images of ", c.synthetic_train);
+    if (c.model.starts_with("mlp")) (void)mlp_widths(c.model);
+    const std::unique_ptr<Problem> problem = load_problem(c, c.out);
+
+    const auto with_optimizer = [&](auto& model) {
+      namespace optim = distopt::optim;
+      const auto& params = model.parameters();
+      if (c.optimizer == "sgdm") {
+        optim::Sgdm optimizer(params, {.lr = c.lr, .momentum = c.momentum, .weight_decay = c.weight_decay});
+        return train(c, c.lr, c.weight_decay, model, optimizer, *problem);
+      }
+      if (c.optimizer == "adamw") {
+        optim::AdamW optimizer(params, {.lr = c.lr, .beta1 = c.momentum, .weight_decay = c.weight_decay});
+        return train(c, c.lr, c.weight_decay, model, optimizer, *problem);
+      }
+      if (c.optimizer == "lars") {
+        optim::Lars optimizer(params, {.lr = c.lr, .momentum = c.momentum, .weight_decay = c.weight_decay});
+        return train(c, c.lr, c.weight_decay, model, optimizer, *problem);
+      }
+      optim::Lamb optimizer(params, {.lr = c.lr, .beta1 = c.momentum, .weight_decay = c.weight_decay});
+      return train(c, c.lr, c.weight_decay, model, optimizer, *problem);
+    };
+
+    const std::string model = c.model == "auto" ? (problem->kind == "images" ? "lenet5-auto" : "mlp:128") : c.model;
+    if (model.starts_with("lenet5")) {
+      distopt::require(problem->kind == "images", "--model ", c.model, ": LeNet-5 reads images, '", c.data, "' holds samples of shape ",
+                       problem->sample.str(), "; use --model mlp:W1,W2,...");
+      distopt::nn::LeNet5Options options = distopt::train::model_options(problem->prepared->info, c.seed);
+      if (model == "lenet5") options.preset = distopt::nn::Preset::hsu;
+      if (model == "lenet5-classic") options.preset = distopt::nn::Preset::classic;
+      distopt::nn::LeNet5<float> net(options);
+      return with_optimizer(net);
     }
-    if (c.optimizer == "adamw") {
-      optim::AdamW optimizer(params, {.lr = c.lr, .beta1 = c.momentum, .weight_decay = c.weight_decay});
-      return train(c, c.lr, c.weight_decay, model, optimizer);
+    namespace layers = distopt::nn::layers;
+    std::vector<distopt::nn::LayerSpec> specs;
+    if (problem->sample.rank > 1) specs.push_back(layers::flatten());
+    for (const std::ptrdiff_t width : mlp_widths(model)) {
+      specs.push_back(layers::linear(width));
+      specs.push_back(layers::relu());
     }
-    if (c.optimizer == "lars") {
-      optim::Lars optimizer(params, {.lr = c.lr, .momentum = c.momentum, .weight_decay = c.weight_decay});
-      return train(c, c.lr, c.weight_decay, model, optimizer);
-    }
-    optim::Lamb optimizer(params, {.lr = c.lr, .beta1 = c.momentum, .weight_decay = c.weight_decay});
-    return train(c, c.lr, c.weight_decay, model, optimizer);
+    const bool classes = problem->targets.are_classes();
+    specs.push_back(layers::linear(static_cast<std::ptrdiff_t>(classes ? problem->targets.classes : problem->targets.width)));
+    distopt::nn::Sequential<float> net(problem->sample, specs,
+                                       {.loss = classes ? distopt::nn::Loss::cross_entropy() : distopt::nn::Loss::mean_squared_error(),
+                                        .seed = c.seed});
+    return with_optimizer(net);
   } catch (const std::exception& e) {
     std::cerr << "train: error: " << e.what() << '\n';
     return 1;

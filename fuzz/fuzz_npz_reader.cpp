@@ -25,12 +25,20 @@
 //   - the archive survives a round trip: from_bytes(to_bytes()) == archive, and writing that
 //     copy again gives the same bytes (the writer is deterministic).
 //
+// The archive is then read as a data set (data::arrays_from, the reader behind data::load_arrays
+// and `train --data file.npz`), with the default names (x, y) and, when the archive holds exactly
+// two arrays, with those two in either order, as classes and as real values: it may only throw
+// std::invalid_argument naming the source; when it accepts, the data set holds what it says
+// (as many samples as the features' first extent, finite features and targets, class ids in
+// [0, classes), a copy of every sample that reproduces them).
+//
 // A violation traps. An exception from to_bytes or from the round trip's from_bytes is a bug
 // too (an archive parsed from <= 64 KiB is far below the writer's 4 GiB and 65534-array limits),
 // so it is left to escape. Work per input is linear in the input's size except for members
 // whose data overlap (see fuzz/README.md): from_bytes copies each member, so at -max_len=65536
 // an input holds at most a few tens of MB of arrays.
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <set>
@@ -44,6 +52,7 @@
 #include <zlib.h>
 
 #include "distopt/core/archive.hpp"
+#include "distopt/data/arrays.hpp"
 
 namespace {
 
@@ -204,6 +213,36 @@ std::vector<std::uint8_t> with_fixed_crcs(std::span<const std::uint8_t> file) {
   return out;
 }
 
+/// Reads `archive` as a data set with `options`, checking what the arrays reader promises.
+void check_arrays(const Archive& archive, const distopt::data::ArraysOptions& options) {
+  distopt::data::ArrayDataset d;
+  try {
+    d = distopt::data::arrays_from(archive, options, std::string(source_name));
+  } catch (const std::invalid_argument& error) {
+    check_message(error);
+    return;
+  }
+  const auto& fshape = archive.shape(options.features);
+  check(fshape.size() >= 2 && static_cast<std::ptrdiff_t>(d.size()) == fshape[0] && d.size() > 0);
+  const auto width = static_cast<std::size_t>(d.sample_shape().size());
+  check(d.features().size() == d.size() * width);
+  for (const float v : d.features()) check(std::isfinite(v));
+  const auto info = d.target_info();
+  if (info.are_classes()) {
+    check(d.classes().size() == d.size());
+    for (const std::int32_t id : d.classes()) check(id >= 0 && static_cast<std::size_t>(id) < info.classes);
+  } else {
+    check(d.values().size() == d.size() * info.width);
+    for (const float v : d.values()) check(std::isfinite(v));
+  }
+  // The last sample through copy(), as a loader reads it.
+  const std::size_t last = d.size() - 1;
+  std::vector<float> features(width), values(info.are_classes() ? 0 : info.width);
+  std::vector<std::int32_t> classes(info.are_classes() ? 1 : 0);
+  d.copy(std::span<const std::size_t>(&last, 1), features, classes, values);
+  check(std::equal(features.begin(), features.end(), d.features().begin() + static_cast<std::ptrdiff_t>(last * width)));
+}
+
 /// Parses `file` and checks what comes out; true when the reader accepted it.
 bool fuzz_file(std::span<const std::uint8_t> file) {
   Archive archive;
@@ -225,6 +264,14 @@ bool fuzz_file(std::span<const std::uint8_t> file) {
   // No array can be named "" (the reader refuses the member ".npy"), so this lookup always fails.
   check(!archive.contains(""));
   check_refused([&] { (void)archive.shape(""); });
+
+  using Kind = distopt::data::TargetInfo::Kind;
+  check_arrays(archive, {});
+  if (names.size() == 2)
+    for (const Kind kind : {Kind::classes, Kind::values}) {
+      check_arrays(archive, {.features = names[0], .targets = names[1], .kind = kind});
+      check_arrays(archive, {.features = names[1], .targets = names[0], .kind = kind});
+    }
 
   // What the reader accepts, the writer writes, and reading that back gives the same archive.
   const std::vector<std::uint8_t> written = archive.to_bytes();

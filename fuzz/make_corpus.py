@@ -253,6 +253,23 @@ def npz_arrays():
         "savez_float32_2d": {
             "weight": (np.arange(12, dtype=np.float32).reshape(3, 4) - 5.5) / 4,
         },
+        # Data sets as data::load_arrays reads them (x features, y targets).
+        "arrays_classes": {
+            "x": (np.arange(24, dtype=np.float32).reshape(6, 4) - 7) / 3,
+            "y": np.array([0, 2, 1, 0, 2, 1], dtype=np.int64),
+        },
+        "arrays_regression_images": {
+            "x": np.linspace(-1, 1, 5 * 2 * 3 * 3).reshape(5, 2, 3, 3),
+            "y": np.linspace(0, 4, 10, dtype=np.float32).reshape(5, 2),
+        },
+        "arrays_nan_feature": {
+            "x": np.array([[0.0, 1.0], [np.nan, 2.0]], dtype=np.float32),
+            "y": np.array([0, 1], dtype=np.int32),
+        },
+        "arrays_counts_differ": {
+            "x": np.ones((3, 2), dtype=np.float32),
+            "y": np.array([1, 0], dtype=np.uint8),
+        },
         "savez_text_as_put_string": {
             "config": text_array('{"optimizer": "adamw", "lr": 0.001}\n'),
             "note": text_array("schön, naïve, 東京 ✓"),
@@ -294,6 +311,10 @@ def npz_seeds() -> dict:
         "zip64_end_records": zip64_end_records(**arrays["zip64_end_records"]),
         "distopt_to_bytes": distopt_to_bytes(list(arrays["distopt_to_bytes"].items())),
         "empty_archive_with_comment": zip_members([], comment=b"no arrays here"),
+        "arrays_classes": savez(**arrays["arrays_classes"]),
+        "arrays_regression_images": savez(**arrays["arrays_regression_images"]),
+        "arrays_nan_feature": savez(**arrays["arrays_nan_feature"]),
+        "arrays_counts_differ": savez(**arrays["arrays_counts_differ"]),
         # Files that must be refused: cut short, damaged, or valid NumPy that distopt does not read.
         "truncated_in_data": dtypes[: third_member + 100],
         "truncated_in_central_directory": dtypes[: directory + 60],

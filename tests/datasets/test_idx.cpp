@@ -19,7 +19,7 @@
 #include "../support/files.hpp"
 
 using distopt::message;
-using distopt::data::Dataset;
+using distopt::data::ImageDataset;
 using distopt::data::ImageShape;
 using Catch::Matchers::Contains;
 using Catch::Matchers::Equals;
@@ -206,7 +206,7 @@ TEST_CASE("IDX files: load_idx_dataset reads train-* and t10k-*, gzipped or plai
     write_set(dir.path(), files, gzipped);
     REQUIRE(fs::exists(dir / (gzipped ? "train-images-idx3-ubyte.gz" : "train-images-idx3-ubyte")));
 
-    const Dataset set = data::load_idx_dataset(dir.path());
+    const ImageDataset set = data::load_idx_dataset(dir.path());
     REQUIRE(set.info.name == "Fashion-MNIST");
     REQUIRE(set.info.classes == 10);
     REQUIRE(set.info.class_names.size() == 10);
@@ -236,7 +236,7 @@ TEST_CASE("IDX files: load_idx_dataset reads train-* and t10k-*, gzipped or plai
   write_bytes(dir / "train-labels-idx1-ubyte", label_file({1, 2, 3, 4}));
   write_bytes(dir / "t10k-images-idx3-ubyte", image_file(2, 2, 3));
   write_bytes(dir / "t10k-labels-idx1-ubyte.gz", gzip(label_file({5, 6})));
-  const Dataset mnist = data::load_idx_dataset(dir.path(), data::mnist_info());
+  const ImageDataset mnist = data::load_idx_dataset(dir.path(), data::mnist_info());
   REQUIRE(mnist.info.name == "MNIST");
   REQUIRE(mnist.info.shape == ImageShape{1, 2, 3});
   require_patterned(mnist.train.images, 4, 2, 3);
@@ -523,7 +523,7 @@ TEST_CASE("Fashion-MNIST from Debian's dataset-fashion-mnist: 60,000 + 10,000 ba
   if (!fs::is_directory(folder))
     FAIL(folder.string() << " is missing: install Debian's dataset-fashion-mnist (scripts/setup-deps installs it: "
                             "apt-get install dataset-fashion-mnist)");
-  const Dataset set = data::load_fashion_mnist();
+  const ImageDataset set = data::load_fashion_mnist();
   REQUIRE(set.info.name == "Fashion-MNIST");
   REQUIRE(set.info.classes == 10);
   REQUIRE(set.info.class_names.front() == "T-shirt/top");

@@ -44,7 +44,7 @@ TEST_CASE("LocalSGD is SlowMo with alpha 1 and beta 0, bit for bit", "[local][eq
 }
 
 TEST_CASE("LocalTrainer with K = 1 is the inner optimizer alone", "[local][equivalence]") {
-  const local::LocalOptions options{.workers = 1, .local_steps = 4, .batch_size = 16, .seed = 7};
+  const local::LocalOptions options{.workers = 1, .local_steps = 4, .batch_size = 16, .seed = 7, .augmentation = data::Augmentation{}};
   const optim::Schedule schedule = optim::Cosine{.lr = 0.05, .t_max = 40};
   Model start = test_support::tiny_lenet();
   local::LocalTrainer trainer(start, Sgd(start.parameters(), {.lr = 0.05, .momentum = 0.9}), local::LocalSgd{}, train_set(),

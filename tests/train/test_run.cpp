@@ -220,7 +220,7 @@ TEST_CASE("run_training: early stopping restores the best weights", "[train][ear
   double best_seen = 0;
   for (const auto& e : result.history) best_seen = std::max(best_seen, e.validation_accuracy);
   CHECK(result.best_validation_accuracy == best_seen);
-  CHECK(train::evaluate(m, *sets().run().validation, sets().run().normalizer).accuracy == best_seen);
+  CHECK(train::evaluate(m, *sets().run().validation).accuracy == best_seen);
 }
 
 TEST_CASE("checkpoints of another model or optimizer, or damaged, are refused by name", "[train][checkpoint]") {

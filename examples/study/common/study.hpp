@@ -23,6 +23,7 @@
 #include "distopt/data/transforms.hpp"
 #include "distopt/nn/lenet5.hpp"
 #include "distopt/train/metrics.hpp"
+#include "distopt/train/models.hpp"
 
 namespace distopt::study {
 
@@ -225,7 +226,7 @@ inline void apply_environment(Config& config) {
 /// too and get the cache.
 [[nodiscard]] inline data::PreparedData prepare_data(const Config& config, bool* loaded_from_cache = nullptr) {
   namespace fs = std::filesystem;
-  data::Dataset source;
+  data::ImageDataset source;
   std::string key;
   const fs::path folder = config.data_folder();
   if (config.synthetic && !fs::exists(folder / data::cifar100::folder_name / "test.bin"))
@@ -332,13 +333,7 @@ template <class Comm>
 /// 84 units) on 28 x 28 grey images, zero-padded to LeCun's 32 x 32 field by conv1; the study's
 /// hsu LeNet-5 (Hsu et al. 2020) on 32 x 32 colour images.
 [[nodiscard]] inline nn::LeNet5Options model_options(const data::DatasetInfo& info, std::uint64_t seed) {
-  const bool small = info.shape.height == 28 && info.shape.width == 28;
-  return {.preset = small ? nn::Preset::classic : nn::Preset::hsu,
-          .classes = static_cast<std::ptrdiff_t>(info.classes),
-          .channels = static_cast<std::ptrdiff_t>(info.shape.channels),
-          .image_size = static_cast<std::ptrdiff_t>(info.shape.height),
-          .padding = small ? 2 : 0,
-          .seed = seed};
+  return train::model_options(info, seed);
 }
 
 /// "classic LeNet-5 (LeCun et al. 1998)" or "hsu LeNet-5 (Hsu et al. 2020)", for tables.

@@ -91,7 +91,7 @@ struct SourceFingerprint {
   friend bool operator==(const SourceFingerprint&, const SourceFingerprint&) = default;
 };
 
-[[nodiscard]] inline SourceFingerprint fingerprint(const Dataset& source) {
+[[nodiscard]] inline SourceFingerprint fingerprint(const ImageDataset& source) {
   return {fingerprint(source.train), fingerprint(source.test)};
 }
 [[nodiscard]] inline SourceFingerprint fingerprint(const Cifar100& source) {
@@ -110,7 +110,7 @@ struct PreparedData {
 
 /// Splits `source.train` as `split` says (stratified by its labels) and computes the train
 /// split's statistics.
-[[nodiscard]] inline PreparedData prepare_data(const Dataset& source, const SplitOptions& split) {
+[[nodiscard]] inline PreparedData prepare_data(const ImageDataset& source, const SplitOptions& split) {
   PreparedData out;
   out.info = source.info;
   auto parts = data::split(source.train, split);
@@ -283,7 +283,7 @@ inline void save_data(const std::filesystem::path& folder, const PreparedData& d
 /// The prepared data of `source`: loaded from the cache in `folder` if one matches the source and
 /// the split, otherwise prepared and saved there (replacing a stale cache). `loaded`, if given,
 /// tells which happened.
-[[nodiscard]] inline PreparedData load_or_prepare(const std::filesystem::path& folder, const Dataset& source,
+[[nodiscard]] inline PreparedData load_or_prepare(const std::filesystem::path& folder, const ImageDataset& source,
                                                   const SplitOptions& split, bool* loaded = nullptr) {
   const SourceFingerprint fp = fingerprint(source);
   if (std::filesystem::exists(folder / detail::cache::file_name)) {

@@ -334,8 +334,8 @@ inline void write_label_names(const std::filesystem::path& file, const std::vect
           .classes = cifar100::fine_classes, .class_names = std::move(fine_names)};
 }
 
-/// CIFAR-100 as a Dataset: fine labels as the classes, coarse labels kept beside them.
-[[nodiscard]] inline Dataset to_dataset(const Cifar100& source) {
+/// CIFAR-100 as an ImageDataset: fine labels as the classes, coarse labels kept beside them.
+[[nodiscard]] inline ImageDataset to_dataset(const Cifar100& source) {
   return {.info = cifar100_info(source.fine_names), .train = source.train, .test = source.test};
 }
 

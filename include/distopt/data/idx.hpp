@@ -213,8 +213,8 @@ inline Split read_split(const std::filesystem::path& folder, const std::string& 
 /// The two splits of an IDX data set in `folder` (train-* and t10k-* images and labels, each
 /// gzipped or plain) with `info` describing them; `info.shape` is taken from the files, whose
 /// images must agree in size.
-[[nodiscard]] inline Dataset load_idx_dataset(const std::filesystem::path& folder, DatasetInfo info = fashion_mnist_info()) {
-  Dataset out{.info = std::move(info), .train = {}, .test = {}};
+[[nodiscard]] inline ImageDataset load_idx_dataset(const std::filesystem::path& folder, DatasetInfo info = fashion_mnist_info()) {
+  ImageDataset out{.info = std::move(info), .train = {}, .test = {}};
   auto train = detail::idx::read_split(folder, "train", out.info.classes);
   auto test = detail::idx::read_split(folder, "t10k", out.info.classes);
   out.train = std::move(train.set);
@@ -227,7 +227,7 @@ inline Split read_split(const std::filesystem::path& folder, const std::string& 
 }
 
 /// Fashion-MNIST from `folder` (by default where Debian installs it).
-[[nodiscard]] inline Dataset load_fashion_mnist(const std::filesystem::path& folder = std::string(fashion_mnist_folder)) {
+[[nodiscard]] inline ImageDataset load_fashion_mnist(const std::filesystem::path& folder = std::string(fashion_mnist_folder)) {
   return load_idx_dataset(folder, fashion_mnist_info());
 }
 

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -12,6 +13,8 @@
 #include <xtensor/xtensor.hpp>
 
 #include "distopt/core/error.hpp"
+#include "distopt/core/samples.hpp"
+#include "distopt/data/dataset.hpp"
 
 namespace distopt::data {
 
@@ -43,6 +46,28 @@ struct LabelledImages {
   [[nodiscard]] ImageShape shape() const { return {images.shape()[1], images.shape()[2], images.shape()[3]}; }
   /// True when there is a coarse label per image.
   [[nodiscard]] bool has_coarse() const { return !coarse.empty(); }
+
+  // --- the Dataset concept (data/dataset.hpp) ------------------------------------------------
+  [[nodiscard]] Shape sample_shape() const {
+    const ImageShape s = shape();
+    return {static_cast<std::ptrdiff_t>(s.channels), static_cast<std::ptrdiff_t>(s.height), static_cast<std::ptrdiff_t>(s.width)};
+  }
+  /// Fine labels as class ids; bytes, so at most any_label (256) classes.
+  [[nodiscard]] TargetInfo target_info() const { return TargetInfo::class_ids(any_label); }
+  /// Pixels as float v / 255 (torchvision's ToTensor) and fine labels.
+  void copy(std::span<const std::size_t> indices, std::span<float> features, std::span<std::int32_t> classes,
+            std::span<float> /*values*/) const {
+    const std::size_t pixels = shape().pixels();
+    require(features.size() >= indices.size() * pixels && classes.size() >= indices.size(), "LabelledImages::copy: room for ",
+            features.size(), " floats and ", classes.size(), " labels; ", indices.size(), " images need ",
+            indices.size() * pixels, " and ", indices.size());
+    for (std::size_t k = 0; k < indices.size(); ++k) {
+      const std::uint8_t* in = images.data() + indices[k] * pixels;
+      float* out = features.data() + k * pixels;
+      for (std::size_t p = 0; p < pixels; ++p) out[p] = static_cast<float>(in[p]) / 255.0f;
+      classes[k] = fine[indices[k]];
+    }
+  }
 };
 
 /// Room for `n` images of `shape`, their fine labels and, when `coarse`, their coarse labels.
@@ -70,8 +95,8 @@ struct DatasetInfo {
   std::vector<std::string> class_names{};
 };
 
-/// A whole data set: its description and its two official splits.
-struct Dataset {
+/// A whole image data set: its description and its two official splits (train, test).
+struct ImageDataset {
   DatasetInfo info;
   LabelledImages train, test;
 };

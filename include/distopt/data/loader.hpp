@@ -1,15 +1,20 @@
-// Mini-batches for the model: shuffled per epoch, augmented, normalised, optionally prepared ahead.
+// Mini-batches for the model from any data set (data/dataset.hpp): shuffled per epoch,
+// augmented when asked, normalised, optionally prepared ahead.
 #pragma once
 
+#include <algorithm>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <mutex>
 #include <numeric>
 #include <optional>
 #include <span>
+#include <string>
 #include <thread>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -18,10 +23,105 @@
 #include "distopt/core/images.hpp"
 #include "distopt/core/parallel.hpp"
 #include "distopt/core/rng.hpp"
+#include "distopt/core/samples.hpp"
+#include "distopt/data/dataset.hpp"
 #include "distopt/data/images.hpp"
 #include "distopt/data/transforms.hpp"
 
 namespace distopt::data {
+
+/// A data set as loaders, evaluation and the trainers read it: any Dataset with the
+/// normalisation chosen for it, by reference (the data must outlive the Source and every copy).
+/// Two paths:
+///  - uint8 images (LabelledImages) with a per-channel Normalizer: pixels go through
+///    torchvision's ToTensor + Normalize as one table lookup per pixel, fused with the crop and
+///    flip (transform_image), the study's bits and speed;
+///  - any Dataset with a per-feature FeatureNormalizer (the identity by default): its copy()
+///    into the batch, then crop and flip where asked (on [C, H, W] samples only), then
+///    standardisation.
+class Source {
+ public:
+  /// Images normalised per channel (the study's pipeline).
+  Source(const LabelledImages& images, Normalizer normalizer, std::string name = "images")
+      : images_(&images), normalizer_(std::move(normalizer)), name_(std::move(name)) {
+    check_labels_match(images, "Source");
+    check_channels(normalizer_, images.shape(), "Source");
+    size_ = images.size();
+    shape_ = images.sample_shape();
+    info_ = images.target_info();
+    copy_ = [&images](std::span<const std::size_t> i, std::span<float> f, std::span<std::int32_t> c, std::span<float> v) {
+      images.copy(i, f, c, v);
+    };
+  }
+  /// Any data set, standardised per feature by `features` (its features() must match the
+  /// sample size unless it is the identity).
+  template <Dataset D>
+  explicit Source(const D& data, FeatureNormalizer features = {}, std::string name = "data")
+      : features_(std::move(features)), name_(std::move(name)) {
+    if constexpr (requires { data.name(); }) name_ = data.name();
+    size_ = data.size();
+    shape_ = data.sample_shape();
+    info_ = data.target_info();
+    require(features_.identity() || static_cast<std::ptrdiff_t>(features_.features()) == shape_.size(), name_,
+            ": the normalizer has ", features_.features(), " features, a sample of shape ", shape_.str(), " has ", shape_.size());
+    copy_ = [&data](std::span<const std::size_t> i, std::span<float> f, std::span<std::int32_t> c, std::span<float> v) {
+      data.copy(i, f, c, v);
+    };
+  }
+
+  // A Source refers to its data: a temporary would be gone before the first batch.
+  Source(const LabelledImages&&, Normalizer, std::string = {}) = delete;
+  template <Dataset D>
+  explicit Source(const D&&, FeatureNormalizer = {}, std::string = {}) = delete;
+
+  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+  [[nodiscard]] const Shape& sample_shape() const noexcept { return shape_; }
+  [[nodiscard]] const TargetInfo& target_info() const noexcept { return info_; }
+  [[nodiscard]] const std::string& name() const noexcept { return name_; }
+  /// The image set of the image path, or null.
+  [[nodiscard]] const LabelledImages* images() const noexcept { return images_; }
+  /// The per-channel normalizer of the image path (std::logic_error on the other).
+  [[nodiscard]] const Normalizer& normalizer() const {
+    require<std::logic_error>(images_ != nullptr, name_, ": not an image set with a per-channel normalizer");
+    return normalizer_;
+  }
+  [[nodiscard]] const FeatureNormalizer& feature_normalizer() const noexcept { return features_; }
+  /// The Dataset interface: raw features and targets (no normalisation), so a Source is a Dataset.
+  void copy(std::span<const std::size_t> indices, std::span<float> features, std::span<std::int32_t> classes,
+            std::span<float> values) const {
+    copy_(indices, features, classes, values);
+  }
+  /// Every class id in sample order (class-balanced shards, stratified splits); throws
+  /// std::invalid_argument naming the data when targets are real values.
+  [[nodiscard]] std::vector<std::int32_t> class_ids() const {
+    require(info_.are_classes(), name_, ": targets are ", info_.str(), ", not class ids");
+    if (images_) return {images_->fine.begin(), images_->fine.end()};
+    std::vector<std::int32_t> ids(size_);
+    std::vector<float> one(static_cast<std::size_t>(shape_.size()));
+    for (std::size_t i = 0; i < size_; ++i) copy_(std::span<const std::size_t>(&i, 1), one, std::span(ids).subspan(i, 1), {});
+    return ids;
+  }
+
+  /// Throws std::invalid_argument naming both when `augmentation` cannot apply to these samples:
+  /// a crop and flip needs samples of shape [channels, height, width].
+  void check_augmentation(const Augmentation& augmentation, std::string_view who) const {
+    require(augmentation.padding >= 0 && augmentation.padding <= 32, who, ".augmentation.padding must be in [0, 32], got ",
+            augmentation.padding);
+    require(shape_.rank == 3, who, ".augmentation: a random crop (padding ", augmentation.padding,
+            ") and flip apply to images of shape [channels, height, width]; '", name_, "' has samples of shape ",
+            shape_.str());
+  }
+
+ private:
+  const LabelledImages* images_ = nullptr;
+  Normalizer normalizer_{1};
+  FeatureNormalizer features_{};
+  std::function<void(std::span<const std::size_t>, std::span<float>, std::span<std::int32_t>, std::span<float>)> copy_;
+  std::size_t size_ = 0;
+  Shape shape_{};
+  TargetInfo info_{};
+  std::string name_;
+};
 
 /// Which of an image's labels a loader hands to the model (coarse: CIFAR-100's superclasses).
 enum class LabelKind { fine, coarse };
@@ -49,14 +149,20 @@ struct LoaderPosition {
   friend bool operator==(const LoaderPosition&, const LoaderPosition&) = default;
 };
 
-/// One mini-batch: `size()` images as float NCHW [size, C, H, W] and their labels.
+/// One mini-batch: `size()` samples as float32 [size, shape...] (images: NCHW) and their targets
+/// (class ids, or real values [size, width]).
 class Batch {
  public:
-  [[nodiscard]] std::size_t size() const noexcept { return labels_.size(); }
-  [[nodiscard]] Images<float> images() const noexcept {
-    return {pixels_.data(), static_cast<std::ptrdiff_t>(size()), static_cast<std::ptrdiff_t>(shape_.channels),
-            static_cast<std::ptrdiff_t>(shape_.height), static_cast<std::ptrdiff_t>(shape_.width)};
+  [[nodiscard]] std::size_t size() const noexcept { return samples_.size(); }
+  /// The samples, as every model reads them.
+  [[nodiscard]] Samples<float> inputs() const noexcept { return {pixels_.data(), static_cast<std::ptrdiff_t>(size()), shape_}; }
+  /// The samples as NCHW images (std::invalid_argument unless they have rank 3).
+  [[nodiscard]] Images<float> images() const { return inputs().images("Batch::images"); }
+  [[nodiscard]] Targets targets() const {
+    return width_ == 0 ? Targets(std::span<const std::int32_t>(labels_))
+                       : Targets::real(std::span<const float>(values_.data(), size() * width_), static_cast<std::ptrdiff_t>(width_));
   }
+  /// Class ids (empty when the targets are real values).
   [[nodiscard]] std::span<const std::int32_t> labels() const noexcept { return labels_; }
   /// Indices into the loader's dataset of this batch's samples, in batch order.
   [[nodiscard]] std::span<const std::size_t> samples() const noexcept { return samples_; }
@@ -66,15 +172,18 @@ class Batch {
  private:
   friend class Loader;
   AlignedBuffer<float> pixels_;
-  ImageShape shape_{};
+  Shape shape_{};
   std::vector<std::int32_t> labels_;
+  std::vector<float> values_;
+  std::size_t width_ = 0;
   std::vector<std::size_t> samples_;
   LoaderPosition position_;
 };
 
-/// Turns a labelled image set (or a subset of it, e.g. one worker's shard) into mini-batches.
+/// Turns a data set (or a subset of it, e.g. one worker's shard) into mini-batches.
 ///
 ///   Loader loader(data.train, Normalizer(stats), {.batch_size = 128, .augmentation = Augmentation{}});
+///   Loader table(Source(arrays, FeatureNormalizer(feature_statistics(arrays))), {.batch_size = 32});
 ///   for (std::uint64_t epoch = 0; epoch < epochs; ++epoch) {
 ///     loader.start_epoch(epoch);
 ///     while (const Batch* batch = loader.next()) model.loss_and_gradient(batch->images(), batch->labels(), 1.0);
@@ -91,21 +200,22 @@ class Loader {
   /// `data` or a bad augmentation.
   Loader(const LabelledImages& data, Normalizer normalizer, LoaderOptions options = {},
          std::optional<std::vector<std::size_t>> indices = std::nullopt)
-      : data_(&data), normalizer_(std::move(normalizer)), options_(options) {
+      : Loader(Source(data, std::move(normalizer)), options, std::move(indices)) {}
+
+  Loader(Source source, LoaderOptions options = {}, std::optional<std::vector<std::size_t>> indices = std::nullopt)
+      : source_(std::move(source)), options_(options) {
     require(options_.batch_size > 0, "LoaderOptions.batch_size must be positive");
-    if (options_.augmentation)
-      require(options_.augmentation->padding >= 0 && options_.augmentation->padding <= 32,
-              "LoaderOptions.augmentation.padding must be in [0, 32], got ", options_.augmentation->padding);
-    check_labels_match(data, "Loader");
-    require(options_.labels == LabelKind::fine || data.has_coarse(), "Loader: LoaderOptions.labels is coarse, but the data has no coarse labels");
-    check_channels(normalizer_, data.shape(), "Loader");
+    if (options_.augmentation) source_.check_augmentation(*options_.augmentation, "LoaderOptions");
+    const LabelledImages* images = source_.images();
+    require(options_.labels == LabelKind::fine || (images != nullptr && images->has_coarse()),
+            "Loader: LoaderOptions.labels is coarse, but the data has no coarse labels");
+    const std::size_t n = source_.size();
     if (indices) {
       indices_ = std::move(*indices);
       for (std::size_t k = 0; k < indices_.size(); ++k)
-        require(indices_[k] < data.size(), "Loader: index ", indices_[k], " at position ", k, " is outside the ",
-                data.size(), " samples");
+        require(indices_[k] < n, "Loader: index ", indices_[k], " at position ", k, " is outside the ", n, " samples");
     } else {
-      indices_.resize(data.size());
+      indices_.resize(n);
       std::iota(indices_.begin(), indices_.end(), std::size_t{0});
     }
     require(!indices_.empty(), "Loader: no samples to load");
@@ -120,7 +230,9 @@ class Loader {
   ~Loader() { stop_worker(); }
 
   [[nodiscard]] const LoaderOptions& options() const noexcept { return options_; }
-  [[nodiscard]] const Normalizer& normalizer() const noexcept { return normalizer_; }
+  [[nodiscard]] const Source& source() const noexcept { return source_; }
+  /// The per-channel normalizer of an image source (std::logic_error otherwise).
+  [[nodiscard]] const Normalizer& normalizer() const { return source_.normalizer(); }
   /// Samples per epoch (before drop_last).
   [[nodiscard]] std::size_t size() const noexcept { return indices_.size(); }
   [[nodiscard]] std::size_t batches_per_epoch() const noexcept {
@@ -190,34 +302,57 @@ class Loader {
       order = &local;
     }
     const std::size_t count = end - begin;
-    const ImageShape shape = data_->shape();
-    const std::size_t pixels = shape.pixels();
+    const Shape shape = source_.sample_shape();
+    const auto size = static_cast<std::size_t>(shape.size());
+    const TargetInfo info = source_.target_info();
     batch.shape_ = shape;
-    if (batch.pixels_.size() < static_cast<std::ptrdiff_t>(options_.batch_size * pixels))
-      batch.pixels_.resize(static_cast<std::ptrdiff_t>(options_.batch_size * pixels));
-    batch.labels_.resize(count);
+    if (batch.pixels_.size() < static_cast<std::ptrdiff_t>(options_.batch_size * size))
+      batch.pixels_.resize(static_cast<std::ptrdiff_t>(options_.batch_size * size));
     batch.samples_.assign(order->begin() + static_cast<std::ptrdiff_t>(begin), order->begin() + static_cast<std::ptrdiff_t>(end));
     batch.position_ = position;
-    const auto& labels = options_.labels == LabelKind::fine ? data_->fine : data_->coarse;
-    for (std::size_t k = 0; k < count; ++k) batch.labels_[k] = labels[batch.samples_[k]];
-    const std::uint8_t* images = data_->images.data();
+    batch.width_ = info.are_classes() ? 0 : info.width;
+    batch.labels_.resize(info.are_classes() ? count : 0);
+    batch.values_.resize(count * batch.width_);
     float* out = batch.pixels_.data();
-    const auto one = [&](std::size_t k) {
-      const std::size_t sample = batch.samples_[k];
-      if (options_.augmentation) {
-        const CropFlip crop = draw_crop_flip(*options_.augmentation, options_.seed, position.epoch, sample);
-        transform_image(images + sample * pixels, out + k * pixels, normalizer_, shape, options_.augmentation->padding, crop);
-      } else {
-        transform_image(images + sample * pixels, out + k * pixels, normalizer_, shape);
-      }
-    };
-    if (parallel) {
-      parallel::for_each_chunk(static_cast<std::ptrdiff_t>(count), 8, [&](std::ptrdiff_t b, std::ptrdiff_t e) {
-        for (auto k = static_cast<std::size_t>(b); k < static_cast<std::size_t>(e); ++k) one(k);
+    if (const LabelledImages* data = source_.images()) {
+      const auto& labels = options_.labels == LabelKind::fine ? data->fine : data->coarse;
+      for (std::size_t k = 0; k < count; ++k) batch.labels_[k] = labels[batch.samples_[k]];
+      const ImageShape image = data->shape();
+      const std::uint8_t* images = data->images.data();
+      const Normalizer& normalizer = source_.normalizer();
+      const auto one = [&](std::size_t k) {
+        const std::size_t sample = batch.samples_[k];
+        if (options_.augmentation) {
+          const CropFlip crop = draw_crop_flip(*options_.augmentation, options_.seed, position.epoch, sample);
+          transform_image(images + sample * size, out + k * size, normalizer, image, options_.augmentation->padding, crop);
+        } else {
+          transform_image(images + sample * size, out + k * size, normalizer, image);
+        }
+      };
+      run(count, parallel, [&](std::size_t b, std::size_t e) {
+        for (std::size_t k = b; k < e; ++k) one(k);
       });
-    } else {
-      for (std::size_t k = 0; k < count; ++k) one(k);
+      return;
     }
+    // Any other data set: its own copy of a run of samples, then crop and flip, then standardise.
+    const auto width = batch.width_;
+    run(count, parallel, [&](std::size_t b, std::size_t e) {
+      const std::span<const std::size_t> samples(batch.samples_.data() + b, e - b);
+      float* x = out + b * size;
+      source_.copy(samples, std::span<float>(x, (e - b) * size),
+                   width == 0 ? std::span<std::int32_t>(batch.labels_.data() + b, e - b) : std::span<std::int32_t>(),
+                   width == 0 ? std::span<float>() : std::span<float>(batch.values_.data() + b * width, (e - b) * width));
+      if (options_.augmentation) {
+        const ImageShape image{static_cast<std::size_t>(shape[0]), static_cast<std::size_t>(shape[1]), static_cast<std::size_t>(shape[2])};
+        std::vector<float> raw(size);
+        for (std::size_t k = b; k < e; ++k) {
+          std::copy_n(out + k * size, size, raw.data());
+          const CropFlip crop = draw_crop_flip(*options_.augmentation, options_.seed, position.epoch, batch.samples_[k]);
+          crop_flip(raw.data(), out + k * size, image, options_.augmentation->padding, crop);
+        }
+      }
+      if (!source_.feature_normalizer().identity()) source_.feature_normalizer().apply(x, e - b);
+    });
   }
 
  private:
@@ -278,8 +413,16 @@ class Loader {
     worker_.join();
   }
 
-  const LabelledImages* data_;
-  Normalizer normalizer_;
+  // Samples [0, count) of a batch in chunks of 8, over the OpenMP team when `parallel`.
+  template <class Body>
+  static void run(std::size_t count, bool parallel, Body&& body) {
+    if (!parallel) return body(std::size_t{0}, count);
+    parallel::for_each_chunk(static_cast<std::ptrdiff_t>(count), 8, [&](std::ptrdiff_t b, std::ptrdiff_t e) {
+      body(static_cast<std::size_t>(b), static_cast<std::size_t>(e));
+    });
+  }
+
+  Source source_;
   LoaderOptions options_;
   std::vector<std::size_t> indices_;
   std::vector<std::size_t> order_;

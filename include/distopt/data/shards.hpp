@@ -15,6 +15,7 @@
 #include "distopt/core/error.hpp"
 #include "distopt/core/rng.hpp"
 #include "distopt/data/cifar.hpp"
+#include "distopt/data/dataset.hpp"
 
 namespace distopt::data {
 
@@ -25,12 +26,12 @@ namespace detail::shards {
 
 inline constexpr std::uint64_t stream = 0x5A4D;
 
-inline std::vector<std::vector<std::size_t>> members_by_class(std::span<const std::uint8_t> labels, std::size_t classes,
-                                                              std::string_view who) {
+inline std::vector<std::vector<std::size_t>> members_by_class(ClassIds labels, std::size_t classes, std::string_view who) {
   std::vector<std::vector<std::size_t>> members(classes);
   for (std::size_t i = 0; i < labels.size(); ++i) {
-    require(labels[i] < classes, who, ": label of sample ", i, " is ", int{labels[i]}, ", must be below ", classes);
-    members[labels[i]].push_back(i);
+    require(labels[i] >= 0 && static_cast<std::size_t>(labels[i]) < classes, who, ": label of sample ", i, " is ", labels[i],
+            ", must be in [0, ", classes, ")");
+    members[static_cast<std::size_t>(labels[i])].push_back(i);
   }
   return members;
 }
@@ -72,7 +73,7 @@ inline double gamma(Rng& rng, double shape) {
 /// in turn, the deal continuing across classes, so every worker holds n_c / K samples of every
 /// class c (+-1) and N / K samples in all (+-1). Throws std::invalid_argument for workers = 0,
 /// more workers than samples or a label >= classes.
-[[nodiscard]] inline Shards iid_shards(std::span<const std::uint8_t> labels, std::size_t workers, std::uint64_t seed,
+[[nodiscard]] inline Shards iid_shards(ClassIds labels, std::size_t workers, std::uint64_t seed,
                                        std::size_t classes = any_label) {
   detail::shards::check_workers(workers, labels.size(), "iid_shards");
   auto members = detail::shards::members_by_class(labels, classes, "iid_shards");
@@ -98,12 +99,35 @@ struct DirichletOptions {
   std::size_t min_samples = 1;
 };
 
+/// IID shards of `samples` samples without classes (a regression's): a seeded permutation dealt
+/// to the workers in turn, so each holds N / K samples (+-1).
+[[nodiscard]] inline Shards iid_shards(std::size_t samples, std::size_t workers, std::uint64_t seed) {
+  detail::shards::check_workers(workers, samples, "iid_shards");
+  std::vector<std::size_t> order(samples);
+  std::iota(order.begin(), order.end(), std::size_t{0});
+  Rng rng = Rng(seed).split({detail::shards::stream, 4});
+  rng.shuffle(order.begin(), order.end());
+  Shards shards(workers);
+  for (std::size_t i = 0; i < samples; ++i) shards[i % workers].push_back(order[i]);
+  return detail::shards::sorted(std::move(shards));
+}
+
+/// IID shards of any data set: class-balanced (above) where its targets are classes, a seeded
+/// deal otherwise.
+template <Dataset D>
+[[nodiscard]] Shards iid_shards(const D& data, std::size_t workers, std::uint64_t seed) {
+  const TargetInfo info = data.target_info();
+  if (!info.are_classes()) return iid_shards(data.size(), workers, seed);
+  if constexpr (requires { data.class_ids(); }) return iid_shards(ClassIds(data.class_ids()), workers, seed, info.classes);
+  else return iid_shards(ClassIds(class_ids(data, "iid_shards")), workers, seed, info.classes);
+}
+
 /// Non-IID shards as in Hsu, Qi, Brown 2019 ("Measuring the effects of non-identical data
 /// distribution for federated visual classification"): for every class c, proportions
 /// p_c ~ Dirichlet(alpha * 1_K) over the workers, and the class's samples (in a seeded order) cut
 /// at round(n_c * cumsum(p_c)). Throws std::invalid_argument naming the field for alpha not
 /// positive and finite, workers = 0, more workers than samples, or a min_samples no draw meets.
-[[nodiscard]] inline Shards dirichlet_shards(std::span<const std::uint8_t> labels, std::size_t workers, std::uint64_t seed,
+[[nodiscard]] inline Shards dirichlet_shards(ClassIds labels, std::size_t workers, std::uint64_t seed,
                                              const DirichletOptions& options = {},
                                              std::size_t classes = cifar100::fine_classes) {
   require(std::isfinite(options.alpha) && options.alpha > 0.0, "DirichletOptions.alpha must be positive and finite, got ",
@@ -152,7 +176,7 @@ struct DirichletOptions {
 /// slots take the classes in a seeded cyclic order (slot s holds class order[s mod C]), worker k
 /// takes slots k*c .. k*c + c - 1 (c distinct classes), and each class's samples are shared
 /// evenly (+-1) among its slots. Needs K * c >= C, so no class is left out, and c <= C.
-[[nodiscard]] inline Shards label_shards(std::span<const std::uint8_t> labels, std::size_t workers,
+[[nodiscard]] inline Shards label_shards(ClassIds labels, std::size_t workers,
                                          std::size_t classes_per_worker, std::uint64_t seed,
                                          std::size_t classes = cifar100::fine_classes) {
   detail::shards::check_workers(workers, labels.size(), "label_shards");
@@ -188,14 +212,14 @@ struct DirichletOptions {
 /// shard_class_counts(shards, labels)[k][c]: how many samples of class c worker k holds (the
 /// class-balance table of a dataset card).
 [[nodiscard]] inline std::vector<std::vector<std::size_t>> shard_class_counts(const Shards& shards,
-                                                                              std::span<const std::uint8_t> labels,
+                                                                              ClassIds labels,
                                                                               std::size_t classes = cifar100::fine_classes) {
   std::vector<std::vector<std::size_t>> counts(shards.size(), std::vector<std::size_t>(classes, 0));
   for (std::size_t k = 0; k < shards.size(); ++k)
     for (const std::size_t i : shards[k]) {
-      require(i < labels.size() && labels[i] < classes, "shard_class_counts: sample ", i, " of shard ", k,
-              " is outside the labels or its label is out of range");
-      ++counts[k][labels[i]];
+      require(i < labels.size() && labels[i] >= 0 && static_cast<std::size_t>(labels[i]) < classes, "shard_class_counts: sample ",
+              i, " of shard ", k, " is outside the labels or its label is out of range");
+      ++counts[k][static_cast<std::size_t>(labels[i])];
     }
   return counts;
 }

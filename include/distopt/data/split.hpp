@@ -12,6 +12,7 @@
 
 #include "distopt/core/error.hpp"
 #include "distopt/core/rng.hpp"
+#include "distopt/data/dataset.hpp"
 #include "distopt/data/images.hpp"
 
 namespace distopt::data {
@@ -42,7 +43,7 @@ inline constexpr std::uint64_t stream = 0x5B117;  // labels this file's Rng stre
 /// Splits the samples labelled `labels` (one class id per sample, below `classes`) as `options`
 /// says. The result depends only on the labels and the options. Throws std::invalid_argument
 /// naming the field for a ratio outside [0, 1) or a label >= classes.
-[[nodiscard]] inline SplitIndices split_indices(std::span<const std::uint8_t> labels, const SplitOptions& options,
+[[nodiscard]] inline SplitIndices split_indices(ClassIds labels, const SplitOptions& options,
                                                 std::size_t classes = any_label) {
   require(std::isfinite(options.validation_ratio) && options.validation_ratio >= 0.0 && options.validation_ratio < 1.0,
           "SplitOptions.validation_ratio must be in [0, 1), got ", options.validation_ratio);
@@ -60,8 +61,9 @@ inline constexpr std::uint64_t stream = 0x5B117;  // labels this file's Rng stre
   } else {
     std::vector<std::vector<std::size_t>> members(classes);
     for (std::size_t i = 0; i < n; ++i) {
-      require(labels[i] < classes, "split_indices: label of sample ", i, " is ", int{labels[i]}, ", must be below ", classes);
-      members[labels[i]].push_back(i);
+      require(labels[i] >= 0 && static_cast<std::size_t>(labels[i]) < classes, "split_indices: label of sample ", i, " is ",
+              labels[i], ", must be in [0, ", classes, ")");
+      members[static_cast<std::size_t>(labels[i])].push_back(i);
     }
     // Per class floor(ratio * n_c); the remaining samples go to the classes with the largest
     // fractional parts (ties to the lower class id), so the total is exactly `wanted`.
@@ -124,6 +126,20 @@ struct TrainValidation {
 [[nodiscard]] inline TrainValidation split(const LabelledImages& data, const SplitOptions& options) {
   const SplitIndices indices = split_indices(data.fine, options);
   return {subset(data, indices.train), subset(data, indices.validation)};
+}
+
+/// Split indices of any data set: stratified by class where its targets are classes and the
+/// options ask for it, uniform otherwise (a regression's).
+template <Dataset D>
+[[nodiscard]] SplitIndices split_indices(const D& data, const SplitOptions& options) {
+  const TargetInfo info = data.target_info();
+  if (info.are_classes()) {
+    const std::vector<std::int32_t> ids = class_ids(data, "split_indices");
+    return split_indices(ClassIds(ids), options, info.classes);
+  }
+  SplitOptions uniform = options;
+  uniform.stratified = false;
+  return split_indices(ClassIds(std::vector<std::int32_t>(data.size(), 0)), uniform, 1);
 }
 
 /// The samples of `a` followed by those of `b`, images and both labels: for retraining the best

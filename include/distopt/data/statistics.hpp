@@ -8,6 +8,7 @@
 
 #include "distopt/core/error.hpp"
 #include "distopt/core/parallel.hpp"
+#include "distopt/data/dataset.hpp"
 #include "distopt/data/images.hpp"
 
 namespace distopt::data {
@@ -75,5 +76,60 @@ struct ChannelStats {
 }
 
 [[nodiscard]] inline ChannelStats channel_statistics(const LabelledImages& data) { return channel_statistics(data.images); }
+
+/// Mean and standard deviation of every feature (every element of a sample) over a data set,
+/// on the data's own scale: what a table is standardised with (scikit-learn's StandardScaler:
+/// population deviation).
+struct FeatureStats {
+  std::vector<double> mean{};  ///< one value per element of a sample
+  std::vector<double> std{};
+
+  [[nodiscard]] std::size_t features() const noexcept { return mean.size(); }
+  friend bool operator==(const FeatureStats&, const FeatureStats&) = default;
+};
+
+/// The statistics of every feature of `data` (meant for the training split only), in two passes
+/// (the mean, then the squared deviations from it) in double, over fixed chunks of samples added
+/// in order: the same bits for any number of threads. Throws std::invalid_argument for no samples.
+template <Dataset D>
+[[nodiscard]] FeatureStats feature_statistics(const D& data) {
+  const std::size_t n = data.size();
+  require(n > 0, "feature_statistics: no samples");
+  const auto d = static_cast<std::size_t>(Shape(data.sample_shape()).size());
+  const TargetInfo info = data.target_info();
+  struct Sums {
+    std::vector<double> v;
+    Sums& operator+=(const Sums& o) {
+      if (v.empty()) v.assign(o.v.size(), 0.0);
+      for (std::size_t j = 0; j < o.v.size(); ++j) v[j] += o.v[j];
+      return *this;
+    }
+  };
+  constexpr std::ptrdiff_t chunk = 256;
+  const auto pass = [&](const std::vector<double>* mean) {
+    return parallel::ordered_sum<Sums>(static_cast<std::ptrdiff_t>(n), chunk, [&](std::ptrdiff_t begin, std::ptrdiff_t end) {
+      const auto count = static_cast<std::size_t>(end - begin);
+      std::vector<std::size_t> indices(count);
+      for (std::size_t k = 0; k < count; ++k) indices[k] = static_cast<std::size_t>(begin) + k;
+      std::vector<float> x(count * d);
+      std::vector<std::int32_t> classes(info.are_classes() ? count : 0);
+      std::vector<float> values(info.are_classes() ? 0 : count * info.width);
+      data.copy(indices, x, classes, values);
+      Sums s{std::vector<double>(d, 0.0)};
+      for (std::size_t k = 0; k < count; ++k)
+        for (std::size_t j = 0; j < d; ++j) {
+          const double v = static_cast<double>(x[k * d + j]);
+          s.v[j] += mean ? (v - (*mean)[j]) * (v - (*mean)[j]) : v;
+        }
+      return s;
+    }).v;
+  };
+  FeatureStats stats;
+  stats.mean = pass(nullptr);
+  for (double& m : stats.mean) m /= static_cast<double>(n);
+  stats.std = pass(&stats.mean);
+  for (double& v : stats.std) v = std::sqrt(v / static_cast<double>(n));
+  return stats;
+}
 
 }  // namespace distopt::data

@@ -61,6 +61,38 @@ class Normalizer {
   Table table_;
 };
 
+/// Per-feature standardisation x_j -> (x_j - mean_j) / std_j in float32, for data sets of float
+/// features (scikit-learn's StandardScaler; a feature of deviation 0 is only centred, as there).
+/// Default-constructed, it is the identity.
+class FeatureNormalizer {
+ public:
+  FeatureNormalizer() = default;
+  /// Throws std::invalid_argument naming the feature for a non-finite mean or deviation.
+  explicit FeatureNormalizer(const FeatureStats& stats) : stats_(stats) {
+    require(stats.mean.size() == stats.std.size(), "FeatureNormalizer: ", stats.mean.size(), " means and ", stats.std.size(),
+            " standard deviations; need one of each per feature");
+    for (std::size_t j = 0; j < stats.mean.size(); ++j) {
+      require(std::isfinite(stats.mean[j]) && std::isfinite(stats.std[j]) && stats.std[j] >= 0, "FeatureNormalizer: feature ", j,
+              " has mean ", stats.mean[j], " and std ", stats.std[j]);
+      mean_.push_back(static_cast<float>(stats.mean[j]));
+      std_.push_back(stats.std[j] > 0 ? static_cast<float>(stats.std[j]) : 1.0f);
+    }
+  }
+  [[nodiscard]] bool identity() const noexcept { return mean_.empty(); }
+  [[nodiscard]] std::size_t features() const noexcept { return mean_.size(); }
+  [[nodiscard]] const FeatureStats& stats() const noexcept { return stats_; }
+  /// Standardises `count` samples of features() values each, in place.
+  void apply(float* x, std::size_t count) const {
+    const std::size_t d = mean_.size();
+    for (std::size_t k = 0; k < count; ++k)
+      for (std::size_t j = 0; j < d; ++j) x[k * d + j] = (x[k * d + j] - mean_[j]) / std_[j];
+  }
+
+ private:
+  FeatureStats stats_;
+  std::vector<float> mean_, std_;
+};
+
 /// Random crop with zero padding and random horizontal flip, the augmentation of the study
 /// (as torchvision's RandomCrop(32, padding) and RandomHorizontalFlip(0.5)).
 struct Augmentation {
@@ -134,6 +166,27 @@ inline void transform_image(const std::uint8_t* in, float* out, const Normalizer
       std::fill(row_out + x_end, row_out + width, pad);
     }
   }
+}
+
+/// The crop and flip of transform_image on a float sample of shape [channels, height, width],
+/// the padding filled with zeros of the data's own scale (before normalisation, as torchvision's
+/// RandomCrop on a tensor): `in` and `out` must not overlap.
+inline void crop_flip(const float* in, float* out, const ImageShape& shape, int padding, CropFlip crop) {
+  const int height = static_cast<int>(shape.height);
+  const int width = static_cast<int>(shape.width);
+  const int dy = crop.top - padding;
+  const int dx = crop.left - padding;
+  for (std::size_t c = 0; c < shape.channels; ++c)
+    for (int y = 0; y < height; ++y) {
+      float* row_out = out + (c * shape.height + static_cast<std::size_t>(y)) * shape.width;
+      const int sy = y + dy;
+      for (int x = 0; x < width; ++x) {
+        const int sx = crop.flip ? width - 1 - x + dx : x + dx;
+        row_out[x] = sy < 0 || sy >= height || sx < 0 || sx >= width
+                         ? 0.0f
+                         : in[(c * shape.height + static_cast<std::size_t>(sy)) * shape.width + static_cast<std::size_t>(sx)];
+      }
+    }
 }
 
 /// Throws std::invalid_argument naming `who` unless `normalizer` has one table per channel of `shape`.

@@ -44,7 +44,9 @@ namespace distopt::local {
 /// Post-local SGD (Lin et al. 2020): with `switch_step`, the workers average after every step
 /// until that global step, then every H. `seed` fixes the shards (when not given), each worker's
 /// loader order and augmentation; without `shuffle` each worker reads its shard in the order
-/// given, epoch after epoch (what a reference implementation can replay). `threads` hosts the
+/// given, epoch after epoch (what a reference implementation can replay). `augmentation` is
+/// none unless asked for (the study asks for crop and flip on its images; a crop on a table is
+/// refused, naming both). `threads` hosts the
 /// workers (0: all of OpenMP's). `compression` is what each worker sends at a synchronisation
 /// (local/compression.hpp; by default its float32 model through the all-reduce).
 struct LocalOptions {
@@ -54,7 +56,7 @@ struct LocalOptions {
   std::optional<std::int64_t> switch_step{};
   InnerBuffers inner_buffers = InnerBuffers::maintain;
   std::uint64_t seed = 0;
-  std::optional<data::Augmentation> augmentation = data::Augmentation{};
+  std::optional<data::Augmentation> augmentation{};
   bool shuffle = true;
   int threads = 0;
   NetworkModel network{};
@@ -93,20 +95,26 @@ struct RoundReport {
 /// the team, or one after another with all threads each when there is one thread or one worker.
 /// Either way every worker computes the same bits, and the average is taken in a fixed order,
 /// so a run gives the same bits for any thread count.
-template <nn::Model Model, optim::Optimizer Inner, OuterPolicy Outer, Communicator Comm = InProcess>
+template <class Model, optim::Optimizer Inner, OuterPolicy Outer, Communicator Comm = InProcess>
 class LocalTrainer {
+  static_assert(nn::check_model<Model>(), "LocalTrainer: the model type does not meet nn::Model (see the message above)");
+
  public:
   using scalar_type = typename std::remove_cvref_t<decltype(std::declval<Model&>().parameters())>::scalar_type;
 
   /// `model` is the initial global model, `inner` an inner optimizer over its parameters (each
   /// worker gets a copy, options and state), `outer` the outer policy, `train` the data the
-  /// workers share out (with `shards`, one index list per worker; IID class-balanced by default).
-  /// Throws std::invalid_argument naming the field for K = 0, H = 0, batch_size = 0, more workers
-  /// than samples, or shards that do not match K.
-  LocalTrainer(const Model& model, const Inner& inner, Outer outer, const data::LabelledImages& train,
-               data::Normalizer normalizer, LocalOptions options, std::optional<data::Shards> shards = std::nullopt,
-               Comm comm = Comm{})
+  /// workers share out (any data set with its normalisation, data::Source; it must outlive the
+  /// trainer), with `shards` one index list per worker (IID by default: class-balanced where the
+  /// targets are classes). Throws std::invalid_argument naming the field for K = 0, H = 0,
+  /// batch_size = 0, more workers than samples, shards that do not match K, or a model whose
+  /// input or output size does not match the data's samples or targets.
+  LocalTrainer(const Model& model, const Inner& inner, Outer outer, data::Source train, LocalOptions options,
+               std::optional<data::Shards> shards = std::nullopt, Comm comm = Comm{})
       : global_(model), outer_(std::move(outer)), options_(options), comm_(std::move(comm)) {
+    nn::check_model_fits(model, train.sample_shape(), train.target_info().are_classes(),
+                         static_cast<std::ptrdiff_t>(train.target_info().width), train.name(), "LocalTrainer");
+    classified_ = train.target_info().are_classes();
     require(options_.workers > 0, "LocalOptions.workers (K) must be positive");
     require(options_.local_steps > 0, "LocalOptions.local_steps (H) must be positive");
     require(options_.batch_size > 0, "LocalOptions.batch_size must be positive");
@@ -115,7 +123,7 @@ class LocalTrainer {
     require(options_.threads >= 0, "LocalOptions.threads must be >= 0, got ", options_.threads);
     if (options_.switch_step) require(*options_.switch_step >= 0, "LocalOptions.switch_step must be >= 0");
     options_.compression.validate();
-    shards_ = shards ? std::move(*shards) : data::iid_shards(train.fine, options_.workers, options_.seed);
+    shards_ = shards ? std::move(*shards) : data::iid_shards(train, options_.workers, options_.seed);
     require(shards_.size() == options_.workers, "LocalTrainer: ", shards_.size(), " shards for LocalOptions.workers = ",
             options_.workers);
     const std::size_t first = comm_.first_worker(options_.workers), count = comm_.local_workers(options_.workers);
@@ -127,7 +135,7 @@ class LocalTrainer {
       if (options_.compression.error_feedback && options_.compression.lossy())
         worker->residual.assign(static_cast<std::size_t>(model.parameters().size()), 0.0);
       worker->loader = std::make_unique<data::Loader>(
-          train, normalizer,
+          train,
           data::LoaderOptions{.batch_size = options_.batch_size, .shuffle = options_.shuffle,
                               .seed = worker_seed(options_.seed, k), .augmentation = options_.augmentation},
           shards_[k]);
@@ -143,6 +151,13 @@ class LocalTrainer {
     // One initial model for all: rank 0's (the same already when every rank seeds alike).
     broadcast_values(comm_, global_values());
   }
+
+  /// The study's form: uint8 images normalised per channel.
+  LocalTrainer(const Model& model, const Inner& inner, Outer outer, const data::LabelledImages& train,
+               data::Normalizer normalizer, LocalOptions options, std::optional<data::Shards> shards = std::nullopt,
+               Comm comm = Comm{})
+      : LocalTrainer(model, inner, std::move(outer), data::Source(train, std::move(normalizer)), options, std::move(shards),
+                     std::move(comm)) {}
 
   /// This process's rank among the communicator's (0 in process): only rank 0 evaluates and
   /// writes metrics and checkpoints.
@@ -203,7 +218,7 @@ class LocalTrainer {
           }
           const auto t = step_ + static_cast<std::int64_t>(s);
           const optim::StepStats stats =
-              optim::step(worker.model, worker.optimizer, batch->images(), batch->labels(), schedule(t), batch->images().count,
+              optim::step(worker.model, worker.optimizer, batch->inputs(), batch->targets(), schedule(t), batch->inputs().count,
                           message("worker ", worker.index, ": "), t + 1);
           loss[w] += stats.loss * static_cast<double>(stats.count);
           correct[w] += stats.correct;
@@ -255,7 +270,7 @@ class LocalTrainer {
     report.gamma = gamma;
     report.samples = static_cast<std::int64_t>(local_stats[3]);
     report.loss = local_stats[1] / local_stats[3];
-    report.accuracy = local_stats[2] / local_stats[3];
+    report.accuracy = classified_ ? local_stats[2] / local_stats[3] : std::nan("");
     report.seconds = std::chrono::duration<double>(end - start).count();
     report.sync_seconds = std::chrono::duration<double>(end - sync_start).count();
     report.communication = cost;
@@ -456,6 +471,7 @@ class LocalTrainer {
   std::vector<double> average_;
   std::int64_t step_ = 0;
   std::uint64_t epochs_done_ = 0;
+  bool classified_ = true;  // targets are classes: rounds report an accuracy
   double sync_seconds_ = 0;
   CommunicationCost communication_;
 };

@@ -50,6 +50,22 @@ struct LeNet5Options {
   /// Images per chunk of work. Part of the numerics (the order in which per-image gradients are
   /// added), never of the thread count: the same chunk gives the same bits for any threads.
   std::ptrdiff_t chunk = 4;
+
+  /// The LeNet-5 for square images of `channels` x `size` x `size` and `classes` classes: the
+  /// classic one, conv1 padded by 2, on 28 x 28 images (MNIST, Fashion-MNIST: LeCun et al. 1998's
+  /// 32 x 32 input field), the hsu one otherwise (CIFAR's 32 x 32). Throws
+  /// std::invalid_argument naming the shape for images that are not square.
+  [[nodiscard]] static LeNet5Options for_images(std::ptrdiff_t channels, std::ptrdiff_t height, std::ptrdiff_t width,
+                                                std::ptrdiff_t classes, std::uint64_t seed = 0) {
+    require(height == width, "LeNet5Options::for_images: LeNet-5 takes square images, got ", height, " x ", width);
+    const bool small = height == 28;
+    return {.preset = small ? Preset::classic : Preset::hsu,
+            .classes = classes,
+            .channels = channels,
+            .image_size = height,
+            .padding = small ? 2 : 0,
+            .seed = seed};
+  }
 };
 
 /// The passes of a LeNet5 step, in the order they run, for its per-layer timing.
@@ -132,6 +148,12 @@ class LeNet5 {
   [[nodiscard]] const params_type& parameters() const noexcept { return params_; }
   [[nodiscard]] const LeNet5Options& options() const noexcept { return options_; }
   [[nodiscard]] std::ptrdiff_t num_classes() const noexcept { return options_.classes; }
+  /// Logits per sample (nn::Model).
+  [[nodiscard]] std::ptrdiff_t output_size() const noexcept { return options_.classes; }
+  /// Values per input sample: channels x image_size x image_size.
+  [[nodiscard]] std::ptrdiff_t input_size() const noexcept {
+    return options_.channels * options_.image_size * options_.image_size;
+  }
 
   /// Copies weights from a set of the same layout (std::invalid_argument naming the first
   /// difference otherwise), e.g. weights trained elsewhere or a LocalTrainer's global model.
@@ -159,6 +181,13 @@ class LeNet5 {
     const LossStats stats = loss(x.count, labels, weight, true);
     run_backward(x);
     return stats;
+  }
+
+  /// The nn::Model interface: samples of shape [channels, image_size, image_size], class ids.
+  void forward(const Samples<T>& x, T* logits) { forward(x.images("conv1"), logits); }
+  LossStats evaluate(const Samples<T>& x, const Targets& y) { return evaluate(x.images("conv1"), class_ids(y)); }
+  LossStats loss_and_gradient(const Samples<T>& x, const Targets& y, double weight = 1.0) {
+    return loss_and_gradient(x.images("conv1"), class_ids(y), weight);
   }
 
   /// Per-pass timing for benchmarks: while on, every pass adds its time on each thread, so with
@@ -201,6 +230,11 @@ class LeNet5 {
   };
 
   static constexpr std::ptrdiff_t row_tile = 16;  // rows of a loss tile
+
+  static std::span<const std::int32_t> class_ids(const Targets& y) {
+    require(y.are_classes(), "LeNet5: cross-entropy needs class ids, the batch has real-valued targets of width ", y.width);
+    return y.classes;
+  }
 
   void check_input(const Images<T>& x) const {
     require(x.count >= 1, "LeNet5: empty batch");

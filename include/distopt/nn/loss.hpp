@@ -1,4 +1,5 @@
-// Cross-entropy on logits, and top-k accuracy.
+// The losses a model trains on (cross-entropy on class ids, mean squared error on real values),
+// behind one interface, and top-k accuracy.
 #pragma once
 
 #include <algorithm>
@@ -6,8 +7,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string_view>
 
 #include "distopt/core/error.hpp"
+#include "distopt/core/samples.hpp"
 
 namespace distopt::nn {
 
@@ -17,6 +20,7 @@ struct LossStats {
   std::int64_t correct1 = 0;   ///< top-1 hits
   std::int64_t correct5 = 0;   ///< top-5 hits
   std::int64_t count = 0;      ///< samples
+  bool classified = true;      ///< false for regression: correct1 and correct5 mean nothing
 };
 
 /// Cross-entropy with optional label smoothing (Szegedy et al. 2016), torch.nn.functional
@@ -62,5 +66,63 @@ template <class T>
   for (std::ptrdiff_t j = 0; j < classes; ++j) above += (z[j] > value || (z[j] == value && j < label)) ? 1 : 0;
   return above < k;
 }
+
+/// Mean squared error, torch.nn.functional.mse_loss(reduction="mean") over a batch [N, width]:
+///   loss = 1 / (N width) sum_ij (z_ij - y_ij)^2,   dloss/dz_ij = 2 (z_ij - y_ij) / (N width).
+struct MeanSquaredError {
+  /// Row `z`'s share of the loss times N (its mean squared error over `width` values); writes
+  /// scale * dloss/dz into `grad` (if not null), scale being weight / N for a mean over the batch.
+  template <class T>
+  [[nodiscard]] double row(const T* z, std::ptrdiff_t width, const float* y, T* grad, double scale) const {
+    double sum = 0;
+    const double w = static_cast<double>(width);
+    for (std::ptrdiff_t j = 0; j < width; ++j) {
+      const double d = static_cast<double>(z[j]) - static_cast<double>(y[j]);
+      sum += d * d;
+      if (grad) grad[j] = static_cast<T>(scale * 2.0 * d / w);
+    }
+    return sum / w;
+  }
+};
+
+/// The loss of a model: cross-entropy with label smoothing on class ids (CrossEntropy), or mean
+/// squared error on real targets (MeanSquaredError). One interface, so a model is written once
+/// for classification and regression; the targets of a batch must suit the kind (check()).
+struct Loss {
+  enum class Kind : std::uint8_t { cross_entropy, mean_squared_error };
+  Kind kind = Kind::cross_entropy;
+  double label_smoothing = 0.0;  ///< cross-entropy only
+
+  [[nodiscard]] static Loss cross_entropy(double smoothing = 0.0) { return {Kind::cross_entropy, smoothing}; }
+  [[nodiscard]] static Loss mean_squared_error() { return {Kind::mean_squared_error, 0.0}; }
+  [[nodiscard]] bool classifies() const noexcept { return kind == Kind::cross_entropy; }
+  [[nodiscard]] const char* name() const noexcept { return classifies() ? "cross_entropy" : "mse"; }
+
+  /// Throws std::invalid_argument naming `who` unless `targets` hold `count` targets of the kind
+  /// this loss reads for a model of `outputs` outputs: class ids in [0, outputs), or `outputs`
+  /// finite values per sample.
+  void check(const Targets& targets, std::ptrdiff_t count, std::ptrdiff_t outputs, std::string_view who) const {
+    if (classifies()) {
+      require(targets.are_classes(), who, ": cross-entropy needs class ids, the batch has real-valued targets of width ",
+              targets.width);
+      require(targets.count() == count, who, ": ", targets.count(), " labels for a batch of ", count, " samples");
+      CrossEntropy::check_labels(targets.classes, outputs);
+    } else {
+      require(!targets.are_classes(), who, ": mean squared error needs real-valued targets, the batch has class ids");
+      require(targets.width == outputs, who, ": targets of width ", targets.width, " for a model of ", outputs, " outputs");
+      require(targets.count() == count, who, ": ", targets.count(), " targets for a batch of ", count, " samples");
+    }
+  }
+
+  /// The loss of row `i` of a batch, `z` its `outputs` outputs; writes scale * dloss_i/dz into
+  /// `grad` (if not null).
+  template <class T>
+  [[nodiscard]] double row(const T* z, std::ptrdiff_t outputs, const Targets& targets, std::ptrdiff_t i, T* grad,
+                           double scale) const {
+    if (classifies())
+      return CrossEntropy{label_smoothing}.row(z, outputs, targets.classes[static_cast<std::size_t>(i)], grad, scale);
+    return MeanSquaredError{}.row(z, outputs, targets.values.data() + i * targets.width, grad, scale);
+  }
+};
 
 }  // namespace distopt::nn

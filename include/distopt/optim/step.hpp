@@ -25,30 +25,32 @@ struct Diverged : std::runtime_error {
 };
 
 /// What a step saw: the batch's mean loss (the micro-batches' losses weighted n_k / N), its
-/// correct top-1 predictions and its size.
+/// correct top-1 predictions (where targets are classes) and its size.
 struct StepStats {
   double loss = 0;
   std::int64_t correct = 0;
   std::int64_t count = 0;
+  bool classified = true;
 };
 
-/// One optimizer step on `images` and `labels` at learning rate `lr`: gradients zeroed, the loss
-/// and gradient of micro-batches of at most `micro_batch` images each added with weight n_k / N
+/// One optimizer step on the batch `inputs` with `targets` at learning rate `lr`: gradients zeroed, the loss
+/// and gradient of micro-batches of at most `micro_batch` samples each added with weight n_k / N
 /// (so the update is the whole batch's), then `optimizer.step`. Throws Diverged, its message
 /// starting with `who` and naming `step` (the step's 1-based number), when the loss or a gradient
 /// is not finite; the weights are then as the optimizer left them (it refuses a non-finite step).
 template <nn::Model M, Optimizer O>
-StepStats step(M& model, O& optimizer, const nn::Images<float>& images, std::span<const std::int32_t> labels, double lr,
+StepStats step(M& model, O& optimizer, const Samples<typename M::scalar_type>& inputs, const Targets& targets, double lr,
                std::int64_t micro_batch, std::string_view who, std::int64_t step) {
   auto& params = model.parameters();
   std::fill_n(params.grads().data(), params.size(), typename M::scalar_type{0});
   StepStats stats;
-  stats.count = images.count;
-  for (const MicroBatch& micro : split_batch(images.count, micro_batch)) {
-    const auto part = labels.subspan(static_cast<std::size_t>(micro.begin), static_cast<std::size_t>(micro.end - micro.begin));
-    const nn::LossStats s = model.loss_and_gradient(images.slice(micro.begin, micro.end), part, micro.weight);
+  stats.count = inputs.count;
+  for (const MicroBatch& micro : split_batch(inputs.count, micro_batch)) {
+    const nn::LossStats s =
+        model.loss_and_gradient(inputs.slice(micro.begin, micro.end), targets.slice(micro.begin, micro.end), micro.weight);
     stats.loss += s.loss * micro.weight;
     stats.correct += s.correct1;
+    stats.classified = s.classified;
   }
   if (!std::isfinite(stats.loss)) throw Diverged(message(who, "loss is ", stats.loss, " at step ", step));
   optimizer.set_lr(lr);

@@ -220,6 +220,39 @@ void load_checkpoint(const std::filesystem::path& file, Params& params, std::vec
   progress = std::move(loaded);
 }
 
+/// Which weights of a checkpoint load_weights reads: the best validation epoch's (KeepBest's
+/// `best.*`), the model's at the checkpoint (`model.*`), or the best where there are any.
+enum class Weights : std::uint8_t { best_or_model, best, model };
+
+/// Loads only the weights of a checkpoint (centralized or local, any format) or of a plain
+/// state dict (names without a prefix, as save_weights or `np.savez(f, **model.state_dict())`
+/// write) into `params`, for inference: no optimizer, no progress. Checked before anything
+/// changes: std::invalid_argument naming the file and the block for a missing block or another
+/// shape; std::runtime_error naming the file, member and offset for a damaged file.
+template <ParameterContainer Params>
+void load_weights(const std::filesystem::path& file, Params& params, Weights which = Weights::best_or_model) {
+  const Archive archive = Archive::load(file);
+  const std::string first = params.blocks().empty() ? std::string() : params.blocks().front().name;
+  std::string prefix;
+  if (which != Weights::model && archive.contains("best." + first)) prefix = "best.";
+  else if (which != Weights::best && archive.contains("model." + first)) prefix = "model.";
+  else if (which == Weights::best_or_model && archive.contains(first)) prefix = "";
+  else
+    fail("load_weights: '", file.string(), "' holds no ", which == Weights::best ? "best weights ('best." : "weights ('model.",
+         first, "'", which == Weights::best_or_model ? ", 'best.', or a plain state dict" : "", ")");
+  check_blocks(archive, params, prefix);
+  load_blocks(archive, params, params.values().data(), prefix);
+}
+
+/// Writes the weights of `params` as a plain state dict (`np.load(file)["fc1.weight"]`; PyTorch
+/// loads it with `{k: torch.from_numpy(v) for k, v in np.load(file).items()}`), atomically.
+template <ParameterContainer Params>
+void save_weights(const std::filesystem::path& file, const Params& params) {
+  Archive archive;
+  save_blocks(archive, params, params.values().data(), "");
+  archive.save(file);
+}
+
 /// The checkpoints of one run, `<root>/train/<optimizer>/<batch_size>/<lr>/<weight_decay>/<epoch>.npz`
 /// (the study's layout; <epoch> counts from 1): the latest, and pruning to the last N plus the best.
 class CheckpointFolder {

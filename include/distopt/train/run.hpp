@@ -33,7 +33,7 @@
 
 namespace distopt::train {
 
-/// Loss and accuracies of a model over a set.
+/// Loss and accuracies of a model over a set (the accuracies NaN where targets are real values).
 struct Evaluation {
   double loss = std::nan("");
   double accuracy = std::nan("");  ///< top-1
@@ -41,24 +41,35 @@ struct Evaluation {
   std::int64_t count = 0;
 };
 
-/// Evaluates `model` on every sample of `set`, normalised, in batches of `batch_size`; the loss
-/// is the mean over samples. The same bits for any thread count.
-template <nn::Model M>
-[[nodiscard]] Evaluation evaluate(M& model, const data::LabelledImages& set, const data::Normalizer& normalizer,
-                                  std::size_t batch_size = 1000) {
+/// Evaluates `model` on every sample of `set` (normalised as the Source says), in batches of
+/// `batch_size`; the loss is the mean over samples. The same bits for any thread count.
+template <class M>
+[[nodiscard]] Evaluation evaluate(M& model, const data::Source& set, std::size_t batch_size = 1000) {
+  static_assert(nn::check_model<M>());
   if (set.size() == 0) return {};
-  data::Loader loader(set, normalizer, {.batch_size = batch_size, .shuffle = false});
+  data::Loader loader(set, {.batch_size = batch_size, .shuffle = false});
   double loss_sum = 0;
   std::int64_t correct1 = 0, correct5 = 0, count = 0;
+  bool classified = true;
   while (const data::Batch* batch = loader.next()) {
-    const nn::LossStats s = model.evaluate(batch->images(), batch->labels());
+    const nn::LossStats s = model.evaluate(batch->inputs(), batch->targets());
     loss_sum += s.loss * static_cast<double>(s.count);
     correct1 += s.correct1;
     correct5 += s.correct5;
     count += s.count;
+    classified = s.classified;
   }
   const double n = static_cast<double>(count);
+  if (!classified) return {loss_sum / n, std::nan(""), std::nan(""), count};
   return {loss_sum / n, static_cast<double>(correct1) / n, static_cast<double>(correct5) / n, count};
+}
+
+/// Evaluates `model` on uint8 images normalised per channel.
+template <class M>
+[[nodiscard]] Evaluation evaluate(M& model, const data::LabelledImages& set, const data::Normalizer& normalizer,
+                                  std::size_t batch_size = 1000) {
+  if (set.size() == 0) return {};
+  return evaluate(model, data::Source(set, normalizer), batch_size);
 }
 
 /// How a training step is cut into micro-batches: `accumulation_steps` when given (> 0), else
@@ -84,7 +95,7 @@ struct EpochTotals {
 /// One epoch: every batch the loader hands out from its current position, each one optim::step
 /// at lr = schedule(step). `step` is the global step count, advanced by each step. Throws
 /// optim::Diverged on a non-finite loss or gradient.
-template <nn::Model M, optim::Optimizer O>
+template <class M, optim::Optimizer O>
 EpochTotals train_epoch(M& model, O& optimizer, const optim::Schedule& schedule, data::Loader& loader, std::int64_t& step,
                         const StepOptions& options = {}, const Metrics* metrics = nullptr) {
   using clock = std::chrono::steady_clock;
@@ -97,15 +108,17 @@ EpochTotals train_epoch(M& model, O& optimizer, const optim::Schedule& schedule,
   EpochTotals totals;
   double loss_sum = 0, window_loss = 0;
   std::int64_t correct = 0, window_correct = 0, window_samples = 0;
+  bool classified = true;
   auto window_start = clock::now();
   while (const data::Batch* batch = loader.next()) {
-    const optim::StepStats s = optim::step(model, optimizer, batch->images(), batch->labels(), schedule(step),
+    const optim::StepStats s = optim::step(model, optimizer, batch->inputs(), batch->targets(), schedule(step),
                                            static_cast<std::int64_t>(cap), "", step + 1);
     ++step;
     ++totals.steps;
     loss_sum += s.loss * static_cast<double>(s.count);
     correct += s.correct;
     totals.samples += s.count;
+    classified = s.classified;
     window_loss += s.loss * static_cast<double>(s.count);
     window_correct += s.correct;
     window_samples += s.count;
@@ -114,7 +127,7 @@ EpochTotals train_epoch(M& model, O& optimizer, const optim::Schedule& schedule,
       const double ws = static_cast<double>(window_samples);
       metrics->write(Record{.event = "step", .epoch = batch->position().epoch + 1, .step = step}
                          .set("loss", window_loss / ws)
-                         .set("accuracy", static_cast<double>(window_correct) / ws)
+                         .set("accuracy", classified ? static_cast<double>(window_correct) / ws : std::nan(""))
                          .set("lr", optimizer.lr())
                          .set("images_per_second", ws / seconds));
       window_loss = 0, window_correct = 0, window_samples = 0;
@@ -125,22 +138,39 @@ EpochTotals train_epoch(M& model, O& optimizer, const optim::Schedule& schedule,
   totals.lr = optimizer.lr();
   if (totals.samples > 0) {
     totals.loss = loss_sum / static_cast<double>(totals.samples);
-    totals.accuracy = static_cast<double>(correct) / static_cast<double>(totals.samples);
+    totals.accuracy = classified ? static_cast<double>(correct) / static_cast<double>(totals.samples) : std::nan("");
   }
   return totals;
 }
 
-/// The sets a run uses: train (shuffled, augmented), validation (best weights, early stopping;
-/// may be empty) and test (evaluated once, at the end), normalised with the same statistics.
+/// The sets a run uses: train (shuffled, augmented where the run asks), validation (best
+/// weights, early stopping; may be absent) and test (evaluated once, at the end), each a
+/// data::Source (any data set with its normalisation; the data must outlive the run).
 struct RunData {
-  const data::LabelledImages* train = nullptr;
-  const data::LabelledImages* validation = nullptr;
-  const data::LabelledImages* test = nullptr;
-  data::Normalizer normalizer;
+  std::optional<data::Source> train{};
+  std::optional<data::Source> validation{};
+  std::optional<data::Source> test{};
+
+  RunData() = default;
+  RunData(std::optional<data::Source> train_set, std::optional<data::Source> validation_set = std::nullopt,
+          std::optional<data::Source> test_set = std::nullopt)
+      : train(std::move(train_set)), validation(std::move(validation_set)), test(std::move(test_set)) {}
+  /// uint8 image sets (null: absent) normalised per channel with `normalizer`.
+  RunData(const data::LabelledImages* train_set, const data::LabelledImages* validation_set, const data::LabelledImages* test_set,
+          const data::Normalizer& normalizer)
+      : train(images(train_set, normalizer, "train")),
+        validation(images(validation_set, normalizer, "validation")),
+        test(images(test_set, normalizer, "test")) {}
 
   /// The sets of prepared data (data::prepare_data), normalised with its training statistics.
   static RunData from(const data::PreparedData& prepared) {
     return {&prepared.train, &prepared.validation, &prepared.test, data::Normalizer(prepared.stats)};
+  }
+
+ private:
+  static std::optional<data::Source> images(const data::LabelledImages* set, const data::Normalizer& normalizer, const char* name) {
+    if (set == nullptr) return std::nullopt;
+    return data::Source(*set, normalizer, name);
   }
 };
 
@@ -162,7 +192,7 @@ concept EpochTrainer = requires(T& trainer, const T& const_trainer, const optim:
                                 const Metrics& metrics, Record& record, const std::filesystem::path& file,
                                 const Archive& fields, const std::optional<std::filesystem::path>& latest, bool decision) {
   { trainer.train_epoch(schedule, planned, metrics) } -> std::same_as<EpochTotals>;
-  requires nn::Model<std::remove_cvref_t<decltype(trainer.model())>>;
+  requires nn::check_model<std::remove_cvref_t<decltype(trainer.model())>>();
   { const_trainer.steps() } -> std::convertible_to<std::int64_t>;
   { const_trainer.is_root() } -> std::convertible_to<bool>;
   { trainer.agree(decision) } -> std::convertible_to<bool>;
@@ -367,7 +397,7 @@ RunResult run(T& trainer, const optim::Schedule& schedule, const RunData& sets, 
   auto& params = model.parameters();
   using Scalar = typename std::remove_cvref_t<decltype(params)>::scalar_type;
   const bool root = trainer.is_root();
-  const bool has_validation = sets.validation != nullptr && sets.validation->size() > 0;
+  const bool has_validation = sets.validation && sets.validation->size() > 0;
 
   Progress progress;
   RunResult result;
@@ -419,11 +449,12 @@ RunResult run(T& trainer, const optim::Schedule& schedule, const RunData& sets, 
     EpochMetrics epoch{.train_loss = totals.loss, .train_accuracy = totals.accuracy, .lr = totals.lr, .seconds = totals.seconds};
     state.improved = false;
     if (root && has_validation) {
-      const Evaluation v = evaluate(model, *sets.validation, sets.normalizer, options.eval_batch);
+      const Evaluation v = evaluate(model, *sets.validation, options.eval_batch);
       epoch.validation_loss = v.loss;
       epoch.validation_accuracy = v.accuracy;
       epoch.validation_top5 = v.top5;
-      state.improved = v.accuracy > progress.best_accuracy;
+      // Classes: the best accuracy; real-valued targets (accuracy NaN): the lowest loss.
+      state.improved = std::isnan(v.accuracy) ? v.loss < progress.best_loss : v.accuracy > progress.best_accuracy;
       if (state.improved) {
         progress.best_accuracy = v.accuracy;
         progress.best_loss = v.loss;
@@ -463,7 +494,7 @@ RunResult run(T& trainer, const optim::Schedule& schedule, const RunData& sets, 
   result.checkpoints = state.checkpoints;
   if (finished(status)) {
     (callbacks.end_run(state), ...);
-    if (root && sets.test != nullptr && sets.test->size() > 0) result.test = evaluate(model, *sets.test, sets.normalizer, options.eval_batch);
+    if (root && sets.test && sets.test->size() > 0) result.test = evaluate(model, *sets.test, options.eval_batch);
     write(labelled(Record{.event = "test", .epoch = progress.epochs_done, .step = result.steps}
                        .set("loss", result.test.loss)
                        .set("accuracy", result.test.accuracy)
@@ -488,28 +519,34 @@ RunResult run(T& trainer, const optim::Schedule& schedule, const RunData& sets, 
 // --- centralized runs ------------------------------------------------------------------------
 
 /// A model and its optimizer trained on one loader: the trainer of a centralized run.
-template <nn::Model M, optim::Optimizer O>
+template <class M, optim::Optimizer O>
 class CentralTrainer {
+  static_assert(nn::check_model<M>(), "CentralTrainer: the model type does not meet nn::Model (see the message above)");
+
  public:
   struct Options {
     std::size_t batch_size = 64;
     StepOptions step{};
     std::uint64_t seed = 0;  ///< the loader's order and augmentation
-    std::optional<data::Augmentation> augmentation = data::Augmentation{};
+    std::optional<data::Augmentation> augmentation{};  ///< none unless asked for
     bool prefetch = true;
   };
 
-  CentralTrainer(M& model, O& optimizer, const data::LabelledImages& train, const data::Normalizer& normalizer, Options options)
+  /// `train`: any data set with its normalisation (it must outlive the trainer).
+  CentralTrainer(M& model, O& optimizer, const data::Source& train, Options options)
       : model_(&model),
         optimizer_(&optimizer),
         options_(options),
-        loader_(train, normalizer,
+        loader_(checked(model, train),
                 {.batch_size = options.batch_size, .shuffle = true, .seed = options.seed, .augmentation = options.augmentation,
                  .prefetch = options.prefetch}) {
     require(train.size() > 0, "CentralTrainer: no training data");
     require(options.batch_size > 0, "CentralTrainer: batch_size must be positive");
     progress_.seed = options.seed;
   }
+  /// uint8 images normalised per channel.
+  CentralTrainer(M& model, O& optimizer, const data::LabelledImages& train, const data::Normalizer& normalizer, Options options)
+      : CentralTrainer(model, optimizer, data::Source(train, normalizer, "train"), options) {}
 
   EpochTotals train_epoch(const optim::Schedule& schedule, std::uint64_t, const Metrics& metrics) {
     loader_.seek(progress_.loader);
@@ -544,6 +581,12 @@ class CentralTrainer {
   }
 
  private:
+  static const data::Source& checked(const M& model, const data::Source& train) {
+    nn::check_model_fits(model, train.sample_shape(), train.target_info().are_classes(),
+                         static_cast<std::ptrdiff_t>(train.target_info().width), train.name(), "CentralTrainer");
+    return train;
+  }
+
   M* model_;
   O* optimizer_;
   Options options_;
@@ -570,7 +613,7 @@ struct RunOptions {
   StepOptions step{};
   std::size_t patience = 0;  ///< n_epochs_stop: stop after this many epochs without a better validation accuracy (0: never)
   std::uint64_t seed = 0;    ///< the loader's order and augmentation
-  std::optional<data::Augmentation> augmentation = data::Augmentation{};
+  std::optional<data::Augmentation> augmentation{};  ///< none unless asked for (a crop on a table is refused)
   bool prefetch = true;
   std::size_t eval_batch = 1000;
   RunDescription description{};
@@ -592,17 +635,18 @@ struct RunOptions {
 /// Records: "epoch" after each epoch, "test" and "summary" at the end, "step" every
 /// options.step.log_every steps; the summary carries the description's optimizer, lr, weight
 /// decay, batch size and values.
-template <nn::Model M, optim::Optimizer O>
+template <class M, optim::Optimizer O>
 RunResult run_training(M& model, O& optimizer, const optim::Schedule& schedule, const RunData& sets, const RunOptions& options,
                        const Metrics& metrics = {}) {
-  require(sets.train != nullptr && sets.train->size() > 0, "run_training: no training data");
+  static_assert(nn::check_model<M>(), "run_training: the model type does not meet nn::Model (see the message above)");
+  require(sets.train && sets.train->size() > 0, "run_training: no training data");
   require(options.epochs > 0, "RunOptions.epochs must be positive");
   require(options.batch_size > 0, "RunOptions.batch_size must be positive");
   const RunDescription& d = options.description;
   if (!options.out.empty())
     require(std::isfinite(d.lr) && std::isfinite(d.weight_decay), "RunOptions.description: lr (", d.lr, ") and weight_decay (",
             d.weight_decay, ") name the checkpoint folder and must be given");
-  CentralTrainer<M, O> trainer(model, optimizer, *sets.train, sets.normalizer,
+  CentralTrainer<M, O> trainer(model, optimizer, *sets.train,
                                {.batch_size = options.batch_size, .step = options.step, .seed = options.seed,
                                 .augmentation = options.augmentation, .prefetch = options.prefetch});
   KeepBest best(model.parameters());
