@@ -65,6 +65,15 @@ TEST_CASE("ArrayDataset models the Dataset concept and copies samples and target
   CHECK(v == std::vector<float>{5.0f, 5.5f, 0.0f, 0.5f});
 }
 
+TEST_CASE("Arrays from an Eigen matrix: its rows are the samples, whatever its storage order", "[data][arrays]") {
+  Eigen::MatrixXd x(3, 2);  // column-major doubles
+  x << 1, 2, 3, 4, 5, 6;
+  const auto d = data::ArrayDataset::regression(data::rows(x), {2}, {0.5f, 1.5f, 2.5f});
+  CHECK(d.size() == 3);
+  CHECK(std::vector<float>(d.features().begin(), d.features().end()) == std::vector<float>{1, 2, 3, 4, 5, 6});
+  CHECK(d.target_info() == data::TargetInfo::values(1));
+}
+
 TEST_CASE("Real tables from .npz: classes by integer dtype, regression by float dtype", "[data][arrays][npz]") {
   const auto cancer = data::load_arrays(tables / "breast_cancer.npz");
   CHECK(cancer.size() == 569);

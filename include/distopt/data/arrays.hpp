@@ -13,6 +13,8 @@
 #include <utility>
 #include <vector>
 
+#include <Eigen/Core>
+
 #include "distopt/core/archive.hpp"
 #include "distopt/core/error.hpp"
 #include "distopt/core/samples.hpp"
@@ -134,6 +136,17 @@ class ArrayDataset {
   std::size_t count_ = 0;
   std::string name_ = "arrays";
 };
+
+/// The rows of an Eigen matrix or array (row i: sample i's features) as the row-major floats
+/// ArrayDataset takes, whatever its storage order and scalar type:
+///   ArrayDataset::classification(data::rows(X), {X.cols()}, labels)
+template <class Derived>
+[[nodiscard]] std::vector<float> rows(const Eigen::DenseBase<Derived>& x) {
+  std::vector<float> out(static_cast<std::size_t>(x.rows() * x.cols()));
+  Eigen::Map<Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(out.data(), x.rows(), x.cols()) =
+      x.derived().template cast<float>();
+  return out;
+}
 
 /// Which arrays of an .npz hold a data set, and how to read its targets.
 struct ArraysOptions {

@@ -334,7 +334,17 @@ class Loader {
       });
       return;
     }
-    // Any other data set: its own copy of a run of samples, then crop and flip, then standardise.
+    prepare_copied(position, batch, parallel, shape, out);
+  }
+
+ private:
+  static constexpr std::uint64_t order_stream = 0x0D3E;
+
+  // Any data set but uint8 images: its own copy of a run of samples, then crop and flip, then
+  // standardisation. A function of its own, so the image path's loop stays as compact as it was.
+  void prepare_copied(LoaderPosition position, Batch& batch, bool parallel, const Shape& shape, float* out) const {
+    const auto size = static_cast<std::size_t>(shape.size());
+    const std::size_t count = batch.samples_.size();
     const auto width = batch.width_;
     run(count, parallel, [&](std::size_t b, std::size_t e) {
       const std::span<const std::size_t> samples(batch.samples_.data() + b, e - b);
@@ -354,9 +364,6 @@ class Loader {
       if (!source_.feature_normalizer().identity()) source_.feature_normalizer().apply(x, e - b);
     });
   }
-
- private:
-  static constexpr std::uint64_t order_stream = 0x0D3E;
 
   // --- prefetch: one background thread, one batch ahead ---------------------------------------
   // A prepared batch is a pure function of its position, so one prepared ahead stays good until

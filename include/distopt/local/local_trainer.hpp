@@ -46,9 +46,9 @@ namespace distopt::local {
 /// loader order and augmentation; without `shuffle` each worker reads its shard in the order
 /// given, epoch after epoch (what a reference implementation can replay). `augmentation` is
 /// none unless asked for (the study asks for crop and flip on its images; a crop on a table is
-/// refused, naming both). `threads` hosts the
-/// workers (0: all of OpenMP's). `compression` is what each worker sends at a synchronisation
-/// (local/compression.hpp; by default its float32 model through the all-reduce).
+/// refused, naming both). `threads` hosts the workers (0: all of OpenMP's). `compression` is
+/// what each worker sends at a synchronisation (local/compression.hpp; by default its float32
+/// model through the all-reduce).
 struct LocalOptions {
   std::size_t workers = 4;
   std::size_t local_steps = 8;
