@@ -260,7 +260,11 @@ void channels_forward_block(const T* wt, const T* bias, const T* x, const Index*
   namespace ei = Eigen::internal;
   using P = gemm::Packet<T>;
   constexpr Index L = gemm::lanes<T>, out = NP * L, kc = gemm::Blocking<T>::kc;
+  // Set before the loop only so that no compiler sees a read before a write (GCC warns in a
+  // consumer's -Wall build otherwise); the first block overwrites it, so the sums are unchanged.
   P total[R][NP];
+  for (int r = 0; r < R; ++r)
+    for (int q = 0; q < NP; ++q) total[r][q] = ei::pset1<P>(T(0));
   for (Index k0 = 0; k0 < patch; k0 += kc) {
     const Index k1 = std::min(patch, k0 + kc);
     P acc[R][NP];
