@@ -48,6 +48,7 @@
 #include <filesystem>
 #include <iostream>
 #include <memory>
+#include <numeric>
 #include <optional>
 #include <string>
 #include <system_error>
@@ -221,6 +222,14 @@ struct Problem {
   std::size_t n_train = 0, n_validation = 0, n_test = 0;
 };
 
+/// The first --subset samples of a training split of `n`, or nothing when --subset keeps them all.
+std::optional<std::vector<std::size_t>> subset_of(const Config& c, std::size_t n) {
+  if (c.subset == 0 || c.subset >= n) return std::nullopt;
+  std::vector<std::size_t> first(c.subset);
+  std::iota(first.begin(), first.end(), std::size_t{0});
+  return first;
+}
+
 /// An IDX folder holds train-images-idx3-ubyte (gzipped or not).
 bool idx_folder(const fs::path& folder) {
   return fs::exists(folder / "train-images-idx3-ubyte.gz") || fs::exists(folder / "train-images-idx3-ubyte");
@@ -250,11 +259,7 @@ void load_images(const Config& c, const fs::path& out, Problem& p) {
   std::cerr << "prepared: " << (cached ? "loaded " : "wrote ") << p.prepared_folder.string() << "  (" << p.prepared->train.size()
             << " train, " << p.prepared->validation.size() << " validation, " << p.prepared->test.size() << " test)\n";
   p.kind = "images";
-  if (c.subset > 0 && c.subset < p.prepared->train.size()) {
-    std::vector<std::size_t> first(c.subset);
-    for (std::size_t i = 0; i < c.subset; ++i) first[i] = i;
-    p.prepared->train = data::subset(p.prepared->train, first);
-  }
+  if (const auto first = subset_of(c, p.prepared->train.size())) p.prepared->train = data::subset(p.prepared->train, *first);
   p.sets = distopt::train::RunData::from(*p.prepared);
   p.sample = p.prepared->train.sample_shape();
   p.targets = data::TargetInfo::class_ids(p.prepared->info.classes);
@@ -281,11 +286,7 @@ void load_arrays(const Config& c, Problem& p) {
   const auto split = data::split_indices(all, {.validation_ratio = c.validation_ratio, .seed = c.seed});
   p.train = all.subset(split.train);
   p.validation = all.subset(split.validation);
-  if (c.subset > 0 && c.subset < p.train.size()) {
-    std::vector<std::size_t> first(c.subset);
-    for (std::size_t i = 0; i < c.subset; ++i) first[i] = i;
-    p.train = p.train.subset(first);
-  }
+  if (const auto first = subset_of(c, p.train.size())) p.train = p.train.subset(*first);
   distopt::require(p.train.size() > 0, "--validation-ratio ", c.validation_ratio, " leaves no training samples of ", all.size());
   p.features.emplace(data::feature_statistics(p.train));
   p.kind = "arrays";

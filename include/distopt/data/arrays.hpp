@@ -22,6 +22,8 @@
 
 namespace distopt::data {
 
+struct ArraysOptions;
+
 /// N samples of float features of one shape, each with a class id or real-valued targets, held
 /// in memory: the Dataset of users' own data. Every value is checked on construction: finite
 /// features and targets, class ids in [0, classes), as many targets as samples; an error names
@@ -34,24 +36,13 @@ class ArrayDataset {
   /// the largest id + 1).
   [[nodiscard]] static ArrayDataset classification(std::vector<float> features, Shape shape, std::vector<std::int32_t> labels,
                                                    std::size_t classes = 0, std::string name = "arrays") {
-    ArrayDataset d(std::move(features), shape, std::move(name));
-    if (classes == 0)
-      for (const std::int32_t id : labels) classes = std::max(classes, static_cast<std::size_t>(std::max(id, 0)) + 1);
-    d.info_ = TargetInfo::class_ids(classes);
-    d.classes_ = std::move(labels);
-    d.check_targets();
-    return d;
+    return classification(std::move(features), shape, std::move(labels), classes, std::move(name), Labels{});
   }
 
   /// `features` row-major [N, shape...] and `width` real targets per sample, [N, width].
   [[nodiscard]] static ArrayDataset regression(std::vector<float> features, Shape shape, std::vector<float> targets,
                                                std::size_t width = 1, std::string name = "arrays") {
-    ArrayDataset d(std::move(features), shape, std::move(name));
-    require(width >= 1, d.name_, ": targets need a width of at least 1");
-    d.info_ = TargetInfo::values(width);
-    d.values_ = std::move(targets);
-    d.check_targets();
-    return d;
+    return regression(std::move(features), shape, std::move(targets), width, std::move(name), Labels{});
   }
 
   [[nodiscard]] std::size_t size() const noexcept { return count_; }
@@ -100,8 +91,39 @@ class ArrayDataset {
   }
 
  private:
-  ArrayDataset(std::vector<float> features, Shape shape, std::string name)
-      : features_(std::move(features)), shape_(shape), name_(std::move(name)) {
+  friend ArrayDataset arrays_from(const Archive&, const ArraysOptions&, const std::string&);
+
+  // What the messages call the features and the targets: "features" and "targets" for arrays
+  // from memory, "array 'x'" and "array 'y'" for arrays from a file.
+  struct Labels {
+    std::string features = "features";
+    std::string targets = "targets";
+  };
+
+  static ArrayDataset classification(std::vector<float> features, Shape shape, std::vector<std::int32_t> labels,
+                                     std::size_t classes, std::string name, Labels what) {
+    ArrayDataset d(std::move(features), shape, std::move(name), std::move(what));
+    if (classes == 0)
+      for (const std::int32_t id : labels) classes = std::max(classes, static_cast<std::size_t>(std::max(id, 0)) + 1);
+    d.info_ = TargetInfo::class_ids(classes);
+    d.classes_ = std::move(labels);
+    d.check_targets();
+    return d;
+  }
+
+  static ArrayDataset regression(std::vector<float> features, Shape shape, std::vector<float> targets, std::size_t width,
+                                 std::string name, Labels what) {
+    ArrayDataset d(std::move(features), shape, std::move(name), std::move(what));
+    require(width >= 1, d.name_, ": targets need a width of at least 1");
+    d.info_ = TargetInfo::values(width);
+    d.values_ = std::move(targets);
+    d.check_targets();
+    return d;
+  }
+
+  // Every check of the values is here, once, whichever way the data came in.
+  ArrayDataset(std::vector<float> features, Shape shape, std::string name, Labels what)
+      : features_(std::move(features)), shape_(shape), name_(std::move(name)), what_(std::move(what)) {
     require(shape_.rank >= 1, name_, ": the sample shape is empty");
     const auto d = static_cast<std::size_t>(shape_.size());
     require(features_.size() % d == 0, name_, ": ", features_.size(), " feature values do not make samples of shape ",
@@ -109,21 +131,21 @@ class ArrayDataset {
     count_ = features_.size() / d;
     require(count_ > 0, name_, ": no samples");
     for (std::size_t j = 0; j < features_.size(); ++j)
-      require(std::isfinite(features_[j]), name_, ": features[", j / d, "] holds ", features_[j], " at element ", j % d,
-              " (flat index ", j, "); features must be finite");
+      require(std::isfinite(features_[j]), name_, ": ", what_.features, ": sample ", j / d, " holds ", features_[j],
+              " at element ", j % d, "; features must be finite");
   }
 
   void check_targets() const {
     if (info_.are_classes()) {
       require(classes_.size() == count_, name_, ": ", count_, " samples of features but ", classes_.size(), " class ids");
       for (std::size_t i = 0; i < count_; ++i)
-        require(classes_[i] >= 0 && static_cast<std::size_t>(classes_[i]) < info_.classes, name_, ": class id ",
-                classes_[i], " of sample ", i, " is outside [0, ", info_.classes, ")");
+        require(classes_[i] >= 0 && static_cast<std::size_t>(classes_[i]) < info_.classes, name_, ": ", what_.targets,
+                ": class id ", classes_[i], " of sample ", i, " is outside [0, ", info_.classes, ")");
     } else {
       require(values_.size() == count_ * info_.width, name_, ": ", count_, " samples of features but ", values_.size(),
               " target values (", info_.width, " per sample)");
       for (std::size_t j = 0; j < values_.size(); ++j)
-        require(std::isfinite(values_[j]), name_, ": targets[", j / info_.width, "] holds ", values_[j],
+        require(std::isfinite(values_[j]), name_, ": ", what_.targets, ": target ", j / info_.width, " holds ", values_[j],
                 "; targets must be finite");
     }
   }
@@ -135,6 +157,7 @@ class ArrayDataset {
   TargetInfo info_{};
   std::size_t count_ = 0;
   std::string name_ = "arrays";
+  Labels what_{};
 };
 
 /// The rows of an Eigen matrix or array (row i: sample i's features) as the row-major floats
@@ -200,13 +223,8 @@ inline bool integral(std::string_view dtype) { return dtype != "<f4" && dtype !=
   require(fshape[0] == tshape[0], source, ": array '", options.features, "' holds ", fshape[0], " samples, array '",
           options.targets, "' ", tshape[0], " targets");
   const Shape shape(std::vector<std::ptrdiff_t>(fshape.begin() + 1, fshape.end()));
-  const std::string fname = source + ": array '" + options.features + "'";
   std::vector<float> features = detail::arrays::as_floats(archive, options.features, source);
-  for (std::size_t j = 0; j < features.size(); ++j) {
-    const auto d = static_cast<std::size_t>(shape.size());
-    require(std::isfinite(features[j]), fname, ": sample ", j / d, " holds ", features[j], " at element ", j % d,
-            "; features must be finite");
-  }
+  ArrayDataset::Labels what{"array '" + options.features + "'", "array '" + options.targets + "'"};
   const std::string_view tdtype = archive.dtype(options.targets);
   const TargetInfo::Kind kind =
       options.kind.value_or(detail::arrays::integral(tdtype) ? TargetInfo::Kind::classes : TargetInfo::Kind::values);
@@ -214,10 +232,7 @@ inline bool integral(std::string_view dtype) { return dtype != "<f4" && dtype !=
   const std::string tname = source + ": array '" + options.targets + "'";
   if (kind == TargetInfo::Kind::values) {
     const std::size_t width = tshape.size() == 2 ? static_cast<std::size_t>(tshape[1]) : 1;
-    for (std::size_t j = 0; j < targets.size(); ++j)
-      require(std::isfinite(targets[j]), tname, ": target ", j / std::max<std::size_t>(width, 1), " holds ", targets[j],
-              "; targets must be finite");
-    return ArrayDataset::regression(std::move(features), shape, std::move(targets), width, source);
+    return ArrayDataset::regression(std::move(features), shape, std::move(targets), width, source, std::move(what));
   }
   require(tshape.size() == 1, tname, " has shape ", tshape, "; class ids need one per sample, [N]");
   std::vector<std::int32_t> ids(targets.size());
@@ -226,11 +241,8 @@ inline bool integral(std::string_view dtype) { return dtype != "<f4" && dtype !=
     require(std::isfinite(t) && t == std::floor(t) && t >= 0 && t < 2147483648.0f, tname, ": target ", i, " is ", t,
             "; a class id is a whole number >= 0");
     ids[i] = static_cast<std::int32_t>(t);
-    if (options.classes > 0)
-      require(static_cast<std::size_t>(ids[i]) < options.classes, tname, ": class id ", ids[i], " of sample ", i,
-              " is outside [0, ", options.classes, ")");
   }
-  return ArrayDataset::classification(std::move(features), shape, std::move(ids), options.classes, source);
+  return ArrayDataset::classification(std::move(features), shape, std::move(ids), options.classes, source, std::move(what));
 }
 
 /// The data set in the .npz file `path` (np.savez(path, x=features, y=targets)); see arrays_from.

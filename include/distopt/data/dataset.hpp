@@ -70,20 +70,30 @@ class ClassIds {
   std::size_t size_ = 0;
 };
 
+namespace detail::dataset {
+// The class ids of `data` through copy(), one sample at a time: works on any model of the
+// concept without materialising its features.
+template <Dataset D>
+[[nodiscard]] std::vector<std::int32_t> copied_class_ids(const D& data) {
+  const std::size_t n = data.size();
+  std::vector<std::int32_t> ids(n);
+  std::vector<float> one(static_cast<std::size_t>(Shape(data.sample_shape()).size()));
+  for (std::size_t i = 0; i < n; ++i) data.copy(std::span<const std::size_t>(&i, 1), one, std::span(ids).subspan(i, 1), {});
+  return ids;
+}
+}  // namespace detail::dataset
+
 /// Every class id of a data set whose targets are classes, in sample order (what stratified
-/// splits and class-balanced shards read). Throws std::invalid_argument naming `who` when the
-/// targets are real values.
+/// splits and class-balanced shards read): its own `class_ids()` where it has one, else through
+/// copy(). Throws std::invalid_argument naming `who` when the targets are real values.
 template <Dataset D>
 [[nodiscard]] std::vector<std::int32_t> class_ids(const D& data, const char* who = "class_ids") {
   const TargetInfo info = data.target_info();
   require(info.are_classes(), who, ": the data set's targets are ", info.str(), ", not class ids");
-  const std::size_t n = data.size();
-  std::vector<std::int32_t> ids(n);
-  // One sample at a time through copy(), so this works on any model of the concept without
-  // materialising the features.
-  std::vector<float> one(static_cast<std::size_t>(Shape(data.sample_shape()).size()));
-  for (std::size_t i = 0; i < n; ++i) data.copy(std::span<const std::size_t>(&i, 1), one, std::span(ids).subspan(i, 1), {});
-  return ids;
+  if constexpr (requires { data.class_ids(); })
+    return data.class_ids();
+  else
+    return detail::dataset::copied_class_ids(data);
 }
 
 }  // namespace distopt::data

@@ -91,15 +91,13 @@ class Source {
             std::span<float> values) const {
     copy_(indices, features, classes, values);
   }
-  /// Every class id in sample order (class-balanced shards, stratified splits); throws
+  /// Every class id in sample order (class-balanced shards, stratified splits; data::class_ids
+  /// calls it): the images' labels directly, any other data set's through copy(). Throws
   /// std::invalid_argument naming the data when targets are real values.
   [[nodiscard]] std::vector<std::int32_t> class_ids() const {
     require(info_.are_classes(), name_, ": targets are ", info_.str(), ", not class ids");
-    if (images_) return {images_->fine.begin(), images_->fine.end()};
-    std::vector<std::int32_t> ids(size_);
-    std::vector<float> one(static_cast<std::size_t>(shape_.size()));
-    for (std::size_t i = 0; i < size_; ++i) copy_(std::span<const std::size_t>(&i, 1), one, std::span(ids).subspan(i, 1), {});
-    return ids;
+    if (images_ != nullptr) return {images_->fine.begin(), images_->fine.end()};
+    return detail::dataset::copied_class_ids(*this);
   }
 
   /// Throws std::invalid_argument naming both when `augmentation` cannot apply to these samples:

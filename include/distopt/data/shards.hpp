@@ -118,8 +118,7 @@ template <Dataset D>
 [[nodiscard]] Shards iid_shards(const D& data, std::size_t workers, std::uint64_t seed) {
   const TargetInfo info = data.target_info();
   if (!info.are_classes()) return iid_shards(data.size(), workers, seed);
-  if constexpr (requires { data.class_ids(); }) return iid_shards(ClassIds(data.class_ids()), workers, seed, info.classes);
-  else return iid_shards(ClassIds(class_ids(data, "iid_shards")), workers, seed, info.classes);
+  return iid_shards(ClassIds(class_ids(data, "iid_shards")), workers, seed, info.classes);
 }
 
 /// Non-IID shards as in Hsu, Qi, Brown 2019 ("Measuring the effects of non-identical data
