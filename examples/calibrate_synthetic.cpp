@@ -16,6 +16,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "common/numbers_cli.hpp"
+
 #include <array>
 #include <chrono>
 #include <cmath>
@@ -231,25 +233,25 @@ int main(int argc, char** argv) {
   app.add_option("--micro-batch", settings.micro_batch, "largest micro-batch (gradient accumulation above it)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  app.add_option("--lr", settings.lr, "SGDM learning rate")->capture_default_str();
-  app.add_option("--momentum", settings.momentum, "SGDM momentum")->capture_default_str();
-  app.add_option("--weight-decay", settings.weight_decay, "SGDM weight decay")->capture_default_str();
+  app.add_option("--lr", settings.lr, "SGDM learning rate")->capture_default_str()->check(distopt::cli::number_in(1e-12, 1e3));
+  app.add_option("--momentum", settings.momentum, "SGDM momentum")->capture_default_str()->check(distopt::cli::number_in(0, 1, true));
+  app.add_option("--weight-decay", settings.weight_decay, "SGDM weight decay")->capture_default_str()->check(distopt::cli::number_in(0, 10));
   app.add_option("--seed", settings.seed, "seed of the data, the weights and the shuffles")->capture_default_str();
   app.add_option("--threads", threads, "OpenMP threads (0: the default)")->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   app.add_option("--model", model, "lenet or linear")->capture_default_str()->check(CLI::IsMember({"lenet", "linear"}));
   // The generator's difficulty knobs, to tune it without recompiling.
-  app.add_option("--noise", data_options.noise, "pixel noise, grey levels")->capture_default_str();
-  app.add_option("--distractor", data_options.distractor, "probability of a distractor")->capture_default_str();
+  app.add_option("--noise", data_options.noise, "pixel noise, grey levels")->capture_default_str()->check(distopt::cli::number_in(0, 128));
+  app.add_option("--distractor", data_options.distractor, "probability of a distractor")->capture_default_str()->check(distopt::cli::number_in(0, 1));
   app.add_option("--distractor-scale", data_options.distractor_scale, "distractor radius / object radius, at most")
-      ->capture_default_str();
+      ->capture_default_str()->check(distopt::cli::number_in(1e-6, 1.5));
   app.add_option("--clutter", data_options.clutter, "most clutter strokes")->capture_default_str();
-  app.add_option("--hue-jitter", data_options.hue_jitter, "hue jitter")->capture_default_str();
-  app.add_option("--colour-swap", data_options.colour_swap, "probability of random colours")->capture_default_str();
-  app.add_option("--min-radius", data_options.min_radius, "smallest object radius, pixels")->capture_default_str();
-  app.add_option("--max-radius", data_options.max_radius, "largest object radius, pixels")->capture_default_str();
-  app.add_option("--max-shift", data_options.max_shift, "largest shift, pixels")->capture_default_str();
-  app.add_option("--max-rotation", data_options.max_rotation, "largest rotation, degrees")->capture_default_str();
+  app.add_option("--hue-jitter", data_options.hue_jitter, "hue jitter")->capture_default_str()->check(distopt::cli::number_in(0, 1));
+  app.add_option("--colour-swap", data_options.colour_swap, "probability of random colours")->capture_default_str()->check(distopt::cli::number_in(0, 1));
+  app.add_option("--min-radius", data_options.min_radius, "smallest object radius, pixels")->capture_default_str()->check(distopt::cli::number_in(3, 16));
+  app.add_option("--max-radius", data_options.max_radius, "largest object radius, pixels")->capture_default_str()->check(distopt::cli::number_in(3, 16));
+  app.add_option("--max-shift", data_options.max_shift, "largest shift, pixels")->capture_default_str()->check(distopt::cli::number_in(0, 16));
+  app.add_option("--max-rotation", data_options.max_rotation, "largest rotation, degrees")->capture_default_str()->check(distopt::cli::number_in(0, 180));
   CLI11_PARSE(app, argc, argv);
   data_options.seed = settings.seed;
 

@@ -32,8 +32,11 @@
 #include <distopt/optim/lars.hpp>
 #include <distopt/optim/schedule.hpp>
 #include <distopt/optim/sgdm.hpp>
+#include "common/numbers_cli.hpp"
 #include "common/plots.hpp"
 #include <distopt/train/checkpoint.hpp>
+#include <distopt/train/interrupt.hpp>
+#include <distopt/train/run_folder.hpp>
 #include <distopt/train/metrics.hpp>
 #include <distopt/train/models.hpp>
 #include <distopt/train/run.hpp>
@@ -75,8 +78,8 @@ struct Config {
   std::size_t synthetic_test = distopt::data::cifar100::test_records;
   std::string model = "auto";
   std::string optimizer = "sgdm";
-  double lr = std::nan("");            ///< NaN: the optimizer's default (default_lr)
-  double weight_decay = std::nan("");  ///< NaN: the optimizer's default (default_weight_decay)
+  std::optional<double> lr;            ///< unset: the optimizer's default (default_lr)
+  std::optional<double> weight_decay;  ///< unset: the optimizer's default (default_weight_decay)
   double momentum = 0.9;
   std::size_t batch_size = 64;
   std::size_t epochs = 10;
@@ -109,18 +112,6 @@ double default_lr(const std::string& optimizer) {
 
 double default_weight_decay(const std::string& optimizer) {
   return optimizer == "adamw" || optimizer == "lamb" ? 1e-2 : 4e-4;
-}
-
-/// A number in [low, high), for CLI11 (whose Range is closed).
-CLI::Validator half_open(double low, double high) {
-  return CLI::Validator(
-      [low, high](std::string& text) -> std::string {
-        double v = 0;
-        if (!CLI::detail::lexical_cast(text, v) || !std::isfinite(v)) return message("'", text, "' is not a number");
-        if (v < low || v >= high) return message(v, " is not in [", low, ", ", high, ")");
-        return {};
-      },
-      message("in [", low, ", ", high, ")"));
 }
 
 /// Training images left after the validation split: the same rounding as data::split_indices, so
@@ -332,15 +323,6 @@ std::vector<std::ptrdiff_t> mlp_widths(const std::string& model) {
   return widths;
 }
 
-/// Checkpoints of an earlier run in `folder`: a fresh run must not mix with them (pruning and a
-/// later --resume would pick up the older, longer run's files).
-std::vector<fs::path> checkpoint_files(const fs::path& folder) {
-  std::vector<fs::path> files;
-  for (const std::uint64_t epoch : distopt::train::CheckpointFolder(folder).epochs())
-    files.push_back(distopt::train::CheckpointFolder(folder).file(epoch));
-  return files;
-}
-
 /// The terminal's progress lines without the run's description: the optimizer label every record
 /// carries and the hyperparameters on the summary (they stay in metrics.jsonl, where a search or
 /// plot.py needs them; the command line already printed them).
@@ -360,22 +342,49 @@ class TerseProgress final : public distopt::train::MetricSink {
   distopt::train::ProgressSink progress_{std::cerr};
 };
 
+/// The command line that continues this run: the same arguments with --resume and without
+/// --overwrite, quoted for a POSIX shell where needed.
+std::string resume_command(const std::vector<std::string>& args) {
+  std::string out;
+  bool resume = false;
+  for (const std::string& a : args) {
+    if (a == "--overwrite") continue;
+    resume = resume || a == "--resume";
+    const bool plain = !a.empty() && a.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=:,+@%") ==
+                                         std::string::npos;
+    std::string quoted = "'";
+    for (const char ch : a) quoted += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+    out += (out.empty() ? "" : " ") + (plain ? a : quoted + "'");
+  }
+  return resume ? out : out + " --resume";
+}
+
+/// What identifies a run beyond what train::run_training knows (run_config): every flag that
+/// changes its result. Not --threads (the same bits for any count), nor the output flags.
+distopt::train::RunConfig flag_config(const Config& c) {
+  distopt::train::RunConfig config;
+  config.set("data", c.data);
+  if (c.data == "synthetic") config.set("synthetic_train", c.synthetic_train).set("synthetic_test", c.synthetic_test);
+  config.set("model", c.model).set("scheduler", c.scheduler).set("warmup", c.warmup).set("step_size", c.step_size);
+  std::string milestones;
+  for (const std::size_t m : c.milestones) milestones += message(milestones.empty() ? "" : ",", m);
+  config.set("milestones", milestones).set("gamma", c.gamma).set("power", c.power);
+  config.set("validation_ratio", c.validation_ratio).set("subset", c.subset);
+  return config;
+}
+
 template <class Model, class Optimizer>
-int train(const Config& c, double lr, double weight_decay, Model& model, Optimizer& optimizer, const Problem& problem) {
+int train(const Config& c, double lr, double weight_decay, Model& model, Optimizer& optimizer, const Problem& problem,
+          const std::vector<std::string>& command) {
   namespace train = distopt::train;
   const fs::path out = c.out;
   const auto steps_per_epoch = static_cast<std::int64_t>((problem.n_train + c.batch_size - 1) / c.batch_size);
   const distopt::optim::Schedule schedule = make_schedule(c, lr, steps_per_epoch);
 
   const train::CheckpointFolder run(out, c.optimizer, c.batch_size, lr, weight_decay);
+  // Held to the end: summary.csv and the plot are this run's too.
+  const auto claim = train::claim_folder(run.path(), "run folder");
   const fs::path metrics_file = run.path() / "metrics.jsonl";
-  if (!c.resume) {
-    const auto stale = checkpoint_files(run.path());
-    if (!stale.empty() && !c.overwrite)
-      distopt::fail("run folder '", run.path().string(), "' already holds ", stale.size(),
-                    " checkpoint(s) of an earlier run: pass --resume to continue it or --overwrite to start again");
-    for (const auto& f : stale) fs::remove(f);
-  }
   // The study's crop and flip on images; on arrays only where the samples are images (and asked).
   const bool augment = !c.no_augmentation && (problem.kind == "images" || problem.sample.rank == 3);
 
@@ -393,6 +402,8 @@ int train(const Config& c, double lr, double weight_decay, Model& model, Optimiz
       .out = out,
       .keep_last = c.keep_last,
       .resume = c.resume,
+      .overwrite = c.overwrite,
+      .config = flag_config(c),
   };
   std::vector<std::string> hyperparameter_names = {"lr", "weight_decay", "batch_size"};
   for (const auto& h : options.description.values) hyperparameter_names.push_back(h.first);
@@ -405,6 +416,11 @@ int train(const Config& c, double lr, double weight_decay, Model& model, Optimiz
             << " steps per epoch, " << c.scheduler << " schedule, " << distopt::parallel::max_threads() << " threads\n";
   const train::RunResult result = train::run_training(model, optimizer, schedule, problem.sets, options, metrics);
 
+  if (const int sig = train::stop_requested(); sig != 0 && result.status == train::Status::interrupted) {
+    std::fprintf(stderr, "train: stopped by signal %d after %llu epochs and %lld steps; the checkpoint in %s continues with:\n  %s\n",
+                 sig, static_cast<unsigned long long>(result.epochs_done), static_cast<long long>(result.steps), run.path().c_str(),
+                 resume_command(command).c_str());
+  }
   const std::vector<std::string> header = {
       "status", "epochs_done", "steps", "best_epoch", "best_validation_accuracy", "test_loss", "test_top1", "test_top5",
       "seconds", "message", "data", "n_train", "n_validation", "n_test", "model", "optimizer", "lr", "weight_decay",
@@ -446,6 +462,8 @@ int train(const Config& c, double lr, double weight_decay, Model& model, Optimiz
   std::printf("checkpoints %s\n", kept.empty() ? "(none)" : kept.c_str());
   std::printf("metrics    %s\n", metrics_file.c_str());
   std::printf("summary    %s\n", summary_file.c_str());
+  if (const int sig = train::stop_requested(); sig != 0 && result.status == train::Status::interrupted)
+    return train::StopOnSignals::exit_status(sig);
 
   if (c.plot) {
     const fs::path png = run.path() / "metrics.png";
@@ -497,11 +515,11 @@ int main(int argc, char** argv) {
   app.add_option("--optimizer", c.optimizer, "sgdm, adamw, lars or lamb; also names the run folder")
       ->capture_default_str()->check(CLI::IsMember({"sgdm", "adamw", "lars", "lamb"}));
   app.add_option("--lr", c.lr, "peak learning rate [default: 0.01 sgdm, 0.1 lars, 0.001 adamw and lamb]")
-      ->check(CLI::Range(1e-12, 1e3));
+      ->check(distopt::cli::number_in(1e-12, 1e3));
   app.add_option("--weight-decay", c.weight_decay, "weight decay [default: 4e-4 sgdm and lars, 0.01 adamw and lamb]")
-      ->check(CLI::Range(0.0, 10.0));
+      ->check(distopt::cli::number_in(0, 10));
   app.add_option("--momentum", c.momentum, "momentum of sgdm and lars; Adam's beta1 for adamw and lamb")
-      ->capture_default_str()->check(half_open(0.0, 1.0));
+      ->capture_default_str()->check(distopt::cli::number_in(0, 1, true));
   app.add_option("--batch-size", c.batch_size, "images per optimizer step")
       ->capture_default_str()->check(CLI::Range(1, 1 << 20));
   app.add_option("--epochs", c.epochs, "epochs to train in all (with --resume: up to this many)")
@@ -517,15 +535,15 @@ int main(int argc, char** argv) {
   app.add_option("--milestones", c.milestones, "multistep: epochs at which the lr is multiplied by --gamma [default: "
                                                "half and three quarters of --epochs]")
       ->delimiter(',')->check(CLI::Range(1, 100'000));
-  app.add_option("--gamma", c.gamma, "step, multistep: decay factor")->capture_default_str()->check(CLI::Range(0.0, 1.0));
-  app.add_option("--power", c.power, "polynomial: exponent")->capture_default_str()->check(CLI::Range(0.0, 100.0));
+  app.add_option("--gamma", c.gamma, "step, multistep: decay factor")->capture_default_str()->check(distopt::cli::number_in(0, 1));
+  app.add_option("--power", c.power, "polynomial: exponent")->capture_default_str()->check(distopt::cli::number_in(0, 100));
   app.add_option("--accumulation-steps", c.accumulation_steps,
                  "micro-batches per step, gradients accumulated (0: automatic, batches above 4096 in pieces of <= 4096)")
       ->capture_default_str()->check(CLI::Range(0, 1 << 20));
   app.add_option("--patience", c.patience, "early stopping: stop after this many epochs without a better validation accuracy (0: never)")
       ->capture_default_str()->check(CLI::Range(0, 100'000));
   app.add_option("--validation-ratio", c.validation_ratio, "share of the training set held out for validation (0: none)")
-      ->capture_default_str()->check(CLI::Range(0.0, 0.9));
+      ->capture_default_str()->check(distopt::cli::number_in(0, 0.9));
   app.add_option("--subset", c.subset, "train on the first this many samples of the training split (0: all): quick trials")
       ->capture_default_str()->check(CLI::Range(0, 1'000'000'000));
   app.add_flag("--no-augmentation", c.no_augmentation, "train without random crops and flips (images; arrays are never augmented "
@@ -545,10 +563,13 @@ int main(int argc, char** argv) {
       ->capture_default_str()->check(CLI::Range(0, 1'000'000));
   app.add_flag("--plot", c.plot, "after the run, draw metrics.png in the run folder (" DISTOPT_PYTHON " tools/plot.py)");
   CLI11_PARSE(app, argc, argv);
+  const std::vector<std::string> command(argv, argv + argc);
+  // From here on SIGINT, SIGTERM and SIGHUP stop the run after its current step, with a checkpoint.
+  const distopt::train::StopOnSignals signals;
 
   try {
-    if (std::isnan(c.lr)) c.lr = default_lr(c.optimizer);
-    if (std::isnan(c.weight_decay)) c.weight_decay = default_weight_decay(c.optimizer);
+    if (!c.lr) c.lr = default_lr(c.optimizer);
+    if (!c.weight_decay) c.weight_decay = default_weight_decay(c.optimizer);
     distopt::require(!(c.resume && c.overwrite), "--resume and --overwrite exclude each other");
     std::optional<distopt::parallel::ThreadCount> threads;
     if (c.threads > 0) threads.emplace(c.threads);
@@ -558,25 +579,31 @@ int main(int argc, char** argv) {
       distopt::require(train_split_size(c.synthetic_train, c.validation_ratio) > 0, "--validation-ratio ", c.validation_ratio,
                        " leaves no training images of ", c.synthetic_train);
     if (c.model.starts_with("mlp")) (void)mlp_widths(c.model);
+    // A run folder another process holds is refused before minutes of data preparation; one that
+    // is not there yet is claimed (created) by run_training, once the run is known to be valid.
+    std::shared_ptr<const distopt::io::FileLock> claim;
+    if (const auto folder = distopt::train::CheckpointFolder(c.out, c.optimizer, c.batch_size, *c.lr, *c.weight_decay).path();
+        fs::is_directory(folder))
+      claim = distopt::train::claim_folder(folder, "run folder");
     const std::unique_ptr<Problem> problem = load_problem(c, c.out);
 
     const auto with_optimizer = [&](auto& model) {
       namespace optim = distopt::optim;
       const auto& params = model.parameters();
       if (c.optimizer == "sgdm") {
-        optim::Sgdm optimizer(params, {.lr = c.lr, .momentum = c.momentum, .weight_decay = c.weight_decay});
-        return train(c, c.lr, c.weight_decay, model, optimizer, *problem);
+        optim::Sgdm optimizer(params, {.lr = *c.lr, .momentum = c.momentum, .weight_decay = *c.weight_decay});
+        return train(c, *c.lr, *c.weight_decay, model, optimizer, *problem, command);
       }
       if (c.optimizer == "adamw") {
-        optim::AdamW optimizer(params, {.lr = c.lr, .beta1 = c.momentum, .weight_decay = c.weight_decay});
-        return train(c, c.lr, c.weight_decay, model, optimizer, *problem);
+        optim::AdamW optimizer(params, {.lr = *c.lr, .beta1 = c.momentum, .weight_decay = *c.weight_decay});
+        return train(c, *c.lr, *c.weight_decay, model, optimizer, *problem, command);
       }
       if (c.optimizer == "lars") {
-        optim::Lars optimizer(params, {.lr = c.lr, .momentum = c.momentum, .weight_decay = c.weight_decay});
-        return train(c, c.lr, c.weight_decay, model, optimizer, *problem);
+        optim::Lars optimizer(params, {.lr = *c.lr, .momentum = c.momentum, .weight_decay = *c.weight_decay});
+        return train(c, *c.lr, *c.weight_decay, model, optimizer, *problem, command);
       }
-      optim::Lamb optimizer(params, {.lr = c.lr, .beta1 = c.momentum, .weight_decay = c.weight_decay});
-      return train(c, c.lr, c.weight_decay, model, optimizer, *problem);
+      optim::Lamb optimizer(params, {.lr = *c.lr, .beta1 = c.momentum, .weight_decay = *c.weight_decay});
+      return train(c, *c.lr, *c.weight_decay, model, optimizer, *problem, command);
     };
 
     const std::string model = c.model == "auto" ? (problem->kind == "images" ? "lenet5-auto" : "mlp:128") : c.model;
@@ -602,6 +629,10 @@ int main(int argc, char** argv) {
                                        {.loss = classes ? distopt::nn::Loss::cross_entropy() : distopt::nn::Loss::mean_squared_error(),
                                         .seed = c.seed});
     return with_optimizer(net);
+  } catch (const distopt::train::FolderRefused& e) {
+    std::cerr << "train: error: " << e.what() << "\ntrain: --resume continues the run in that folder, --overwrite replaces "
+              << "it; another --out (or another --optimizer, --batch-size, --lr, --weight-decay) is another folder\n";
+    return 1;
   } catch (const std::exception& e) {
     std::cerr << "train: error: " << e.what() << '\n';
     return 1;

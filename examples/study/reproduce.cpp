@@ -15,15 +15,19 @@
 #include "common/runs.hpp"
 #include "common/study.hpp"
 
+#include <distopt/core/file_lock.hpp>
 #include <distopt/core/parallel.hpp>
+#include <distopt/train/interrupt.hpp>
 
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -156,7 +160,20 @@ int main(int argc, char** argv) {
   const bool root = study_cli::launched_rank() == 0;
   [[maybe_unused]] const bool mpi = !plan_only && study_cli::MpiSession::active();
   const int groups = std::max(1, study_cli::launched_ranks() / flags.ranks_per_run);
+  // Signals go on to the stage program running (run_program forwards them), which checkpoints and
+  // stops; this process waits for it, then stops too.
+  const distopt::train::StopOnSignals signals;
   try {
+    // One driver per work folder (with --shared-work several jobs share it on purpose: their
+    // runs are locked one by one). A driver killed earlier holds nothing: its lock died with it.
+    std::optional<distopt::io::FileLock> driver;
+    if (root && !plan_only && !flags.shared_work) {
+      const fs::path lock = config.work / "reproduce.lock";
+      driver = distopt::io::FileLock::try_acquire(lock);
+      if (!driver)
+        throw std::runtime_error(message("the work folder '", config.work.string(), "' is in use by another reproduce (",
+                                         distopt::io::FileLock::holder(lock), "); wait for it, or stop it first"));
+    }
     for (const std::string* name : {&only, &through})
       if (!name->empty() && std::none_of(stages.begin(), stages.end(), [&](const Stage& s) { return s.name == *name; }))
         throw std::invalid_argument(message("no stage named '", *name, "' (stage1_data .. stage7_diloco)"));
@@ -186,6 +203,11 @@ int main(int argc, char** argv) {
       if (stage.name == "stage5_localsgd" || stage.name == "stage6_slowmo") stage_args.insert(stage_args.end(), {"--local-lr", local_lr});
       const int status = run(stage, stage_args);
       times.emplace_back(stage.name, std::chrono::duration<double>(std::chrono::steady_clock::now() - stage_start).count());
+      if (status == 128 + SIGINT || status == 128 + SIGTERM || status == 128 + SIGHUP) {
+        std::cerr << "reproduce: stopped during " << stage.name << " (signal " << status - 128
+                  << "); the same command continues: completed stages and runs are kept, the cut run resumes\n";
+        return status;
+      }
       if (status != 0) {
         std::cerr << "reproduce: " << stage.name << " failed (exit status " << status
                   << "); fix the cause and run reproduce again: completed stages are skipped\n";
@@ -215,7 +237,10 @@ int main(int argc, char** argv) {
       std::string took = "not run this time";
       for (const auto& [s, t] : times)
         if (s == stage.name) took = duration(t);
-      report << "| [" << stage.name << "](" << stage.name << "/table.md) | " << stage.title << " | " << took << " |\n";
+      // Only files that are there are linked: a stage not run has no table.
+      const bool table = fs::exists(config.results / stage.name / "table.md");
+      report << "| " << (table ? message("[", stage.name, "](", stage.name, "/table.md)") : stage.name) << " | " << stage.title
+             << " | " << took << (table ? "" : " (no results)") << " |\n";
     }
     report << "\nTotal: " << duration(total) << " (estimated before the start: " << duration(estimate) << ").\n\n"
            << "### Plan\n\n" << plan << '\n';

@@ -142,9 +142,9 @@ int study_stages::stage2_lenet(int argc, char** argv) {
   CLI::App app{"Study stage 2: train the LeNet-5 of the data once per seed with SGDM in Hsu et al.'s setting (lr 0.01, momentum "
                "0.9, weight decay 4e-4, batch 64); resumable; writes <results>/stage2_lenet/"};
   flags.add(app);
-  app.add_option("--lr", o.lr, "learning rate")->capture_default_str()->check(CLI::Range(1e-12, 1e3));
-  app.add_option("--momentum", o.momentum, "SGD momentum")->capture_default_str()->check(CLI::Range(0.0, 0.999999));
-  app.add_option("--weight-decay", o.weight_decay, "L2 weight decay")->capture_default_str()->check(CLI::Range(0.0, 10.0));
+  app.add_option("--lr", o.lr, "learning rate")->capture_default_str()->check(distopt::cli::number_in(1e-12, 1e3));
+  app.add_option("--momentum", o.momentum, "SGD momentum")->capture_default_str()->check(distopt::cli::number_in(0, 1, true));
+  app.add_option("--weight-decay", o.weight_decay, "L2 weight decay")->capture_default_str()->check(distopt::cli::number_in(0, 10));
   app.add_option("--batch-size", o.batch_size, "images per step")->capture_default_str()->check(CLI::Range(1, 1 << 20));
   app.add_option("--epochs", o.epochs, "epochs (0: the scale's epochs_lenet)")->capture_default_str()->check(CLI::Range(0, 100'000));
   app.add_option("--schedule", o.schedule, "learning-rate schedule: constant (Hsu et al.) or cosine annealing to 0 over the run")

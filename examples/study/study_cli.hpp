@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 
 #include <distopt/local/communicator.hpp>
+#include "common/numbers_cli.hpp"
 #include "common/runs.hpp"
 #include "common/study.hpp"
 #include "common/work.hpp"
@@ -49,7 +50,7 @@ struct Flags {
     app.add_flag("--synthetic", config.synthetic,
                  "Use the library's synthetic CIFAR-format data (generated into <work>/data, read through the CIFAR-100 reader)");
     app.add_option("--epochs-scale", epochs_scale, "Multiply every epoch count of the scale (e.g. 0.2 to run the full grids shorter)")
-        ->check(CLI::Range(1e-3, 1e3));
+        ->check(distopt::cli::number_in(1e-3, 1e3));
     app.add_option("--results", config.results, "Folder for tables, metrics and plots")->capture_default_str();
     app.add_option("--work", config.work, "Folder for data caches and checkpoints")->capture_default_str();
     app.add_option("--seed", config.seed, "Base seed of data, splits, shards, initial weights and loaders (seeds seed, seed + 1, ...)")
@@ -176,6 +177,10 @@ int run_stage_on(const Flags& flags, const std::string& stage, distopt::study::W
                      {"seconds", distopt::io::format_number(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 4)}});
     comm.barrier();  // ranks done early sleep here while rank 0 finishes alone (tables, plots)
     return 0;
+  } catch (const distopt::study::Stopped& e) {
+    std::cerr << stage << ": " << e.what() << " after a checkpoint of the run in progress; the same command continues it"
+              << " (finished runs are kept)\n";
+    return distopt::train::StopOnSignals::exit_status(e.signal());
   } catch (const std::exception& e) {
     std::cerr << stage << ": error" << (work.ranks() > 1 ? distopt::message(" on rank ", comm.rank()) : std::string()) << ": "
               << e.what() << '\n';
@@ -198,6 +203,8 @@ int run_stage(const Flags& flags, const std::string& stage, Body&& body) {
   }
 #endif
   const distopt::study::WorkOptions options{.ranks_per_run = flags.ranks_per_run, .shared = flags.shared_work};
+  // SIGINT, SIGTERM and SIGHUP stop the run in progress after its step, with a checkpoint.
+  const distopt::train::StopOnSignals signals;
   try {
 #if defined(DISTOPT_STUDY_MPI)
     distopt::study::Work work(options, MpiSession::active());

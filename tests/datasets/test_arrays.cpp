@@ -191,7 +191,7 @@ TEST_CASE("The loader reads arrays: standardised features, targets, the same bat
   CHECK(plain.batches_per_epoch() == 3);
 }
 
-TEST_CASE("A crop on a table is refused, naming both; on float images it crops like the image path", "[data][arrays][transforms]") {
+TEST_CASE("A crop on a table is refused, naming both, and on float images it crops like the image path", "[data][arrays][transforms]") {
   const auto table = small();
   REQUIRE_THROWS_WITH(data::Loader(data::Source(table), {.augmentation = data::Augmentation{}}),
                       Contains("random crop") && Contains("'small'") && Contains("[2, 3]"));

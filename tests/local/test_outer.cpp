@@ -91,7 +91,7 @@ TEST_CASE("SlowMo is the outer SGDM (lr alpha, momentum beta) while the inner lr
   CHECK(d.max_abs > 1e-5);
 }
 
-TEST_CASE("DiLoCo: inner AdamW, outer Nesterov; its outer state is in the checkpoint and resume is bit-exact",
+TEST_CASE("DiLoCo: inner AdamW, outer Nesterov, its outer state is in the checkpoint and resume is bit-exact",
           "[local][outer][checkpoint]") {
   test_support::TempDir dir;
   const optim::Schedule schedule = optim::Constant{1e-3};

@@ -183,7 +183,7 @@ TEMPLATE_TEST_CASE("Loading state of another layout or optimizer names the field
                                                                           "', this optimizer is 'AdamW'"));
 }
 
-TEMPLATE_TEST_CASE("reset_state gives a fresh optimizer; average makes replicas' buffers their mean", "[optim][state]",
+TEMPLATE_TEST_CASE("reset_state gives a fresh optimizer, and average makes replicas' buffers their mean", "[optim][state]",
                    SgdmF, AdamWF, LarsF, LambF) {
   ParameterSet a = layout();
   ParameterSet b = layout();

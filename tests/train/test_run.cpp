@@ -139,6 +139,8 @@ TEST_CASE("run_training: a process killed while writing a checkpoint leaves the 
   (void)train::run_training(reference, ref_opt, schedule, sets().run(), fresh);
   CHECK(resumed.status == train::Status::completed);
   CHECK(values_of(m) == values_of(reference));
+  // The half-written temporary file of the killed writer is gone (its PID is no process now).
+  for (const auto& entry : fs::directory_iterator(folder.path())) CHECK_THAT(entry.path().filename().string(), !Contains(".tmp-"));
 }
 
 TEST_CASE("run_training: a diverging run is marked and reported, not thrown", "[train][diverge]") {
@@ -303,9 +305,12 @@ TEST_CASE("run_training: a fresh run refuses a folder holding an earlier run, un
   }
   Model m = small_model();
   optim::Sgdm opt(m.parameters(), {.lr = 0.02});
-  options.epochs = 1;
   CHECK_THROWS_WITH(train::run_training(m, opt, optim::Constant{0.02}, sets().run(), options),
                     Contains("earlier run") && Contains("resume") && Contains("overwrite"));
+  // Another configuration (here fewer epochs) is named as such.
+  options.epochs = 1;
+  CHECK_THROWS_WITH(train::run_training(m, opt, optim::Constant{0.02}, sets().run(), options),
+                    Contains("another configuration") && Contains("epochs: 2 -> 1") && Contains("overwrite"));
   options.overwrite = true;
   const auto result = train::run_training(m, opt, optim::Constant{0.02}, sets().run(), options);
   CHECK(result.status == train::Status::completed);

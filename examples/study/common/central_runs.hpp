@@ -187,6 +187,7 @@ struct CentralRuns {
       optim::Lamb o(params, {.lr = spec.lr, .beta1 = spec.momentum, .weight_decay = spec.weight_decay});
       r = train::run_training(model, o, schedule, sets, options, records);
     }
+    stop_if_signalled(r.status);
     double train_seconds = 0;
     for (const auto& h : r.history) train_seconds += h.seconds;
     const double images = static_cast<double>(train().size() * r.epochs_done);

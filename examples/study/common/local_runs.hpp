@@ -481,6 +481,7 @@ struct LocalRuns {
     const train::Metrics sinks = root ? records(s.id, slot.path()) : train::Metrics();
     const train::RunResult result = s.curve ? train::run_local(trainer, make_local_schedule(plan), sets, run_options, sinks, curve)
                                             : train::run_local(trainer, make_local_schedule(plan), sets, run_options, sinks);
+    stop_if_signalled(result.status);
     const local::CommunicationCost& communication = trainer.communication();
     row.set({status_cell(result.status),
              {"epochs", message(result.epochs_done)},

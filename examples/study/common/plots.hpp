@@ -13,27 +13,51 @@
 #include <utility>
 #include <vector>
 
-#include <spawn.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/types.h>
 #include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
 
 #include "distopt/core/error.hpp"
-
-extern char** environ;  // NOLINT: POSIX; the child gets our environment (MPLBACKEND, HOME)
+#include "distopt/train/interrupt.hpp"
 
 namespace distopt::study {
 
 /// Runs `program args...` without a shell (paths need no quoting) and returns its exit status
 /// (128 + the signal when it was killed). Throws when the program cannot be started.
+///
+/// The child dies with this process (PR_SET_PDEATHSIG: SIGTERM, which a stage program answers by
+/// checkpointing and stopping), so killing a driver, even with SIGKILL, leaves no program training
+/// on. It runs in a process group of its own, so a Ctrl-C at the terminal reaches it once, through
+/// this process: while it runs, the signals StopOnSignals handles are forwarded to it
+/// (train::forward_signals_to) and this process waits for it to stop.
 [[nodiscard]] inline int run_program(const std::vector<std::string>& args) {
   require(!args.empty(), "run_program: no program");
   std::vector<char*> argv;
   for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
-  pid_t pid = 0;
-  if (const int err = ::posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ); err != 0)
-    fail<std::runtime_error>("cannot start '", args[0], "': ", std::generic_category().message(err));
+  const ::pid_t parent = ::getpid();
+  const ::pid_t pid = ::fork();
+  if (pid < 0) fail<std::runtime_error>("cannot start '", args[0], "': ", std::generic_category().message(errno));
+  if (pid == 0) {
+    // Async-signal-safe calls only between fork and exec (the parent may have other threads).
+    ::setpgid(0, 0);
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (::getppid() != parent) ::_exit(128 + SIGTERM);  // the parent died before prctl took effect
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  train::forward_signals_to(pid);
   int status = 0;
-  if (::waitpid(pid, &status, 0) < 0) fail<std::runtime_error>("waitpid for '", args[0], "' failed");
+  ::pid_t waited = 0;
+  while ((waited = ::waitpid(pid, &status, 0)) < 0 && errno == EINTR) {
+  }
+  train::forward_signals_to(0);
+  if (waited < 0) fail<std::runtime_error>("waitpid for '", args[0], "' failed");
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 127) fail<std::runtime_error>("cannot start '", args[0], "' (exit status 127)");
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
 }
 

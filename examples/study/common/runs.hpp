@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <initializer_list>
+#include <memory>
 #include <optional>
 #include <string_view>
 #include <sstream>
@@ -23,7 +24,9 @@
 #include "distopt/core/error.hpp"
 #include "distopt/core/io.hpp"
 #include "common/study.hpp"
+#include "distopt/train/interrupt.hpp"
 #include "distopt/train/metrics.hpp"
+#include "distopt/train/run_folder.hpp"
 #include "distopt/train/status.hpp"
 
 namespace distopt::study {
@@ -183,19 +186,24 @@ class RunFolder {
     if (!same_configuration()) return std::nullopt;
     return read_row(result_file());
   }
-  /// Makes the folder ready for the run: keeps a cut run of this stamp (to resume), removes
-  /// anything else, and writes the stamp. Each claim adds a line to attempts.txt (how it started,
+  /// Makes the folder ready for the run: claims it for this process (train::claim_folder: another
+  /// live process on it is refused, naming it), keeps a cut run of this stamp (to resume), removes
+  /// anything else (but the lock), and writes the stamp. The claim lasts while this object lives. Each claim adds a line to attempts.txt (how it started,
   /// the host, the process and its parent: the launcher of an MPI job), so a folder shows who
   /// trained it and how often, which matters when jobs share a work folder.
   Start claim() const {
     namespace fs = std::filesystem;
+    // The lock file stays: removing it would let a second process lock a new one beside ours.
+    lock_ = train::claim_folder(folder_, "study");
     Start start = Start::resume;
     if (same_configuration()) {
       fs::remove(result_file());  // a stale result would claim the run finished
     } else {
-      const bool replaced = fs::exists(folder_) && !fs::is_empty(folder_);
-      fs::remove_all(folder_);
-      fs::create_directories(folder_);
+      std::vector<fs::path> earlier;
+      for (const auto& entry : fs::directory_iterator(folder_))
+        if (entry.path().filename() != "run.lock") earlier.push_back(entry.path());
+      for (const auto& path : earlier) fs::remove_all(path);
+      const bool replaced = !earlier.empty();
       io::write_text(folder_ / "stamp.txt", stamp_, "RunFolder");
       start = replaced ? Start::replaced : Start::fresh;
     }
@@ -218,7 +226,24 @@ class RunFolder {
  private:
   std::filesystem::path folder_;
   std::string stamp_;
+  mutable std::shared_ptr<const io::FileLock> lock_;
 };
+
+/// Thrown when a signal stopped a run (SIGINT, SIGTERM, SIGHUP: train::StopOnSignals): the stage
+/// ends there, with its checkpoint, and exits with 128 + the signal.
+class Stopped : public std::runtime_error {
+ public:
+  explicit Stopped(int signal) : std::runtime_error(message("stopped by signal ", signal)), signal_(signal) {}
+  [[nodiscard]] int signal() const noexcept { return signal_; }
+
+ private:
+  int signal_;
+};
+
+/// Throws Stopped when a signal ended the run that returned `status`.
+inline void stop_if_signalled(train::Status status) {
+  if (const int sig = train::stop_requested(); sig != 0 && status == train::Status::interrupted) throw Stopped(sig);
+}
 
 /// The folder of a stage's results and its stamp: the mode, data and seed of the study (a stage
 /// of another configuration is run again).

@@ -31,6 +31,8 @@
 #include <filesystem>
 #include <functional>
 #include <optional>
+#include <set>
+#include <sstream>
 #include <span>
 #include <string>
 #include <system_error>
@@ -38,8 +40,11 @@
 #include <utility>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "common/runs.hpp"
 #include "distopt/core/error.hpp"
+#include "distopt/core/file_lock.hpp"
 #include "distopt/core/io.hpp"
 #include "distopt/local/communicator.hpp"
 
@@ -114,49 +119,9 @@ class GroupComm {
 };
 static_assert(local::Communicator<GroupComm>);
 
-/// An exclusive lock on a file, held while the object lives: an open-file-description lock
-/// (fcntl F_OFD_SETLK), which the kernel drops when the holder dies, so a killed job leaves no
-/// stale lock behind, and which NFS clients pass on to the server.
-class FileLock {
- public:
-  /// The lock on `file` (created if missing), or nothing when another holds it.
-  [[nodiscard]] static std::optional<FileLock> try_acquire(const std::filesystem::path& file) { return acquire(file, false); }
-  /// The lock on `file`, waiting for the holder to release it.
-  [[nodiscard]] static FileLock wait(const std::filesystem::path& file) { return std::move(*acquire(file, true)); }
-
-  FileLock(FileLock&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-  FileLock& operator=(FileLock&& other) noexcept {
-    std::swap(fd_, other.fd_);
-    return *this;
-  }
-  FileLock(const FileLock&) = delete;
-  FileLock& operator=(const FileLock&) = delete;
-  ~FileLock() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-
- private:
-  explicit FileLock(int fd) : fd_(fd) {}
-
-  static std::optional<FileLock> acquire(const std::filesystem::path& file, bool block) {
-    io::create_parent(file, "FileLock");
-    const int fd = ::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666);
-    if (fd < 0) fail<std::runtime_error>("FileLock: cannot open '", file.string(), "': ", std::generic_category().message(errno));
-    FileLock lock(fd);
-    struct flock range {};
-    range.l_type = F_WRLCK;
-    range.l_whence = SEEK_SET;
-    while (::fcntl(fd, block ? F_OFD_SETLKW : F_OFD_SETLK, &range) != 0) {
-      const int err = errno;
-      if (err == EINTR) continue;
-      if (!block && (err == EAGAIN || err == EACCES)) return std::nullopt;
-      fail<std::runtime_error>("FileLock: cannot lock '", file.string(), "': ", std::generic_category().message(err));
-    }
-    return lock;
-  }
-
-  int fd_ = -1;
-};
+/// The lock of --shared-work on <run>.lock (io::FileLock: dropped by the kernel when the holder
+/// dies, passed on to the server by NFS clients).
+using io::FileLock;
 
 /// Bytes of the work list's messages: unsigned 64-bit numbers and length-prefixed strings. The
 /// reader checks every length against what is left, naming the field it was reading.
@@ -292,9 +257,11 @@ class Work {
                                      const std::filesystem::path& metrics) {
     std::vector<std::optional<Row>> rows(jobs.size());
     std::deque<std::size_t> todo;
-    if (root())
+    if (root()) {
       for (std::size_t i = 0; i < jobs.size(); ++i)
         if (!(rows[i] = lookup(i))) todo.push_back(i);
+      restore_metrics(jobs, rows, metrics);
+    }
     if (!mpi_) {
       std::vector<std::size_t> busy;
       for (const std::size_t i : todo) {
@@ -381,6 +348,31 @@ class Work {
     MPI_Ibcast(values, count, MPI_UINT64_T, 0, group_comm_, &request);
     local::wait_sleeping(request);
 #endif
+  }
+
+  /// The records of the runs found finished in the work folder that the stage's metrics file
+  /// lacks, appended from each run folder's metrics.jsonl: results deleted or damaged (a stage
+  /// run again) are rebuilt whole from the work folder, and a run is never there twice.
+  static void restore_metrics(const std::vector<Job>& jobs, const std::vector<std::optional<Row>>& rows,
+                              const std::filesystem::path& metrics) {
+    std::set<std::string> present;
+    std::istringstream in(io::read_text_if_exists(metrics, "Work: the stage's metrics").value_or(""));
+    for (std::string line; std::getline(in, line);) {
+      const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+      if (j.is_object() && j.contains("run") && j["run"].is_string()) present.insert(j["run"].get<std::string>());
+    }
+    std::string lines;
+    for (std::size_t i = 0; i < jobs.size(); ++i) {
+      if (!rows[i] || present.count(jobs[i].folder.filename().string()) != 0) continue;
+      std::string text = io::read_text_if_exists(jobs[i].folder / "metrics.jsonl", "Work: a run's metrics").value_or("");
+      if (!text.empty() && text.back() != '\n') text += '\n';
+      lines += text;
+    }
+    if (lines.empty()) return;
+    lines.pop_back();
+    io::AppendFile out(metrics, false, "Work: the stage's metrics");
+    out.append_line(lines);
+    out.sync();
   }
 
   /// Rank 0 keeps the outcome: the row, the metrics appended to the stage's file, and the files of

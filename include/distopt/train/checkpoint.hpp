@@ -51,6 +51,20 @@ struct EpochMetrics {
   friend bool operator==(const EpochMetrics&, const EpochMetrics&) = default;
 };
 
+/// The running sums of an epoch a stop request cut short (train_epoch's totals and its step
+/// records' window), kept in the checkpoint so that the resumed epoch reports what an
+/// uninterrupted one would. All zero at an epoch boundary.
+struct EpochSums {
+  double loss_sum = 0;
+  std::int64_t correct = 0;
+  std::int64_t samples = 0;
+  std::int64_t steps = 0;
+  double seconds = 0;
+  double window_loss = 0;
+  std::int64_t window_correct = 0;
+  std::int64_t window_samples = 0;
+};
+
 /// Where a run is, besides its weights and optimizer state.
 struct Progress {
   std::uint64_t epochs_done = 0;        ///< epochs completed
@@ -62,6 +76,7 @@ struct Progress {
   double best_loss = std::numeric_limits<double>::infinity();
   std::uint64_t epochs_without_improvement = 0;
   std::vector<EpochMetrics> history;
+  EpochSums partial;                    ///< of the epoch in progress, when a stop cut it short
 };
 
 namespace detail::checkpoint {
@@ -135,6 +150,16 @@ void put_central(Archive& archive, const Params& params, const Optimizer& optimi
   archive.put_scalar<std::uint64_t>("progress.loader_epoch", progress.loader.epoch);
   archive.put_scalar<std::uint64_t>("progress.loader_batch", progress.loader.batch);
   archive.put_scalar<std::uint64_t>("progress.seed", progress.seed);
+  if (progress.loader.batch == 0) return;  // an epoch boundary: nothing in progress
+  const EpochSums& p = progress.partial;
+  archive.put_scalar<double>("progress.partial.loss_sum", p.loss_sum);
+  archive.put_scalar<std::int64_t>("progress.partial.correct", p.correct);
+  archive.put_scalar<std::int64_t>("progress.partial.samples", p.samples);
+  archive.put_scalar<std::int64_t>("progress.partial.steps", p.steps);
+  archive.put_scalar<double>("progress.partial.seconds", p.seconds);
+  archive.put_scalar<double>("progress.partial.window_loss", p.window_loss);
+  archive.put_scalar<std::int64_t>("progress.partial.window_correct", p.window_correct);
+  archive.put_scalar<std::int64_t>("progress.partial.window_samples", p.window_samples);
 }
 
 /// Checks that `archive` is a centralized run's checkpoint of this model and optimizer, then
@@ -166,6 +191,21 @@ void get_central(const Archive& archive, Params& params, Optimizer& optimizer, P
   progress.step = archive.get_scalar<std::int64_t>("progress.step");
   progress.loader = {archive.get_scalar<std::uint64_t>("progress.loader_epoch"), archive.get_scalar<std::uint64_t>("progress.loader_batch")};
   progress.seed = archive.get_scalar<std::uint64_t>("progress.seed");
+  progress.partial = {};
+  if (progress.loader.batch == 0) return;
+  for (const char* field : {"progress.partial.loss_sum", "progress.partial.correct", "progress.partial.samples",
+                            "progress.partial.steps", "progress.partial.seconds", "progress.partial.window_loss",
+                            "progress.partial.window_correct", "progress.partial.window_samples"})
+    require_field(archive, field);
+  EpochSums& p = progress.partial;
+  p.loss_sum = archive.get_scalar<double>("progress.partial.loss_sum");
+  p.correct = archive.get_scalar<std::int64_t>("progress.partial.correct");
+  p.samples = archive.get_scalar<std::int64_t>("progress.partial.samples");
+  p.steps = archive.get_scalar<std::int64_t>("progress.partial.steps");
+  p.seconds = archive.get_scalar<double>("progress.partial.seconds");
+  p.window_loss = archive.get_scalar<double>("progress.partial.window_loss");
+  p.window_correct = archive.get_scalar<std::int64_t>("progress.partial.window_correct");
+  p.window_samples = archive.get_scalar<std::int64_t>("progress.partial.window_samples");
 }
 
 /// The best weights (KeepBest), when there are any.
@@ -265,6 +305,10 @@ class CheckpointFolder {
 
   [[nodiscard]] const std::filesystem::path& path() const noexcept { return path_; }
   [[nodiscard]] std::filesystem::path file(std::uint64_t epoch) const { return path_ / (std::to_string(epoch) + ".npz"); }
+  /// The checkpoint a stop request wrote in the middle of an epoch (newer than every <epoch>.npz
+  /// while it exists: the next finished epoch removes it).
+  [[nodiscard]] std::filesystem::path interrupted_file() const { return path_ / interrupted_name; }
+  static constexpr const char* interrupted_name = "interrupted.npz";
 
   /// Creates the folder and proves it writable (a small file written, renamed, removed), so an
   /// output folder that cannot be written fails before any training. std::runtime_error names it.
@@ -279,19 +323,32 @@ class CheckpointFolder {
     std::filesystem::remove(probe, ec);
   }
 
+  /// The epoch a checkpoint's file name says, for canonical names only: "<epoch>.npz" as
+  /// std::to_string writes it ("007.npz" or "+7.npz" are not epoch 7's).
+  [[nodiscard]] static std::optional<std::uint64_t> epoch_of(std::string_view name) {
+    if (!name.ends_with(".npz") || name.size() == 4) return std::nullopt;
+    std::uint64_t epoch = 0;
+    const auto stem = name.substr(0, name.size() - 4);
+    const auto [end, err] = std::from_chars(stem.data(), stem.data() + stem.size(), epoch);
+    if (err != std::errc() || end != stem.data() + stem.size() || std::to_string(epoch) != stem) return std::nullopt;
+    return epoch;
+  }
+
   /// Epochs that have a checkpoint, ascending (temporary files of an interrupted save are ignored).
   [[nodiscard]] std::vector<std::uint64_t> epochs() const {
     std::vector<std::uint64_t> out;
-    std::error_code ec;
-    if (!std::filesystem::is_directory(path_, ec)) return out;
-    for (const auto& entry : std::filesystem::directory_iterator(path_, ec)) {
-      const std::string name = entry.path().filename().string();
-      if (!name.ends_with(".npz") || name.size() == 4) continue;
-      std::uint64_t epoch = 0;
-      const auto stem = std::string_view(name).substr(0, name.size() - 4);
-      const auto [end, err] = std::from_chars(stem.data(), stem.data() + stem.size(), epoch);
-      if (err == std::errc() && end == stem.data() + stem.size()) out.push_back(epoch);
-    }
+    for (const std::string& name : npz_names())
+      if (const auto epoch = epoch_of(name)) out.push_back(*epoch);
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+
+  /// The .npz files that are not checkpoints of this folder by their names (neither <epoch>.npz
+  /// nor interrupted.npz): never read, so a caller can name them.
+  [[nodiscard]] std::vector<std::string> strays() const {
+    std::vector<std::string> out;
+    for (const std::string& name : npz_names())
+      if (!epoch_of(name) && name != interrupted_name) out.push_back(name);
     std::sort(out.begin(), out.end());
     return out;
   }
@@ -313,6 +370,15 @@ class CheckpointFolder {
   }
 
  private:
+  [[nodiscard]] std::vector<std::string> npz_names() const {
+    std::vector<std::string> out;
+    std::error_code ec;
+    if (!std::filesystem::is_directory(path_, ec)) return out;
+    for (const auto& entry : std::filesystem::directory_iterator(path_, ec))
+      if (const std::string name = entry.path().filename().string(); name.ends_with(".npz")) out.push_back(name);
+    return out;
+  }
+
   std::filesystem::path path_;
 };
 

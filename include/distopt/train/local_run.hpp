@@ -90,6 +90,9 @@ struct LocalRunOptions {
   std::size_t keep_last = 2;
   std::size_t eval_batch = 1000;
   std::optional<std::size_t> stop_after{};  ///< end after this many epochs in this process (resume tests)
+  /// What identifies the run (checked against and kept in the folder's config.json, with the
+  /// epochs); empty: only the epochs.
+  RunConfig config{};
 };
 
 /// Trains `trainer` with train::run: the records and result of any run, the communication on the
@@ -100,9 +103,13 @@ RunResult run_local(Trainer& trainer, const optim::Schedule& schedule, const Run
                     const Metrics& metrics = {}, Extra&... extra) {
   LocalRun<Trainer> host(trainer);
   Checkpoints checkpoints;
-  if (!options.out.empty())
+  if (!options.out.empty()) {
+    RunConfig config = options.config;
+    config.set("epochs", options.epochs);
     checkpoints = Checkpoints(CheckpointFolder(options.out), {.keep_last = options.keep_last, .keep_best = false,
-                                                              .resume = options.resume, .overwrite = !options.resume});
+                                                              .resume = options.resume, .overwrite = !options.resume,
+                                                              .config = std::move(config)});
+  }
   StopAfter stop(options.stop_after);
   return run(host, schedule, sets, {.epochs = options.epochs, .eval_batch = options.eval_batch}, metrics, extra..., checkpoints, stop);
 }

@@ -9,6 +9,7 @@
 #include <iostream>
 #include <memory>
 #include <sstream>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -76,15 +77,23 @@ class MetricSink {
 /// Throws std::runtime_error naming the file if it cannot be opened or written.
 class JsonLinesSink final : public MetricSink {
  public:
-  explicit JsonLinesSink(const std::filesystem::path& file, bool append = true) : out_(file, !append, "JsonLinesSink") {}
+  /// The file is opened (created, or emptied when not `append`) at the first record, so a run
+  /// refused before it starts (its folder claimed by another process, another configuration)
+  /// leaves an earlier run's records as they were.
+  explicit JsonLinesSink(std::filesystem::path file, bool append = true) : file_(std::move(file)), append_(append) {}
   void write(const Record& record) override {
-    out_.append_line(to_json(record).dump());
-    if (record.event != "step") out_.sync();
+    if (!out_) out_.emplace(file_, !append_, "JsonLinesSink");
+    out_->append_line(to_json(record).dump());
+    if (record.event != "step") out_->sync();
   }
-  void flush() override { out_.sync(); }
+  void flush() override {
+    if (out_) out_->sync();
+  }
 
  private:
-  io::AppendFile out_;
+  std::filesystem::path file_;
+  bool append_;
+  std::optional<io::AppendFile> out_;
 };
 
 /// Keeps every record in memory: for tests, and for a search collecting its trials.

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <span>
 #include <stdexcept>
@@ -28,7 +29,9 @@
 #include "distopt/optim/schedule.hpp"
 #include "distopt/optim/step.hpp"
 #include "distopt/train/checkpoint.hpp"
+#include "distopt/train/interrupt.hpp"
 #include "distopt/train/metrics.hpp"
+#include "distopt/train/run_folder.hpp"
 #include "distopt/train/status.hpp"
 
 namespace distopt::train {
@@ -90,14 +93,18 @@ struct EpochTotals {
   double seconds = 0;
   double lr = std::nan("");       ///< of the last step
   std::uint64_t epochs_done = 0;  ///< after this epoch
+  bool interrupted = false;       ///< a stop request (train::stop_requested) ended it before its last batch
 };
 
 /// One epoch: every batch the loader hands out from its current position, each one optim::step
 /// at lr = schedule(step). `step` is the global step count, advanced by each step. Throws
-/// optim::Diverged on a non-finite loss or gradient.
+/// optim::Diverged on a non-finite loss or gradient. After each step a stop request
+/// (train::stop_requested, a signal) ends the epoch early with `interrupted` set; `carry` (when
+/// given) holds the sums the epoch starts from and, on return, those it reached, so an epoch
+/// continued from a checkpoint taken at the stop reports what an uninterrupted one would.
 template <class M, optim::Optimizer O>
 EpochTotals train_epoch(M& model, O& optimizer, const optim::Schedule& schedule, data::Loader& loader, std::int64_t& step,
-                        const StepOptions& options = {}, const Metrics* metrics = nullptr) {
+                        const StepOptions& options = {}, const Metrics* metrics = nullptr, EpochSums* carry = nullptr) {
   using clock = std::chrono::steady_clock;
   const auto start = clock::now();
   const std::size_t batch_size = loader.options().batch_size;
@@ -106,40 +113,47 @@ EpochTotals train_epoch(M& model, O& optimizer, const optim::Schedule& schedule,
                               : options.micro_batch_cap;
   require(cap > 0, "StepOptions.micro_batch_cap must be positive");
   EpochTotals totals;
-  double loss_sum = 0, window_loss = 0;
-  std::int64_t correct = 0, window_correct = 0, window_samples = 0;
+  EpochSums sums = carry != nullptr ? *carry : EpochSums{};
   bool classified = true;
   auto window_start = clock::now();
   while (const data::Batch* batch = loader.next()) {
     const optim::StepStats s = optim::step(model, optimizer, batch->inputs(), batch->targets(), schedule(step),
                                            static_cast<std::int64_t>(cap), "", step + 1);
     ++step;
-    ++totals.steps;
-    loss_sum += s.loss * static_cast<double>(s.count);
-    correct += s.correct;
-    totals.samples += s.count;
+    ++sums.steps;
+    sums.loss_sum += s.loss * static_cast<double>(s.count);
+    sums.correct += s.correct;
+    sums.samples += s.count;
     classified = s.classified;
-    window_loss += s.loss * static_cast<double>(s.count);
-    window_correct += s.correct;
-    window_samples += s.count;
+    sums.window_loss += s.loss * static_cast<double>(s.count);
+    sums.window_correct += s.correct;
+    sums.window_samples += s.count;
     if (metrics != nullptr && options.log_every > 0 && step % static_cast<std::int64_t>(options.log_every) == 0) {
       const double seconds = std::chrono::duration<double>(clock::now() - window_start).count();
-      const double ws = static_cast<double>(window_samples);
+      const double ws = static_cast<double>(sums.window_samples);
       metrics->write(Record{.event = "step", .epoch = batch->position().epoch + 1, .step = step}
-                         .set("loss", window_loss / ws)
-                         .set("accuracy", classified ? static_cast<double>(window_correct) / ws : std::nan(""))
+                         .set("loss", sums.window_loss / ws)
+                         .set("accuracy", classified ? static_cast<double>(sums.window_correct) / ws : std::nan(""))
                          .set("lr", optimizer.lr())
                          .set("images_per_second", ws / seconds));
-      window_loss = 0, window_correct = 0, window_samples = 0;
+      sums.window_loss = 0, sums.window_correct = 0, sums.window_samples = 0;
       window_start = clock::now();
     }
+    if (stop_requested() != 0) {
+      totals.interrupted = true;
+      break;
+    }
   }
-  totals.seconds = std::chrono::duration<double>(clock::now() - start).count();
+  sums.seconds += std::chrono::duration<double>(clock::now() - start).count();
+  totals.steps = sums.steps;
+  totals.samples = sums.samples;
+  totals.seconds = sums.seconds;
   totals.lr = optimizer.lr();
   if (totals.samples > 0) {
-    totals.loss = loss_sum / static_cast<double>(totals.samples);
-    totals.accuracy = classified ? static_cast<double>(correct) / static_cast<double>(totals.samples) : std::nan("");
+    totals.loss = sums.loss_sum / static_cast<double>(totals.samples);
+    totals.accuracy = classified ? static_cast<double>(sums.correct) / static_cast<double>(totals.samples) : std::nan("");
   }
+  if (carry != nullptr) *carry = totals.interrupted ? sums : EpochSums{};
   return totals;
 }
 
@@ -246,6 +260,7 @@ struct RunState {
 /// callbacks are passed (KeepBest before Checkpoints, so a checkpoint holds this epoch's best).
 ///   begin_run(state)          once, before the first epoch (resume happens here)
 ///   stop_before_epoch(state)  true: stop now with status "interrupted"
+///   interrupted(state)        a stop request ended an epoch early (the run stops, "interrupted")
 ///   end_epoch(state)          after validation and the epoch record; true: stop early
 ///   end_run(state)            at the end of a finished run, before the test evaluation
 ///   save(archive, state) / load(archive, state): the callback's part of a checkpoint
@@ -256,6 +271,8 @@ struct Callback {
   bool stop_before_epoch(S&) {
     return false;
   }
+  template <class S>
+  void interrupted(S&) {}
   template <class S>
   bool end_epoch(S&) {
     return false;
@@ -313,10 +330,13 @@ class EarlyStopping : public Callback {
 };
 
 /// A checkpoint after every epoch in `folder` (<epoch>.npz), pruned to the last `keep_last`
-/// (and the best epoch's with `keep_best`); with `resume` the run continues from the latest and
-/// reaches the same bits as an uninterrupted one. A fresh run into a folder holding an earlier
-/// run's checkpoints refuses, unless `overwrite` (they would interleave, and pruning keeps the
-/// highest epochs, the old ones). An empty folder: no checkpoints.
+/// (and the best epoch's with `keep_best`), and one when a stop request ends an epoch early
+/// (interrupted.npz); with `resume` the run continues from the newest intact one
+/// (train::resume_point) and reaches the same bits as an uninterrupted one. The folder is opened
+/// with train::open_run_folder: claimed under a lock for the run, checked against the run's
+/// configuration, refused to a fresh run when it holds an earlier run's checkpoints unless
+/// `overwrite` (they would interleave, and pruning keeps the highest epochs, the old ones). An
+/// empty folder: no checkpoints.
 class Checkpoints : public Callback {
  public:
   struct Options {
@@ -324,42 +344,46 @@ class Checkpoints : public Callback {
     bool keep_best = true;
     bool resume = false;
     bool overwrite = false;
+    std::optional<RunConfig> config{};  ///< checked against and kept in the folder's config.json
   };
   Checkpoints() = default;
-  Checkpoints(CheckpointFolder folder, Options options) : folder_(std::move(folder)), options_(options) {}
+  Checkpoints(CheckpointFolder folder, Options options) : folder_(std::move(folder)), options_(std::move(options)) {}
 
   template <class S>
   void begin_run(S& s) {
     if (!folder_) return;
     s.checkpoints = folder_->path();
+    std::optional<std::filesystem::path> latest;
     if (s.root) {
-      folder_->prepare();
-      if (!options_.resume && !folder_->epochs().empty()) {
-        require(options_.overwrite, "run: '", folder_->path().string(), "' holds checkpoints of an earlier run (epochs up to ",
-                folder_->epochs().back(), "); resume it or overwrite it");
-        for (const auto epoch : folder_->epochs()) std::filesystem::remove(folder_->file(epoch));
-      }
+      const FolderPolicy policy{.resume = options_.resume, .overwrite = options_.overwrite, .config = options_.config};
+      claim_ = open_run_folder(*folder_, policy);
+      if (options_.resume) latest = resume_point(*folder_, policy);
     }
     if (!options_.resume) return;
-    std::optional<std::filesystem::path> latest;
-    if (s.root)
-      if (const auto epoch = folder_->latest()) latest = folder_->file(*epoch);
     s.resume(latest);
+  }
+  template <class S>
+  void interrupted(S& s) {
+    if (folder_) s.save_checkpoint(folder_->interrupted_file());
   }
   template <class S>
   bool end_epoch(S& s) {
     if (!folder_) return false;
     s.save_checkpoint(folder_->file(s.progress.epochs_done));
-    if (s.root)
+    if (s.root) {
+      std::error_code ec;
+      std::filesystem::remove(folder_->interrupted_file(), ec);  // this epoch's checkpoint is newer
       folder_->prune(options_.keep_last, options_.keep_best && s.progress.best_epoch > 0
                                              ? std::optional(static_cast<std::uint64_t>(s.progress.best_epoch))
                                              : std::nullopt);
+    }
     return false;
   }
 
  private:
   std::optional<CheckpointFolder> folder_;
   Options options_;
+  std::shared_ptr<const io::FileLock> claim_;
 };
 
 /// Ends this process's work after `epochs` epochs, as if it were killed there (status
@@ -429,7 +453,7 @@ RunResult run(T& trainer, const optim::Schedule& schedule, const RunData& sets, 
   Status status = Status::completed;
   while (progress.epochs_done < options.epochs) {
     // Comma folds: every callback is asked, left to right (|| would stop at the first yes).
-    bool stop = false;
+    bool stop = stop_requested() != 0;  // a signal between epochs (a local run honours it here)
     ((stop = callbacks.stop_before_epoch(state) || stop), ...);
     if (trainer.agree(stop)) {
       status = Status::interrupted;
@@ -441,6 +465,11 @@ RunResult run(T& trainer, const optim::Schedule& schedule, const RunData& sets, 
     } catch (const optim::Diverged& e) {
       status = Status::diverged;
       result.message = e.what();
+      break;
+    }
+    if (totals.interrupted) {
+      (callbacks.interrupted(state), ...);
+      status = Status::interrupted;
       break;
     }
     // A round may have crossed several epochs: the epochs it skipped have the same metrics.
@@ -550,7 +579,14 @@ class CentralTrainer {
 
   EpochTotals train_epoch(const optim::Schedule& schedule, std::uint64_t, const Metrics& metrics) {
     loader_.seek(progress_.loader);
-    EpochTotals totals = train::train_epoch(*model_, *optimizer_, schedule, loader_, progress_.step, options_.step, &metrics);
+    EpochTotals totals =
+        train::train_epoch(*model_, *optimizer_, schedule, loader_, progress_.step, options_.step, &metrics, &progress_.partial);
+    if (totals.interrupted) {
+      // The checkpoint written now continues at the next batch, with the epoch's sums so far.
+      progress_.loader = loader_.position();
+      totals.epochs_done = progress_.epochs_done;
+      return totals;
+    }
     ++progress_.epochs_done;
     progress_.loader = {progress_.epochs_done, 0};
     totals.epochs_done = progress_.epochs_done;
@@ -623,7 +659,28 @@ struct RunOptions {
   bool resume = false;          ///< continue from the latest checkpoint in the run's folder, if any
   bool overwrite = false;       ///< without resume: delete an earlier run's checkpoints in the folder (else refuse)
   std::optional<std::size_t> stop_after{};  ///< end the process's work after this many epochs (as if killed): for resume tests
+  /// What else identifies the run, beyond what run_training knows (the data, the model, the
+  /// schedule, ...): kept with it in the run folder's config.json (see run_config).
+  RunConfig config{};
 };
+
+/// The configuration run_training keeps in the run folder: what changes its result that it knows
+/// of (the description, epochs, batch, accumulation, patience, seed, augmentation), then
+/// `options.config`, the caller's part.
+[[nodiscard]] inline RunConfig run_config(const RunOptions& options) {
+  const RunDescription& d = options.description;
+  RunConfig c;
+  c.set("optimizer", d.optimizer).set("lr", d.lr).set("weight_decay", d.weight_decay);
+  for (const auto& [name, value] : d.values) c.set(name, value);
+  c.set("epochs", options.epochs).set("batch_size", options.batch_size);
+  c.set("accumulation_steps", options.step.accumulation_steps).set("micro_batch_cap", options.step.micro_batch_cap);
+  c.set("patience", options.patience).set("seed", options.seed);
+  c.set("augmentation", options.augmentation ? message("crop ", options.augmentation->padding,
+                                                       options.augmentation->horizontal_flip ? " flip" : "")
+                                             : std::string("none"));
+  for (const auto& [name, value] : options.config.entries()) c.set(name, value);
+  return c;
+}
 
 /// Trains `model` with `optimizer` at lr = schedule(step) for options.epochs epochs, following the
 /// study's run_training: validation after every epoch, the best weights kept and restored at the
@@ -655,7 +712,7 @@ RunResult run_training(M& model, O& optimizer, const optim::Schedule& schedule, 
   if (!options.out.empty())
     checkpoints = Checkpoints(CheckpointFolder(options.out, d.optimizer, options.batch_size, d.lr, d.weight_decay),
                               {.keep_last = options.keep_last, .keep_best = options.keep_best, .resume = options.resume,
-                               .overwrite = options.overwrite});
+                               .overwrite = options.overwrite, .config = run_config(options)});
   StopAfter stop(options.stop_after);
   LoopOptions loop{.epochs = options.epochs, .eval_batch = options.eval_batch, .labels = {{"optimizer", d.optimizer}}, .values = {}};
   loop.values = {{"lr", d.lr}, {"weight_decay", d.weight_decay}, {"batch_size", static_cast<double>(options.batch_size)}};
