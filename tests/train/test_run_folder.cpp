@@ -95,7 +95,6 @@ TEST_CASE("RunConfig: differences by name, what a resume may change, JSON round 
   REQUIRE(read);
   CHECK(*read == a);
   CHECK_FALSE(train::RunConfig::read(dir / "nowhere"));
-  std::ofstream(dir / "bad" / "config.json");  // folder missing: nothing written
   fs::create_directories(dir / "bad");
   std::ofstream(dir / "bad" / "config.json") << "{\"lr\": 0.05}";
   CHECK_THROWS_WITH(train::RunConfig::read(dir / "bad"), Contains("config.json") && Contains("'lr' is not a string"));
