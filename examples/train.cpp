@@ -54,6 +54,7 @@
 #include <numeric>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <utility>
 #include <vector>
@@ -359,6 +360,13 @@ std::string resume_command(const std::vector<std::string>& args) {
   return resume ? out : out + " --resume";
 }
 
+/// --milestones as text, `separator` between the epochs.
+std::string milestones_text(const Config& c, std::string_view separator) {
+  std::string text;
+  for (const std::size_t m : c.milestones) text += message(text.empty() ? "" : separator, m);
+  return text;
+}
+
 /// What identifies a run beyond what train::run_training knows (run_config): every flag that
 /// changes its result. Not --threads (the same bits for any count), nor the output flags.
 distopt::train::RunConfig flag_config(const Config& c) {
@@ -366,16 +374,14 @@ distopt::train::RunConfig flag_config(const Config& c) {
   config.set("data", c.data);
   if (c.data == "synthetic") config.set("synthetic_train", c.synthetic_train).set("synthetic_test", c.synthetic_test);
   config.set("model", c.model).set("scheduler", c.scheduler).set("warmup", c.warmup).set("step_size", c.step_size);
-  std::string milestones;
-  for (const std::size_t m : c.milestones) milestones += message(milestones.empty() ? "" : ",", m);
-  config.set("milestones", milestones).set("gamma", c.gamma).set("power", c.power);
+  config.set("milestones", milestones_text(c, ",")).set("gamma", c.gamma).set("power", c.power);
   config.set("validation_ratio", c.validation_ratio).set("subset", c.subset);
   return config;
 }
 
 template <class Model, class Optimizer>
-int train(const Config& c, double lr, double weight_decay, Model& model, Optimizer& optimizer, const Problem& problem,
-          const std::vector<std::string>& command) {
+int train(const Config& c, Model& model, Optimizer& optimizer, const Problem& problem, const std::vector<std::string>& command) {
+  const double lr = *c.lr, weight_decay = *c.weight_decay;  // resolved to the optimizer's defaults in main
   namespace train = distopt::train;
   const fs::path out = c.out;
   const auto steps_per_epoch = static_cast<std::int64_t>((problem.n_train + c.batch_size - 1) / c.batch_size);
@@ -416,9 +422,11 @@ int train(const Config& c, double lr, double weight_decay, Model& model, Optimiz
             << " steps per epoch, " << c.scheduler << " schedule, " << distopt::parallel::max_threads() << " threads\n";
   const train::RunResult result = train::run_training(model, optimizer, schedule, problem.sets, options, metrics);
 
-  if (const int sig = train::stop_requested(); sig != 0 && result.status == train::Status::interrupted) {
+  // The signal that stopped this run, if one did.
+  const int stopped_by = result.status == train::Status::interrupted ? train::stop_requested() : 0;
+  if (stopped_by != 0) {
     std::fprintf(stderr, "train: stopped by signal %d after %llu epochs and %lld steps; the checkpoint in %s continues with:\n  %s\n",
-                 sig, static_cast<unsigned long long>(result.epochs_done), static_cast<long long>(result.steps), run.path().c_str(),
+                 stopped_by, static_cast<unsigned long long>(result.epochs_done), static_cast<long long>(result.steps), run.path().c_str(),
                  resume_command(command).c_str());
   }
   const std::vector<std::string> header = {
@@ -426,8 +434,6 @@ int train(const Config& c, double lr, double weight_decay, Model& model, Optimiz
       "seconds", "message", "data", "n_train", "n_validation", "n_test", "model", "optimizer", "lr", "weight_decay",
       "momentum", "batch_size", "epochs", "scheduler", "warmup", "step_size", "milestones", "gamma", "power",
       "accumulation_steps", "patience", "validation_ratio", "augmentation", "seed", "threads", "subset"};
-  std::string milestones;
-  for (std::size_t i = 0; i < c.milestones.size(); ++i) milestones += message(i ? " " : "", c.milestones[i]);
   const std::vector<std::string> row = {
       std::string(train::to_string(result.status)), message(result.epochs_done), message(result.steps), message(result.best_epoch),
       // No epoch finished (diverged in the first): no best, rather than the -inf the search starts from.
@@ -435,7 +441,7 @@ int train(const Config& c, double lr, double weight_decay, Model& model, Optimiz
       number(result.test.top5), format_number(result.seconds, 4), result.message,
       problem.label, message(problem.n_train), message(problem.n_validation), message(problem.n_test), c.model, c.optimizer, number(lr),
       number(weight_decay), number(c.momentum), message(c.batch_size), message(c.epochs), c.scheduler, message(c.warmup),
-      message(c.step_size), milestones, number(c.gamma), number(c.power), message(c.accumulation_steps),
+      message(c.step_size), milestones_text(c, " "), number(c.gamma), number(c.power), message(c.accumulation_steps),
       message(c.patience), number(c.validation_ratio), augment ? "on" : "off", message(c.seed),
       message(distopt::parallel::max_threads()), message(c.subset)};
   const fs::path summary_file = run.path() / "summary.csv";
@@ -462,8 +468,7 @@ int train(const Config& c, double lr, double weight_decay, Model& model, Optimiz
   std::printf("checkpoints %s\n", kept.empty() ? "(none)" : kept.c_str());
   std::printf("metrics    %s\n", metrics_file.c_str());
   std::printf("summary    %s\n", summary_file.c_str());
-  if (const int sig = train::stop_requested(); sig != 0 && result.status == train::Status::interrupted)
-    return train::StopOnSignals::exit_status(sig);
+  if (stopped_by != 0) return train::StopOnSignals::exit_status(stopped_by);
 
   if (c.plot) {
     const fs::path png = run.path() / "metrics.png";
@@ -592,18 +597,18 @@ int main(int argc, char** argv) {
       const auto& params = model.parameters();
       if (c.optimizer == "sgdm") {
         optim::Sgdm optimizer(params, {.lr = *c.lr, .momentum = c.momentum, .weight_decay = *c.weight_decay});
-        return train(c, *c.lr, *c.weight_decay, model, optimizer, *problem, command);
+        return train(c, model, optimizer, *problem, command);
       }
       if (c.optimizer == "adamw") {
         optim::AdamW optimizer(params, {.lr = *c.lr, .beta1 = c.momentum, .weight_decay = *c.weight_decay});
-        return train(c, *c.lr, *c.weight_decay, model, optimizer, *problem, command);
+        return train(c, model, optimizer, *problem, command);
       }
       if (c.optimizer == "lars") {
         optim::Lars optimizer(params, {.lr = *c.lr, .momentum = c.momentum, .weight_decay = *c.weight_decay});
-        return train(c, *c.lr, *c.weight_decay, model, optimizer, *problem, command);
+        return train(c, model, optimizer, *problem, command);
       }
       optim::Lamb optimizer(params, {.lr = *c.lr, .beta1 = c.momentum, .weight_decay = *c.weight_decay});
-      return train(c, *c.lr, *c.weight_decay, model, optimizer, *problem, command);
+      return train(c, model, optimizer, *problem, command);
     };
 
     const std::string model = c.model == "auto" ? (problem->kind == "images" ? "lenet5-auto" : "mlp:128") : c.model;

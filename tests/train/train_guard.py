@@ -65,6 +65,18 @@ def wait_for_step(proc, out, epoch):
         time.sleep(0.01)
 
 
+def signalled(name, seed, epoch, *signals):
+    """A 3-epoch run in WORK/name sent `signals` once it has logged a step of `epoch`; its exit
+    status, output and folder."""
+    out = os.path.join(WORK, name)
+    proc = start("--epochs", "3", "--seed", str(seed), out=out)
+    wait_for_step(proc, out, epoch)
+    for s in signals:
+        proc.send_signal(s)
+    stdout, stderr = proc.communicate(timeout=600)
+    return proc.returncode, stdout, stderr, out
+
+
 def summary(out):
     with open(os.path.join(out, RUN, "summary.csv")) as f:
         return list(csv.DictReader(f))[0]
@@ -112,14 +124,11 @@ if "momentum: 0.9 -> 0.8" not in p.stderr:
 
 # SIGINT in the middle of epoch 2: checkpoint, summary "interrupted", exit 130, the resume command;
 # resumed, the same bits as an uninterrupted run.
-whole, cut = os.path.join(WORK, "whole"), os.path.join(WORK, "cut")
+whole = os.path.join(WORK, "whole")
 train("--epochs", "3", "--seed", "5", out=whole, check=0)
-run = start("--epochs", "3", "--seed", "5", out=cut)
-wait_for_step(run, cut, 2)
-run.send_signal(signal.SIGINT)
-out, err = run.communicate(timeout=600)
-if run.returncode != 130:
-    fail(f"SIGINT: exit {run.returncode}, expected 130", out, err)
+code, out, err, cut = signalled("cut", 5, 2, signal.SIGINT)
+if code != 130:
+    fail(f"SIGINT: exit {code}, expected 130", out, err)
 if "--resume" not in err or summary(cut)["status"] != "interrupted":
     fail("SIGINT: no resume command or no 'interrupted' summary", err, summary(cut))
 if not os.path.exists(os.path.join(cut, RUN, "interrupted.npz")):
@@ -129,21 +138,12 @@ if weights(os.path.join(cut, RUN, "3.npz")) != weights(os.path.join(whole, RUN, 
     fail("SIGINT mid-epoch then --resume: not the bits of the uninterrupted run")
 
 # SIGHUP: exit 129. Two signals: the second ends the process at once.
-hup = os.path.join(WORK, "hup")
-run = start("--epochs", "3", "--seed", "6", out=hup)
-wait_for_step(run, hup, 1)
-run.send_signal(signal.SIGHUP)
-out, err = run.communicate(timeout=600)
-if run.returncode != 129:
-    fail(f"SIGHUP: exit {run.returncode}, expected 129", out, err)
-twice = os.path.join(WORK, "twice")
-run = start("--epochs", "3", "--seed", "7", out=twice)
-wait_for_step(run, twice, 1)
-run.send_signal(signal.SIGTERM)
-run.send_signal(signal.SIGTERM)
-run.communicate(timeout=600)
-if run.returncode not in (-signal.SIGTERM, 128 + signal.SIGTERM):
-    fail(f"two SIGTERMs: exit {run.returncode}")
+code, out, err, _ = signalled("hup", 6, 1, signal.SIGHUP)
+if code != 129:
+    fail(f"SIGHUP: exit {code}, expected 129", out, err)
+code, out, err, _ = signalled("twice", 7, 1, signal.SIGTERM, signal.SIGTERM)
+if code not in (-signal.SIGTERM, 128 + signal.SIGTERM):
+    fail(f"two SIGTERMs: exit {code}", out, err)
 
 # A damaged newest checkpoint: named, set aside, the one before resumed; a dead writer's
 # temporary file removed; 007.npz named and ignored.

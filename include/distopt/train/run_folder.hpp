@@ -41,11 +41,17 @@ namespace distopt::train {
 /// The configuration of a run: every setting that changes its result, by name, as text (numbers
 /// in their shortest round-trip form, so equal text is an equal value). Kept in the order set.
 class RunConfig {
+  // Declared first: set and get deduce its type. `entries` is entries_, const or not.
+  template <class Entries>
+  static auto find(Entries& entries, const std::string& name) {
+    return std::find_if(entries.begin(), entries.end(), [&](const auto& e) { return e.first == name; });
+  }
+
  public:
   RunConfig() = default;
 
   RunConfig& set(const std::string& name, std::string value) {
-    const auto it = find(name);
+    const auto it = find(entries_, name);
     if (it != entries_.end()) it->second = std::move(value);
     else entries_.emplace_back(name, std::move(value));
     return *this;
@@ -66,7 +72,7 @@ class RunConfig {
   }
 
   [[nodiscard]] std::optional<std::string> get(const std::string& name) const {
-    const auto it = std::find_if(entries_.begin(), entries_.end(), [&](const auto& e) { return e.first == name; });
+    const auto it = find(entries_, name);
     return it == entries_.end() ? std::nullopt : std::optional(it->second);
   }
   [[nodiscard]] const std::vector<std::pair<std::string, std::string>>& entries() const noexcept { return entries_; }
@@ -126,9 +132,6 @@ class RunConfig {
   friend bool operator==(const RunConfig&, const RunConfig&) = default;
 
  private:
-  std::vector<std::pair<std::string, std::string>>::iterator find(const std::string& name) {
-    return std::find_if(entries_.begin(), entries_.end(), [&](const auto& e) { return e.first == name; });
-  }
   std::vector<std::pair<std::string, std::string>> entries_;
 };
 
