@@ -1,18 +1,21 @@
 // LeNet-5 training and inference throughput, beside the machine's measured fp32 FMA peak and,
 // when LibTorch is installed, beside LibTorch running the same model and step in the same run.
 //
-// BM_Peak_Fma/<threads>: fused multiply-adds on independent registers of the ISA the build
-//   targets (printed as `isa` in the context), the machine's fp32 ceiling for these kernels.
-// BM_Gemm_MicroKernel: the 6 x (2 packets) micro-kernel alone on L1-resident panels, against that peak.
+// Every distopt benchmark runs once per path of the kernels this CPU runs (nn/isa.hpp: avx512,
+// avx2, portable), the path named after the benchmark's name (`<path>` below); the context line
+// `isa` names the one a program takes by default.
+// BM_Peak_Fma/<path>/<threads>: fused multiply-adds on independent registers of the path, the
+//   machine's fp32 ceiling for its kernels.
+// BM_Gemm_MicroKernel/<path>: the 6 x (2 packets) micro-kernel alone on L1-resident panels.
 // <model>: hsu and classic on CIFAR-shaped 3 x 32 x 32 inputs; fmnist, the quick study's model
 //   (classic on Fashion-MNIST's 1 x 28 x 28, conv1 padded by 2, 10 classes).
 // BM_Torch_LeNet5_TrainStep/<model>/<batch>/<threads>: LibTorch (torch::nn, torch::optim::SGD).
-// BM_LeNet5_TrainStep/<model>/<batch>/<threads>: zero_grad, forward, cross-entropy, backward,
+// BM_LeNet5_TrainStep/<path>/<model>/<batch>/<threads>: zero_grad, forward, cross-entropy, backward,
 //   SGDM step (lr 0.01, momentum 0.9, weight decay 4e-4); items/s = images/s. Counters: `of_peak`,
 //   the share of the FMA peak the step's arithmetic reaches; `vs_torch`, LibTorch's step time
 //   over ours (> 1: faster than LibTorch). Both from best-of timings (the machine is shared).
-// BM_LeNet5_Forward/<model>/<batch>/<threads>: logits only.
-// BM_LeNet5_Layers/<model>/64/1: one thread, per-pass timing (the per-layer table of the summary).
+// BM_LeNet5_Forward/<path>/<model>/<batch>/<threads>: logits only.
+// BM_LeNet5_Layers/<path>/<model>/64/1: one thread, per-pass timing (the per-layer table of the summary).
 #include <distopt/distopt.hpp>
 
 #include <benchmark/benchmark.h>
@@ -38,49 +41,32 @@ double seconds_since(Clock::time_point start) { return std::chrono::duration<dou
 
 // --- the machine's fp32 FMA peak ------------------------------------------------------------
 
-// Twelve independent chains of FMAs on the widest float packet the build targets (the kernels'
-// own type, so the peak is that of the ISA the kernels use): enough to cover 2 FMA pipes x 4
-// cycles of latency, and few enough for 16 registers.
-namespace ei = Eigen::internal;
-using Packet = nn::gemm::Packet<float>;
-constexpr std::int64_t lanes = nn::gemm::lanes<float>;
-
-template <int... C>
-float fma_chains(std::int64_t iterations, std::integer_sequence<int, C...>) {
-  Packet x = ei::pset1<Packet>(0.9999999f), y = ei::pset1<Packet>(1e-7f);
-  // Hide the values from the optimiser, or it folds the whole loop into constants.
-  benchmark::DoNotOptimize(x);
-  benchmark::DoNotOptimize(y);
-  Packet chain[sizeof...(C)] = {ei::pset1<Packet>(1.0f + static_cast<float>(C) * 1e-3f)...};
-  for (std::int64_t i = 0; i < iterations; ++i) ((chain[C] = ei::pmadd(chain[C], x, y)), ...);
-  Packet sum = chain[0];
-  ((sum = ei::padd(sum, chain[C])), ...);
-  return ei::predux(sum);
-}
-constexpr int chains = 12;
-
-double peak_flops(int threads, std::int64_t iterations) {
+// Twelve independent chains of FMAs on the path's float packets (nn/kernels/gemm-inl.hpp:
+// fma_chains), on every thread: 2 FMA pipes x 4 cycles of latency covered, 16 registers enough.
+double peak_flops(nn::Isa isa, int threads, std::int64_t iterations) {
+  const nn::ScopedIsa path(isa);
   distopt::parallel::ThreadCount scope(threads);
+  const std::int64_t lanes = nn::gemm::shape<float>().lanes;
   const auto start = Clock::now();
   float sink = 0;
 #pragma omp parallel reduction(+ : sink)
-  sink += fma_chains(iterations, std::make_integer_sequence<int, chains>{});
+  sink += nn::with_kernels([&](auto k) { return fma_chains(k, iterations); });
   benchmark::DoNotOptimize(sink);
-  return 2.0 * chains * lanes * static_cast<double>(iterations) * threads / seconds_since(start);
+  return 2.0 * 12 * static_cast<double>(lanes) * static_cast<double>(iterations) * threads / seconds_since(start);
 }
 
 constexpr int eval_batch = 1000;
-std::map<int, double> best_peak;  // threads -> FLOP/s
+std::map<std::pair<nn::Isa, int>, double> best_peak;  // (path, threads) -> FLOP/s
 
-double peak(int threads) {
-  auto& best = best_peak[threads];
+double peak(nn::Isa isa, int threads) {
+  auto& best = best_peak[{isa, threads}];
   if (best == 0)
-    for (int rep = 0; rep < 5; ++rep) best = std::max(best, peak_flops(threads, 50'000'000));
+    for (int rep = 0; rep < 5; ++rep) best = std::max(best, peak_flops(isa, threads, 50'000'000));
   return best;
 }
 
-void BM_Peak_Fma(benchmark::State& state, int threads) {
-  for (auto _ : state) state.counters["GFLOPs"] = peak(threads) / 1e9;
+void BM_Peak_Fma(benchmark::State& state, nn::Isa isa, int threads) {
+  for (auto _ : state) state.counters["GFLOPs"] = peak(isa, threads) / 1e9;
 }
 
 // --- the model --------------------------------------------------------------------------------
@@ -149,14 +135,16 @@ struct Batch {
 };
 
 using Key = std::tuple<std::string, int, int>;  // (model, batch, threads)
-std::map<Key, double> best_torch_step, best_step, best_forward;  // seconds
+using PathKey = std::tuple<nn::Isa, std::string, int, int>;  // (path, model, batch, threads)
+std::map<Key, double> best_torch_step;                      // seconds
+std::map<PathKey, double> best_step, best_forward;          // seconds
 struct PassTimes {
   std::array<double, nn::pass_count> seconds{};  // per step, one thread
   double step = 0;                               // seconds per step with timing on
   int batch = 0;
 };
-std::map<std::string, PassTimes> pass_times;  // model -> the per-layer split
-double micro_kernel_flops = 0;
+std::map<std::pair<nn::Isa, std::string>, PassTimes> pass_times;  // (path, model) -> the per-layer split
+std::map<nn::Isa, double> micro_kernel_flops;
 
 
 // The training step every benchmark times: zero_grad, loss and gradient, SGDM; constructed with
@@ -179,7 +167,8 @@ struct TrainStep {
   }
 };
 
-void BM_LeNet5_TrainStep(benchmark::State& state, const std::string& preset, int batch, int threads) {
+void BM_LeNet5_TrainStep(benchmark::State& state, nn::Isa isa, const std::string& preset, int batch, int threads) {
+  const nn::ScopedIsa path(isa);
   distopt::parallel::ThreadCount scope(threads);
   TrainStep step(preset, batch);
   double best = 1e30;
@@ -188,16 +177,17 @@ void BM_LeNet5_TrainStep(benchmark::State& state, const std::string& preset, int
     step();
     best = std::min(best, seconds_since(t0));
   }
-  auto& record = best_step[{preset, batch, threads}];
+  auto& record = best_step[{isa, preset, batch, threads}];
   record = record > 0 ? std::min(record, best) : best;
   state.SetItemsProcessed(state.iterations() * batch);
   state.counters["best_img_per_s"] = batch / best;
-  state.counters["of_peak"] = training_flops(step.net.options()) * batch / best / peak(threads);
+  state.counters["of_peak"] = training_flops(step.net.options()) * batch / best / peak(isa, threads);
   const auto torch = best_torch_step.find({preset, batch, threads});
   if (torch != best_torch_step.end()) state.counters["vs_torch"] = torch->second / best;
 }
 
-void BM_LeNet5_Forward(benchmark::State& state, const std::string& preset, int batch, int threads) {
+void BM_LeNet5_Forward(benchmark::State& state, nn::Isa isa, const std::string& preset, int batch, int threads) {
+  const nn::ScopedIsa path(isa);
   distopt::parallel::ThreadCount scope(threads);
   nn::LeNet5<float> net(model_options(preset));
   const Batch data(net.options(), batch, 1);
@@ -210,15 +200,16 @@ void BM_LeNet5_Forward(benchmark::State& state, const std::string& preset, int b
     benchmark::DoNotOptimize(logits.data());
     best = std::min(best, seconds_since(t0));
   }
-  auto& record = best_forward[{preset, batch, threads}];
+  auto& record = best_forward[{isa, preset, batch, threads}];
   record = record > 0 ? std::min(record, best) : best;
   state.SetItemsProcessed(state.iterations() * batch);
   state.counters["best_img_per_s"] = batch / best;
-  state.counters["of_peak"] = forward_flops(net.options()) * batch / best / peak(threads);
+  state.counters["of_peak"] = forward_flops(net.options()) * batch / best / peak(isa, threads);
 }
 
 // One thread, timing on: where a training step's time goes, pass by pass.
-void BM_LeNet5_Layers(benchmark::State& state, const std::string& preset, int batch) {
+void BM_LeNet5_Layers(benchmark::State& state, nn::Isa isa, const std::string& preset, int batch) {
+  const nn::ScopedIsa path(isa);
   distopt::parallel::ThreadCount scope(1);
   TrainStep step(preset, batch);
   step.net.time_passes(true);
@@ -230,7 +221,7 @@ void BM_LeNet5_Layers(benchmark::State& state, const std::string& preset, int ba
     total += seconds_since(t0);
     ++steps;
   }
-  PassTimes& times = pass_times[preset];
+  PassTimes& times = pass_times[{isa, preset}];
   times.seconds = step.net.pass_seconds();
   for (double& t : times.seconds) t /= static_cast<double>(steps);
   times.step = total / static_cast<double>(steps);
@@ -240,23 +231,21 @@ void BM_LeNet5_Layers(benchmark::State& state, const std::string& preset, int ba
 
 // The micro-kernel alone on L1-resident panels: what the product reaches before packing and
 // epilogues, against the FMA peak of one core.
-void BM_Gemm_MicroKernel(benchmark::State& state) {
-  using B = nn::gemm::Blocking<float>;
-  distopt::AlignedBuffer<float> a(B::mr * B::kc), b(B::nr * B::kc);
-  alignas(64) float tile[B::mr * B::nr];
+void BM_Gemm_MicroKernel(benchmark::State& state, nn::Isa isa) {
+  const nn::ScopedIsa path(isa);
+  const nn::gemm::Shape b = nn::gemm::shape<float>();
+  distopt::AlignedBuffer<float> lhs(b.mr * b.kc), rhs(b.nr * b.kc), tile(b.mr * b.nr);
   double best = 1e30;
   for (auto _ : state) {
     const auto t0 = Clock::now();
-    for (int r = 0; r < 1000; ++r) {
-      nn::gemm::micro_kernel<float>(B::kc, a.data(), b.data(), tile);
-      benchmark::DoNotOptimize(tile);
-      benchmark::ClobberMemory();
-    }
+    nn::with_kernels([&](auto k) { micro_kernels(k, 1000, lhs.data(), rhs.data(), tile.data()); });
+    benchmark::DoNotOptimize(tile.data());
+    benchmark::ClobberMemory();
     best = std::min(best, seconds_since(t0));
   }
-  micro_kernel_flops = 2.0 * B::mr * B::nr * B::kc * 1000 / best;
-  state.counters["GFLOPs"] = micro_kernel_flops / 1e9;
-  state.counters["of_peak"] = micro_kernel_flops / peak(1);
+  micro_kernel_flops[isa] = 2.0 * static_cast<double>(b.mr * b.nr * b.kc) * 1000 / best;
+  state.counters["GFLOPs"] = micro_kernel_flops[isa] / 1e9;
+  state.counters["of_peak"] = micro_kernel_flops[isa] / peak(isa, 1);
 }
 
 #if DISTOPT_HAVE_TORCH
@@ -284,11 +273,20 @@ std::string name(const char* what, const std::string& preset, int batch, int thr
   return distopt::message(what, "/", preset, "/", batch, "/", threads);
 }
 
+std::string name(const char* what, nn::Isa isa, const std::string& preset, int batch, int threads) {
+  return distopt::message(what, "/", nn::isa_name(isa), "/", preset, "/", batch, "/", threads);
+}
+
 void register_all() {
-  for (int t : {1, 2})
-    benchmark::RegisterBenchmark(distopt::message("BM_Peak_Fma/", t).c_str(), [t](benchmark::State& s) { BM_Peak_Fma(s, t); })
-        ->Iterations(1);
-  benchmark::RegisterBenchmark("BM_Gemm_MicroKernel", BM_Gemm_MicroKernel)->UseRealTime();
+  for (nn::Isa isa : nn::supported_isas()) {
+    for (int t : {1, 2})
+      benchmark::RegisterBenchmark(distopt::message("BM_Peak_Fma/", nn::isa_name(isa), "/", t).c_str(),
+                                   [=](benchmark::State& s) { BM_Peak_Fma(s, isa, t); })
+          ->Iterations(1);
+    benchmark::RegisterBenchmark(distopt::message("BM_Gemm_MicroKernel/", nn::isa_name(isa)).c_str(),
+                                 [=](benchmark::State& s) { BM_Gemm_MicroKernel(s, isa); })
+        ->UseRealTime();
+  }
   for (const std::string& preset : models)
     for (int batch : {64, 256})
       for (int t : {1, 2}) {
@@ -298,102 +296,102 @@ void register_all() {
             ->UseRealTime()
             ->Unit(benchmark::kMillisecond);
 #endif
-        benchmark::RegisterBenchmark(name("BM_LeNet5_TrainStep", preset, batch, t).c_str(),
-                                     [=](benchmark::State& s) { BM_LeNet5_TrainStep(s, preset, batch, t); })
+        for (nn::Isa isa : nn::supported_isas())
+          benchmark::RegisterBenchmark(name("BM_LeNet5_TrainStep", isa, preset, batch, t).c_str(),
+                                       [=](benchmark::State& s) { BM_LeNet5_TrainStep(s, isa, preset, batch, t); })
+              ->UseRealTime()
+              ->Unit(benchmark::kMillisecond);
+      }
+  for (nn::Isa isa : nn::supported_isas())
+    for (const std::string& preset : models) {
+      for (int t : {1, 2})
+        benchmark::RegisterBenchmark(name("BM_LeNet5_Forward", isa, preset, eval_batch, t).c_str(),
+                                     [=](benchmark::State& s) { BM_LeNet5_Forward(s, isa, preset, eval_batch, t); })
             ->UseRealTime()
             ->Unit(benchmark::kMillisecond);
-      }
-  for (const std::string& preset : models) {
-    for (int t : {1, 2})
-      benchmark::RegisterBenchmark(name("BM_LeNet5_Forward", preset, eval_batch, t).c_str(),
-                                   [=](benchmark::State& s) { BM_LeNet5_Forward(s, preset, eval_batch, t); })
+      benchmark::RegisterBenchmark(distopt::message("BM_LeNet5_Layers/", nn::isa_name(isa), "/", preset, "/64/1").c_str(),
+                                   [=](benchmark::State& s) { BM_LeNet5_Layers(s, isa, preset, 64); })
           ->UseRealTime()
           ->Unit(benchmark::kMillisecond);
-    benchmark::RegisterBenchmark(distopt::message("BM_LeNet5_Layers/", preset, "/64/1").c_str(),
-                                 [=](benchmark::State& s) { BM_LeNet5_Layers(s, preset, 64); })
-        ->UseRealTime()
-        ->Unit(benchmark::kMillisecond);
-  }
+    }
 }
 
-// The figures the targets are stated in, computed from this run's timings.
-void print_summary() {
-  std::printf("\nSummary (%s kernels; FMA peak %.1f GFLOP/s on 1 thread, %.1f on 2, measured above)\n",
-              nn::gemm::isa(), peak(1) / 1e9, peak(2) / 1e9);
-  if (micro_kernel_flops > 0)
-    std::printf("micro-kernel: %.1f GFLOP/s, %.0f%% of the 1-thread peak\n", micro_kernel_flops / 1e9,
-                100 * micro_kernel_flops / peak(1));
-  if (!best_step.empty()) {
-    std::printf("\n%-20s %12s %12s %8s %9s\n", "train step", "distopt img/s", "LibTorch", "ratio", "of peak");
-    for (const auto& [key, seconds] : best_step) {
-      const auto& [preset, batch, threads] = key;
-      const double flops = training_flops(model_options(preset)) * batch / seconds;
-      const auto torch = best_torch_step.find(key);
-      std::printf("%-20s %12.0f", distopt::message(preset, "/", batch, "/", threads).c_str(), batch / seconds);
-      if (torch != best_torch_step.end())
-        std::printf(" %12.0f %7.2fx", batch / torch->second, torch->second / seconds);
-      else
-        std::printf(" %12s %8s", "-", "-");
-      std::printf(" %8.0f%%\n", 100 * flops / peak(threads));
-    }
+// The figures the targets are stated in, computed from this run's timings, path by path.
+void print_path_summary(nn::Isa isa) {
+  const nn::ScopedIsa path(isa);
+  std::printf("\n=== kernels: %s; FMA peak %.1f GFLOP/s on 1 thread, %.1f on 2, measured above ===\n",
+              nn::gemm::isa().c_str(), peak(isa, 1) / 1e9, peak(isa, 2) / 1e9);
+  if (const auto mk = micro_kernel_flops.find(isa); mk != micro_kernel_flops.end())
+    std::printf("micro-kernel: %.1f GFLOP/s, %.0f%% of the 1-thread peak\n", mk->second / 1e9,
+                100 * mk->second / peak(isa, 1));
+  std::printf("\n%-20s %13s %12s %8s %9s\n", "train step", "distopt img/s", "LibTorch", "ratio", "of peak");
+  for (const auto& [key, seconds] : best_step) {
+    const auto& [path_isa, preset, batch, threads] = key;
+    if (path_isa != isa) continue;
+    const double flops = training_flops(model_options(preset)) * batch / seconds;
+    const auto torch = best_torch_step.find({preset, batch, threads});
+    std::printf("%-20s %13.0f", distopt::message(preset, "/", batch, "/", threads).c_str(), batch / seconds);
+    if (torch != best_torch_step.end())
+      std::printf(" %12.0f %7.2fx", batch / torch->second, torch->second / seconds);
+    else
+      std::printf(" %12s %8s", "-", "-");
+    std::printf(" %8.0f%%\n", 100 * flops / peak(isa, threads));
   }
-  if (!best_forward.empty()) {
-    std::printf("\n%-20s %12s %14s %8s\n", "evaluation", "img/s", "train img/s", "ratio");
-    for (const auto& [key, seconds] : best_forward) {
-      const auto& [preset, batch, threads] = key;
-      // Against the training step at batch 256 (the study's evaluation runs beside training).
-      const auto train = best_step.find({preset, 256, threads});
-      std::printf("%-20s %12.0f", distopt::message(preset, "/", batch, "/", threads).c_str(), batch / seconds);
-      if (train != best_step.end())
-        std::printf(" %14.0f %7.2fx\n", 256 / train->second, (batch / seconds) / (256 / train->second));
-      else
-        std::printf(" %14s %8s\n", "-", "-");
-    }
+  std::printf("\n%-20s %12s %14s %8s\n", "evaluation", "img/s", "train img/s", "ratio");
+  for (const auto& [key, seconds] : best_forward) {
+    const auto& [path_isa, preset, batch, threads] = key;
+    if (path_isa != isa) continue;
+    // Against the training step at batch 256 (the study's evaluation runs beside training).
+    const auto train = best_step.find({isa, preset, 256, threads});
+    std::printf("%-20s %12.0f", distopt::message(preset, "/", batch, "/", threads).c_str(), batch / seconds);
+    if (train != best_step.end())
+      std::printf(" %14.0f %7.2fx\n", 256 / train->second, (batch / seconds) / (256 / train->second));
+    else
+      std::printf(" %14s %8s\n", "-", "-");
   }
-  for (const auto& [preset, times] : pass_times) {
+  for (const auto& [key, times] : pass_times) {
+    const auto& [path_isa, preset] = key;
+    if (path_isa != isa) continue;
     const auto flops = pass_flops(model_options(preset));
     double sum = 0;
     for (double t : times.seconds) sum += t;
     std::printf("\nper layer: %s, batch %d, 1 thread (step %.2f ms; the passes add up to %.2f ms)\n", preset.c_str(),
                 times.batch, 1e3 * times.step, 1e3 * sum);
-    std::printf("%-22s %9s %9s %7s\n", "pass", "ms", "GFLOP/s", "share");
+    std::printf("%-22s %9s %9s %8s %7s\n", "pass", "ms", "GFLOP/s", "of peak", "share");
     for (std::size_t p = 0; p < nn::pass_count; ++p) {
       const double t = times.seconds[p];
       std::printf("%-22s %9.3f", nn::to_string(static_cast<nn::Pass>(p)), 1e3 * t);
       if (flops[p] > 0)
-        std::printf(" %9.1f", flops[p] * times.batch / t / 1e9);
+        std::printf(" %9.1f %7.0f%%", flops[p] * times.batch / t / 1e9, 100 * flops[p] * times.batch / t / peak(isa, 1));
       else
-        std::printf(" %9s", "-");
+        std::printf(" %9s %8s", "-", "-");
       std::printf(" %6.1f%%\n", 100 * t / times.step);
     }
   }
 }
 
-}  // namespace
-
-// LibTorch's convolutions run in oneDNN, which picks the widest ISA of the CPU at run time: an AVX2
-// build of ours on an AVX-512 CPU would race LibTorch's AVX-512 kernels. oneDNN reads its ISA cap
-// from the environment at its first use, so it is set here, before any LibTorch call, to the ISA
-// this build targets (unless the caller chose one).
-void match_torch_isa() {
-#if DISTOPT_HAVE_TORCH && defined(__x86_64__)
-  const std::string isa = nn::gemm::isa();
-  const char* cap = isa == "AVX-512F" ? nullptr : isa == "AVX2+FMA" ? "AVX2" : isa == "AVX" ? "AVX" : "SSE41";
-  if (cap != nullptr) setenv("ONEDNN_MAX_CPU_ISA", cap, 0);
-  const char* set = std::getenv("ONEDNN_MAX_CPU_ISA");
-  benchmark::AddCustomContext("torch_onednn_isa", set != nullptr ? set : "widest of the CPU (ONEDNN_MAX_CPU_ISA unset)");
-#endif
+void print_summary() {
+  std::printf("\nSummary (the path a program takes by default on this CPU: %s)\n",
+              std::string(nn::isa_name(nn::active_isa())).c_str());
+  for (nn::Isa isa : nn::supported_isas()) print_path_summary(isa);
 }
 
+}  // namespace
+
 int main(int argc, char** argv) {
-  match_torch_isa();
   register_all();
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
 #if DISTOPT_HAVE_TORCH
   benchmark::AddCustomContext("torch", distopt_bench::torch_version() + ", BLAS: " + distopt_bench::torch_blas_info());
 #endif
-  benchmark::AddCustomContext("isa", nn::gemm::isa());
+  // LibTorch's convolutions run in oneDNN, which takes the widest ISA of the CPU at run time, as
+  // distopt's default path does: every path of ours is compared with that one LibTorch.
+  benchmark::AddCustomContext("isa", nn::gemm::isa() + ", chosen at run time (DISTOPT_ISA to force one)");
+#if DISTOPT_HAVE_TORCH
+  const char* onednn = std::getenv("ONEDNN_MAX_CPU_ISA");
+  benchmark::AddCustomContext("torch_onednn_isa", onednn != nullptr ? onednn : "widest of the CPU (ONEDNN_MAX_CPU_ISA unset)");
+#endif
   benchmark::RunSpecifiedBenchmarks();
   print_summary();
   benchmark::Shutdown();

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -13,6 +15,8 @@
 #include "distopt/nn/gemm/kernel.hpp"
 #include "distopt/nn/gemm/matrix.hpp"
 #include "distopt/nn/maxpool2d.hpp"
+
+#include "../support/isa.hpp"
 
 namespace nn = distopt::nn;
 namespace gemm = distopt::nn::gemm;
@@ -76,19 +80,21 @@ void check_product(Index m, Index n, Index k) {
 }  // namespace
 
 TEST_CASE("gemm matches a plain product at every blocking edge", "[nn][gemm]") {
-  using B = gemm::Blocking<float>;
+  DISTOPT_EACH_ISA();
+  const gemm::Shape B = gemm::shape<float>();
   // Tiles that are full and partial in m and n, one and several k blocks, more rows than mc.
-  const auto [m, n, k] = GENERATE(table<Index, Index, Index>({{1, 1, 1},
-                                                               {B::mr, B::nr, 3},
-                                                               {B::mr + 1, B::nr + 1, B::kc},
-                                                               {13, 37, B::kc + 1},
-                                                               {64, 40, 2 * B::kc + 7},
-                                                               {B::mc + 5, 9, 20}}));
+  const auto [m, n, k] = GENERATE_COPY(table<Index, Index, Index>({{1, 1, 1},
+                                                               {B.mr, B.nr, 3},
+                                                               {B.mr + 1, B.nr + 1, B.kc},
+                                                               {13, 37, B.kc + 1},
+                                                               {64, 40, 2 * B.kc + 7},
+                                                               {B.mc + 5, 9, 20}}));
   check_product<float>(m, n, k);
   check_product<double>(m, n, k);
 }
 
 TEST_CASE("gemm gives the same bits for any split of the output", "[nn][gemm]") {
+  DISTOPT_EACH_ISA();
   const Index m = 29, n = 70, k = 600;  // k spans three float k blocks
   const auto a = random_values<float>(m * k, 4), b = random_values<float>(k * n, 5);
   std::vector<float> whole(static_cast<std::size_t>(m * n)), pieces(whole.size());
@@ -103,6 +109,7 @@ TEST_CASE("gemm gives the same bits for any split of the output", "[nn][gemm]") 
 }
 
 TEST_CASE("gemm epilogues add the bias to the finished sum, then apply the ReLU or its mask", "[nn][gemm]") {
+  DISTOPT_EACH_ISA();
   const Index m = 7, n = 19, k = 300;
   const auto a = random_values<float>(m * k, 6), b = random_values<float>(k * n, 7);
   const auto row_bias = random_values<float>(m, 8), col_bias = random_values<float>(n, 9),
@@ -130,6 +137,7 @@ TEST_CASE("gemm epilogues add the bias to the finished sum, then apply the ReLU 
 
 TEST_CASE("Conv2d in float (implicit im2col, col2im or gather, direct paths) matches a direct convolution",
           "[nn][conv2d][gemm]") {
+  DISTOPT_EACH_ISA();
   // Output widths below and above a panel's width, with and without padding, NCHW input; input
   // rows narrower than a packet and wider, channel counts that leave a partial block of the gather
   // (7 = 4 + 3); output channel counts on each side of the gather's limit of 16.
@@ -137,7 +145,7 @@ TEST_CASE("Conv2d in float (implicit im2col, col2im or gather, direct paths) mat
       {{1, 28, 2, 5}, {3, 32, 0, 5}, {6, 14, 0, 16}, {4, 9, 1, 5}, {6, 14, 0, 20}, {7, 21, 0, 8}, {2, 6, 0, 3}}));
   INFO("channels " << channels << " size " << size << " padding " << padding << " outputs " << outputs);
   const nn::Conv2d conv{"conv", channels, outputs, 5, padding};
-  const Index n = 3, out = conv.out_size(size), positions = n * out * out, lanes = gemm::lanes<float>;
+  const Index n = 3, out = conv.out_size(size), positions = n * out * out, lanes = gemm::shape<float>().lanes;
   const nn::PlaneLayout in = nn::PlaneLayout::nchw(n, channels, size, size);
   CHECK(conv.gather_path<float>(in) == (padding == 0 && outputs <= 16 && (size >= lanes || lanes >= 16)));
   const auto x = random_values<float>(n * channels * size * size, 11), w = random_values<float>(outputs * conv.patch(), 12),
@@ -193,6 +201,7 @@ TEST_CASE("Conv2d in float (implicit im2col, col2im or gather, direct paths) mat
 }
 
 TEST_CASE("the direct convolution gives the product's forward bits and its weight gradient", "[nn][conv2d][direct]") {
+  DISTOPT_EACH_ISA();
   // Output widths of whole packets and of an overlapped last packet; channel blocks with a
   // remainder (1, 6, 7 outputs); row-packet counts that are not a multiple of four; the NCHW
   // batch and a channel-major chunk.
@@ -204,9 +213,9 @@ TEST_CASE("the direct convolution gives the product's forward bits and its weigh
   const nn::PlaneLayout in = cnhw ? nn::PlaneLayout::cnhw(channels, images, size, size)
                                   : nn::PlaneLayout::nchw(images, channels, size, size);
   INFO("channels " << channels << " outputs " << outputs << " size " << size << " images " << images
-                   << " lanes " << gemm::lanes<float>);
+                   << " lanes " << gemm::shape<float>().lanes);
   const Index out = conv.out_size(size), positions = images * out * out;
-  const bool direct = out >= gemm::lanes<float>;
+  const bool direct = out >= gemm::shape<float>().lanes;
   CHECK(conv.direct_path<float>(in) == direct);
   // Below a packet's width the product takes the layer; nothing else to compare on this ISA.
   if (!direct) return;
@@ -250,6 +259,7 @@ TEST_CASE("the direct convolution gives the product's forward bits and its weigh
 }
 
 TEST_CASE("the channel-vectorised direct convolution gives the product's bits", "[nn][conv2d][direct]") {
+  DISTOPT_EACH_ISA();
   // The classic LeNet-5's conv2 on a chunk of 4 images; odd sizes and counts; 8 outputs (one AVX2
   // packet, the product on AVX-512); a patch over several k blocks (20 channels x 25 taps); the
   // NCHW batch and a channel-major chunk.
@@ -260,9 +270,9 @@ TEST_CASE("the channel-vectorised direct convolution gives the product's bits", 
   const nn::PlaneLayout in = cnhw ? nn::PlaneLayout::cnhw(channels, images, size, size)
                                   : nn::PlaneLayout::nchw(images, channels, size, size);
   INFO("channels " << channels << " outputs " << outputs << " size " << size << " images " << images
-                   << " lanes " << gemm::lanes<float>);
-  const Index lanes = gemm::lanes<float>, out = conv.out_size(size), positions = images * out * out;
-  const bool expected = lanes >= 4 && outputs > gemm::Blocking<float>::mr && outputs % lanes == 0;
+                   << " lanes " << gemm::shape<float>().lanes);
+  const Index lanes = gemm::shape<float>().lanes, out = conv.out_size(size), positions = images * out * out;
+  const bool expected = lanes >= 4 && outputs > gemm::shape<float>().mr && outputs % lanes == 0;
   CHECK(conv.channel_path<float>(in) == expected);
   if (!conv.channel_path<float>(in)) return;
   const auto x = random_values<float>(images * channels * size * size, 31),
@@ -282,6 +292,7 @@ TEST_CASE("the channel-vectorised direct convolution gives the product's bits", 
 }
 
 TEST_CASE("MaxPool2d with its ReLU, in float, matches plain loops bit for bit", "[nn][maxpool2d]") {
+  DISTOPT_EACH_ISA();
   const bool relu = GENERATE(false, true);
   // Rows of 1 to 33 windows: whole vectors of 8 (AVX2) and 16 (AVX-512) windows and every tail;
   // odd widths and heights leave a row and a column outside every window.
@@ -319,4 +330,49 @@ TEST_CASE("MaxPool2d with its ReLU, in float, matches plain loops bit for bit", 
         }
   CHECK(dx == expected_dx);
   CHECK(argmax[0] != 1);  // x[0] and x[1], window 0's top pair, tie: the left one is kept
+}
+
+TEST_CASE("the kernels' path: the widest the CPU runs, DISTOPT_ISA's when valid, refused by name otherwise",
+          "[nn][isa]") {
+  const std::vector<nn::Isa> runs = nn::supported_isas();
+  REQUIRE(!runs.empty());
+  // portable is left out when the build's flags already require AVX2 (it would be avx2 again).
+  CHECK(runs.back() == (nn::compiled(nn::Isa::portable) ? nn::Isa::portable : nn::Isa::avx2));
+  for (nn::Isa isa : {nn::Isa::avx512, nn::Isa::avx2, nn::Isa::portable}) {
+    const bool listed = std::find(runs.begin(), runs.end(), isa) != runs.end();
+    CHECK(nn::cpu_runs(isa) == listed);
+    if (listed) {
+      CHECK(nn::parse_isa(nn::isa_name(isa)) == isa);
+      const nn::ScopedIsa scope(isa);
+      CHECK(nn::active_isa() == isa);
+      CHECK(gemm::isa().starts_with(std::string(nn::isa_name(isa)) + " ("));
+    } else {
+      CHECK_THROWS_WITH(nn::parse_isa(nn::isa_name(isa), "DISTOPT_ISA"),
+                        Catch::Contains("DISTOPT_ISA=" + std::string(nn::isa_name(isa))) &&
+                            Catch::Contains(nn::compiled(isa) ? "this CPU does not run" : "built without") &&
+                            Catch::Contains(std::string(nn::isa_name(runs.front()))));
+      CHECK_THROWS_AS(nn::set_isa(isa), std::invalid_argument);
+    }
+  }
+  CHECK_THROWS_WITH(nn::parse_isa("sse9", "DISTOPT_ISA"),
+                    Catch::Contains("DISTOPT_ISA=sse9: expected avx512, avx2 or portable"));
+  // The variable is read where the process first asks (the models' constructors).
+  ::setenv("DISTOPT_ISA", std::string(nn::isa_name(runs.back())).c_str(), 1);
+  CHECK(nn::detail::initial_isa() == runs.back());
+  ::setenv("DISTOPT_ISA", "avx3", 1);
+  CHECK_THROWS_WITH(nn::detail::initial_isa(), Catch::Contains("DISTOPT_ISA=avx3"));
+  ::unsetenv("DISTOPT_ISA");
+  CHECK(nn::detail::initial_isa() == runs.front());
+  // Two paths of one CPU give the same product up to rounding (their sums are grouped differently).
+  const Index m = 17, n = 45, k = 700;
+  const auto a = random_values<float>(m * k, 41), b = random_values<float>(k * n, 42);
+  std::vector<std::vector<float>> results;
+  for (nn::Isa isa : runs) {
+    const nn::ScopedIsa scope(isa);
+    std::vector<float> c(static_cast<std::size_t>(m * n));
+    gemm::Gemm<float>{}(false, false, m, n, k, a.data(), k, b.data(), n, false, c.data(), n);
+    results.push_back(c);
+  }
+  for (std::size_t p = 1; p < results.size(); ++p)
+    for (std::size_t e = 0; e < results[0].size(); ++e) CHECK(std::abs(results[p][e] - results[0][e]) <= 1e-3f);
 }

@@ -16,6 +16,8 @@
 #include "distopt/nn/maxpool2d.hpp"
 #include "distopt/nn/relu.hpp"
 
+#include "../support/isa.hpp"
+
 namespace nn = distopt::nn;
 using Vec = std::vector<double>;
 
@@ -55,6 +57,7 @@ double check(Vec& variable, const Vec& analytic, const std::function<double()>& 
 }  // namespace
 
 TEST_CASE("Conv2d gradients match finite differences (double)", "[nn][conv2d][gradcheck]") {
+  DISTOPT_EACH_ISA();
   const std::ptrdiff_t padding = GENERATE(0, 2);
   const nn::Conv2d conv{"conv", 3, 4, 3, padding};
   const std::ptrdiff_t n = 2, h = 6, w = 5;
@@ -80,6 +83,7 @@ TEST_CASE("Conv2d gradients match finite differences (double)", "[nn][conv2d][gr
 }
 
 TEST_CASE("Conv2d reads channel-major chunks as well as NCHW batches", "[nn][conv2d]") {
+  DISTOPT_EACH_ISA();
   const nn::Conv2d conv{"conv", 2, 3, 3, 1};
   const std::ptrdiff_t n = 3, h = 4, w = 4;
   const Vec nchw = random_vector(static_cast<std::size_t>(n * 2 * h * w), 9);
@@ -98,6 +102,7 @@ TEST_CASE("Conv2d reads channel-major chunks as well as NCHW batches", "[nn][con
 }
 
 TEST_CASE("MaxPool2d routes gradients to the maximum and matches finite differences", "[nn][maxpool2d][gradcheck]") {
+  DISTOPT_EACH_ISA();
   const std::ptrdiff_t c = 2, n = 2, h = 5, w = 6;  // odd height: the last row is dropped, as in PyTorch
   const nn::PlaneLayout in = nn::PlaneLayout::cnhw(c, n, h, w);
   Vec x = random_vector(static_cast<std::size_t>(c * n * h * w), 5);
@@ -122,6 +127,7 @@ TEST_CASE("MaxPool2d routes gradients to the maximum and matches finite differen
 }
 
 TEST_CASE("ReLU and Linear gradients match finite differences", "[nn][relu][linear][gradcheck]") {
+  DISTOPT_EACH_ISA();
   const nn::Linear fc{"fc", 7, 5};
   const std::ptrdiff_t rows = 3;
   Vec x = random_vector(21, 7), weight = random_vector(35, 8, 0.4), bias = random_vector(5, 9);
@@ -175,6 +181,7 @@ TEST_CASE("Top-k accuracy", "[nn][loss]") {
 }
 
 TEST_CASE("Whole LeNet5 gradient matches finite differences (double)", "[nn][lenet5][gradcheck]") {
+  DISTOPT_EACH_ISA();
   // The last case pads conv1 (as on Fashion-MNIST): the model runs it over a zero-framed copy.
   const auto [preset, channels, size, padding] = GENERATE(table<nn::Preset, std::ptrdiff_t, std::ptrdiff_t, std::ptrdiff_t>(
       {{nn::Preset::classic, 3, 20, 0}, {nn::Preset::hsu, 3, 20, 0}, {nn::Preset::classic, 1, 16, 2}}));
@@ -264,6 +271,7 @@ TEST_CASE("LeNet5 initial weights follow PyTorch's default distributions", "[nn]
 }
 
 TEST_CASE("Inside a parallel region LeNet5 runs on the calling thread with the same bits", "[nn][lenet5][determinism]") {
+  DISTOPT_EACH_ISA();
   const std::ptrdiff_t batch = 20;
   const Vec source = random_vector(static_cast<std::size_t>(batch * 3 * 32 * 32), 21);
   std::vector<float> images(source.begin(), source.end());

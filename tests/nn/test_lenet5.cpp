@@ -9,6 +9,8 @@
 #include "distopt/optim/sgdm.hpp"
 #include "golden_lenet.hpp"
 
+#include "../support/isa.hpp"
+
 using distopt::nn::Images;
 using distopt::nn::LeNet5;
 using distopt::nn::Preset;
@@ -24,6 +26,7 @@ std::vector<std::int32_t> labels_of(const xt::xarray<std::int64_t>& labels, std:
 }  // namespace
 
 TEST_CASE("LeNet5 logits, loss and every gradient match PyTorch within 1e-4", "[nn][lenet5][golden]") {
+  DISTOPT_EACH_ISA();
   const std::string preset = GENERATE("hsu", "classic");
   auto net = golden_lenet::model(preset);
   const auto input = golden_lenet::load<float>(preset, "input.npy");
@@ -50,6 +53,7 @@ TEST_CASE("LeNet5 logits, loss and every gradient match PyTorch within 1e-4", "[
 }
 
 TEST_CASE("LeNet5 label smoothing matches PyTorch's cross_entropy(label_smoothing=0.1)", "[nn][lenet5][golden]") {
+  DISTOPT_EACH_ISA();
   auto reference = golden_lenet::model("hsu");
   LeNet5<float> net({.preset = Preset::hsu, .label_smoothing = 0.1});
   net.load_parameters(reference.parameters());
@@ -66,6 +70,7 @@ TEST_CASE("LeNet5 label smoothing matches PyTorch's cross_entropy(label_smoothin
 }
 
 TEST_CASE("LeNet5 follows PyTorch's 50-step SGDM trajectory within 1e-3", "[nn][lenet5][golden]") {
+  DISTOPT_EACH_ISA();
   const std::string preset = GENERATE("hsu", "classic");
   auto net = golden_lenet::model(preset);
   const auto inputs = golden_lenet::load<float>(preset, "train_inputs.npy");
@@ -94,6 +99,7 @@ TEST_CASE("LeNet5 follows PyTorch's 50-step SGDM trajectory within 1e-3", "[nn][
 }
 
 TEST_CASE("LeNet5 gives the same bits with 1, 2 and 3 threads", "[nn][lenet5][determinism]") {
+  DISTOPT_EACH_ISA();
   const Preset preset = GENERATE(Preset::hsu, Preset::classic);
   distopt::Rng rng(5);
   const std::ptrdiff_t batch = 50;  // chunks of 4 and a short one
@@ -122,6 +128,7 @@ TEST_CASE("LeNet5 gives the same bits with 1, 2 and 3 threads", "[nn][lenet5][de
 }
 
 TEST_CASE("A padded conv1 gives the bits of an unpadded one on images padded by hand", "[nn][lenet5]") {
+  DISTOPT_EACH_ISA();
   // Fashion-MNIST's shape: the model frames each batch in zeros itself; here the frame is made by
   // hand and given to a model without padding. Same weights, same arithmetic: the same bits.
   distopt::Rng rng(6);

@@ -12,6 +12,8 @@
 #include "distopt/nn/lenet5.hpp"
 #include "distopt/optim/sgdm.hpp"
 
+#include "../support/isa.hpp"
+
 // This file replaces operator new and operator delete together (malloc/aligned_alloc and free);
 // GCC's -Wmismatched-new-delete does not model a replaced pair and reports every delete.
 #if defined(__GNUC__) && !defined(__clang__)
@@ -69,6 +71,7 @@ void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept 
 void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept { std::free(p); }
 
 TEST_CASE("A LeNet5 training step allocates nothing once the workspace is sized", "[nn][lenet5][allocation]") {
+  DISTOPT_EACH_ISA();
   const distopt::nn::Preset preset = GENERATE(distopt::nn::Preset::hsu, distopt::nn::Preset::classic);
   const int threads = GENERATE(1, 2);
   distopt::parallel::ThreadCount scope(threads);

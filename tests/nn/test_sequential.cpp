@@ -18,6 +18,8 @@
 #include "distopt/core/parallel.hpp"
 #include "distopt/core/rng.hpp"
 
+#include "../support/isa.hpp"
+
 namespace nn = distopt::nn;
 using namespace distopt::nn::layers;
 using distopt::Samples;
@@ -249,6 +251,7 @@ TEST_CASE("Sequential names its blocks as torch.nn.Sequential's state_dict and i
 }
 
 TEST_CASE("Sequential gradients match finite differences (double)", "[nn][sequential][gradcheck]") {
+  DISTOPT_EACH_ISA();
   struct Case {
     const char* name;
     Shape input;
@@ -288,6 +291,7 @@ TEST_CASE("Sequential gradients match finite differences (double)", "[nn][sequen
 }
 
 TEST_CASE("Sequential matches PyTorch's outputs, loss and gradients", "[nn][sequential][golden]") {
+  DISTOPT_EACH_ISA();
   const std::string name = GENERATE("mlp", "regression", "cnn");
   const GoldenCase c = golden_case(name);
   auto model = golden_model(c, c.loss);
@@ -326,6 +330,7 @@ TEST_CASE("Sequential matches PyTorch's outputs, loss and gradients", "[nn][sequ
 }
 
 TEST_CASE("Sequential label smoothing matches PyTorch's cross_entropy(label_smoothing=0.1)", "[nn][sequential][golden]") {
+  DISTOPT_EACH_ISA();
   const GoldenCase c = golden_case("mlp");
   auto model = golden_model(c, nn::Loss::cross_entropy(0.1));
   const GoldenBatch b = golden_batch(c);
@@ -342,6 +347,7 @@ TEST_CASE("Sequential label smoothing matches PyTorch's cross_entropy(label_smoo
 }
 
 TEST_CASE("Sequential follows PyTorch's 10-step SGD trajectory", "[nn][sequential][golden]") {
+  DISTOPT_EACH_ISA();
   const std::string name = GENERATE("mlp", "regression", "cnn");
   const GoldenCase c = golden_case(name);
   auto model = golden_model(c, c.loss);
@@ -368,6 +374,7 @@ TEST_CASE("Sequential follows PyTorch's 10-step SGD trajectory", "[nn][sequentia
 }
 
 TEST_CASE("Sequential gives the same bits with 1, 2 and 3 threads", "[nn][sequential][determinism]") {
+  DISTOPT_EACH_ISA();
   const bool convolutional = GENERATE(false, true);
   // Every linear layer but the last and every convolution has enough work for a team.
   const Shape input = convolutional ? Shape{3, 16, 16} : Shape{64};
@@ -411,6 +418,7 @@ TEST_CASE("Sequential gives the same bits with 1, 2 and 3 threads", "[nn][sequen
 }
 
 TEST_CASE("Sequential inside a parallel region runs on the calling thread with the same bits", "[nn][sequential][determinism]") {
+  DISTOPT_EACH_ISA();
   const Shape input{2, 10, 10};
   const std::vector<nn::LayerSpec> specs{conv2d(4, 3), relu(), maxpool2d(), flatten(), linear(16), relu(), linear(5)};
   const std::ptrdiff_t batch = 9;

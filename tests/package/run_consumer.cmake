@@ -22,7 +22,8 @@ step(${CMAKE_COMMAND} -S ${CONSUMER_SOURCE_DIR} -B ${WORK_DIR}/build
   -DEXPECTED_PREFIX=${prefix} -DEXPECT_DOWNLOAD=${EXPECT_DOWNLOAD}
   -DEXAMPLES_DIR=${EXAMPLES_DIR} -DTABLES_DIR=${TABLES_DIR})
 step(${CMAKE_COMMAND} --build ${WORK_DIR}/build --parallel 2)
-set(consumers consumer_core consumer_data consumer_train consumer_own_mlp consumer_sequential_cnn consumer_regression)
+set(consumers consumer_core consumer_data consumer_train consumer_own_mlp consumer_sequential_cnn consumer_regression
+  consumer_warnings_default consumer_warnings_native)
 if(EXPECT_DOWNLOAD)
   list(APPEND consumers consumer_download)
 endif()

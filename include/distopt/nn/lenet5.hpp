@@ -23,10 +23,15 @@
 #include "distopt/nn/conv2d.hpp"
 #include "distopt/nn/gemm/kernel.hpp"
 #include "distopt/nn/init.hpp"
+#include "distopt/nn/isa.hpp"
 #include "distopt/nn/linear.hpp"
 #include "distopt/nn/loss.hpp"
 #include "distopt/nn/maxpool2d.hpp"
 #include "distopt/nn/model.hpp"
+#include "distopt/core/compiler.hpp"
+
+
+DISTOPT_PR105593_OFF
 
 namespace distopt::nn {
 
@@ -105,6 +110,7 @@ class LeNet5 {
   using params_type = BasicParameterSet<T>;
 
   explicit LeNet5(LeNet5Options options = {}) : options_(options) {
+    (void)active_isa();  // an invalid DISTOPT_ISA is reported here, not inside a parallel region
     require(options.classes >= 1, "LeNet5: classes must be >= 1, got ", options.classes);
     require(options.channels >= 1, "LeNet5: channels must be >= 1, got ", options.channels);
     require(options.chunk >= 1, "LeNet5: chunk must be >= 1, got ", options.chunk);
@@ -390,7 +396,7 @@ class LeNet5 {
 
     // Phase B: the fully connected layers, each one product over the whole batch, its output
     // columns split over the team; bias and ReLU fused.
-    const std::ptrdiff_t count = x.count, nr = gemm::Blocking<T>::nr;
+    const std::ptrdiff_t count = x.count, nr = gemm::shape<T>().nr;
     auto dense = [&](const Linear& layer, const T* in, T* out, std::size_t wb, std::size_t bb, bool relu, Pass p) {
       for_each_block(layer.out_features, nr, [&](std::ptrdiff_t begin, std::ptrdiff_t end, ThreadScratch& s) {
         timed(s, p, [&] { layer.forward(w + offset(wb), w + offset(bb), in, count, out, begin, end, relu, s.gemm); });
@@ -437,7 +443,7 @@ class LeNet5 {
 
     // Phase B backward, layer by layer: the weight gradient (its output rows split over the
     // team), then the input gradient (its columns split) through the ReLU below, fused.
-    const std::ptrdiff_t nr = gemm::Blocking<T>::nr, mr = gemm::Blocking<T>::mr;
+    const std::ptrdiff_t nr = gemm::shape<T>().nr, mr = gemm::shape<T>().mr;
     auto back = [&](const Linear& layer, const T* input, const T* d_out, T* d_in, std::size_t wb, std::size_t bb,
                     Pass p) {
       for_each_block(layer.out_features, mr, [&](std::ptrdiff_t begin, std::ptrdiff_t end, ThreadScratch& s) {
@@ -514,3 +520,5 @@ class LeNet5 {
 static_assert(Model<LeNet5<float>>, "LeNet5 must model nn::Model");
 
 }  // namespace distopt::nn
+
+DISTOPT_PR105593_ON

@@ -11,6 +11,10 @@
 
 #include "distopt/core/error.hpp"
 #include "distopt/core/samples.hpp"
+#include "distopt/core/compiler.hpp"
+
+
+DISTOPT_PR105593_OFF
 
 namespace distopt::nn {
 
@@ -126,3 +130,5 @@ struct Loss {
 };
 
 }  // namespace distopt::nn
+
+DISTOPT_PR105593_ON

@@ -24,12 +24,17 @@
 #include "distopt/nn/flatten.hpp"
 #include "distopt/nn/gemm/kernel.hpp"
 #include "distopt/nn/init.hpp"
+#include "distopt/nn/isa.hpp"
 #include "distopt/nn/linear.hpp"
 #include "distopt/nn/loss.hpp"
 #include "distopt/nn/maxpool2d.hpp"
 #include "distopt/nn/model.hpp"
 #include "distopt/nn/relu.hpp"
 #include "distopt/nn/tanh.hpp"
+#include "distopt/core/compiler.hpp"
+
+
+DISTOPT_PR105593_OFF
 
 namespace distopt::nn {
 
@@ -111,6 +116,7 @@ class Sequential {
   /// the shapes when one does not fit its input, or for a bad option.
   Sequential(Shape input, std::vector<LayerSpec> specs, SequentialOptions options = {})
       : options_(options), input_(input), loss_(options.loss) {
+    (void)active_isa();  // an invalid DISTOPT_ISA is reported here, not inside a parallel region
     require(input.rank >= 1, "Sequential: the input shape is empty");
     require(!specs.empty(), "Sequential: needs at least one layer");
     require(options.chunk >= 1, "Sequential: chunk must be >= 1, got ", options.chunk);
@@ -521,7 +527,7 @@ class Sequential {
         const Node& n = nodes_[stage.first];
         const T* in = input(x, n, 0);
         T* out = output(n, 0);
-        for_each_block(n.linear.out_features, gemm::Blocking<T>::nr, work, [&](auto begin, auto end, ThreadScratch& s) {
+        for_each_block(n.linear.out_features, gemm::shape<T>().nr, work, [&](auto begin, auto end, ThreadScratch& s) {
           n.linear.forward(weight(n), bias(n), in, count, out, begin, end, n.fused_relu, s.gemm);
         });
         continue;
@@ -630,13 +636,13 @@ class Sequential {
         const T* d_out = output_grad(n, 0);
         T* weight_grad = g + params_.block(n.weight).offset;
         T* bias_grad = g + params_.block(n.bias).offset;
-        for_each_block(n.linear.out_features, gemm::Blocking<T>::mr, work, [&](auto begin, auto end, ThreadScratch& s) {
+        for_each_block(n.linear.out_features, gemm::shape<T>().mr, work, [&](auto begin, auto end, ThreadScratch& s) {
           n.linear.backward_weights(in, d_out, count, weight_grad, bias_grad, begin, end, s.gemm);
         });
         if (stage->first == first_trainable_) continue;
         T* d_in = input_grad(n, 0);
         const T* mask = n.mask_below ? in : nullptr;
-        for_each_block(n.linear.in_features, gemm::Blocking<T>::nr, work, [&](auto begin, auto end, ThreadScratch& s) {
+        for_each_block(n.linear.in_features, gemm::shape<T>().nr, work, [&](auto begin, auto end, ThreadScratch& s) {
           n.linear.backward_input(weight(n), d_out, count, d_in, begin, end, mask, s.gemm);
         });
         continue;
@@ -730,3 +736,5 @@ class Sequential {
 static_assert(Model<Sequential<float>>, "Sequential must model nn::Model");
 
 }  // namespace distopt::nn
+
+DISTOPT_PR105593_ON

@@ -6,6 +6,10 @@
 
 #include "distopt/core/concepts.hpp"
 #include "distopt/optim/optimizer.hpp"
+#include "distopt/core/compiler.hpp"
+
+
+DISTOPT_PR105593_OFF
 
 namespace distopt::optim {
 
@@ -116,3 +120,5 @@ class AdamW : public detail::OptimizerBase<P> {
 };
 
 }  // namespace distopt::optim
+
+DISTOPT_PR105593_ON

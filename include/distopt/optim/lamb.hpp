@@ -10,6 +10,10 @@
 
 #include "distopt/core/concepts.hpp"
 #include "distopt/optim/optimizer.hpp"
+#include "distopt/core/compiler.hpp"
+
+
+DISTOPT_PR105593_OFF
 
 namespace distopt::optim {
 
@@ -184,3 +188,5 @@ class Lamb : public detail::OptimizerBase<P> {
 };
 
 }  // namespace distopt::optim
+
+DISTOPT_PR105593_ON

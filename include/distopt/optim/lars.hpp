@@ -9,6 +9,10 @@
 
 #include "distopt/core/concepts.hpp"
 #include "distopt/optim/optimizer.hpp"
+#include "distopt/core/compiler.hpp"
+
+
+DISTOPT_PR105593_OFF
 
 namespace distopt::optim {
 
@@ -138,3 +142,5 @@ class Lars : public detail::OptimizerBase<P> {
 };
 
 }  // namespace distopt::optim
+
+DISTOPT_PR105593_ON

@@ -16,6 +16,10 @@
 #include "distopt/core/error.hpp"
 #include "distopt/optim/detail/work.hpp"
 #include "distopt/optim/state.hpp"
+#include "distopt/core/compiler.hpp"
+
+
+DISTOPT_PR105593_OFF
 
 namespace distopt::optim {
 
@@ -146,3 +150,5 @@ class OptimizerBase {
 
 }  // namespace detail
 }  // namespace distopt::optim
+
+DISTOPT_PR105593_ON

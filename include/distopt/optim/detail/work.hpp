@@ -15,6 +15,10 @@
 
 #include "distopt/core/block.hpp"
 #include "distopt/core/concepts.hpp"
+#include "distopt/core/compiler.hpp"
+
+
+DISTOPT_PR105593_OFF
 
 namespace distopt::optim::detail {
 
@@ -146,3 +150,5 @@ template <class T>
 }
 
 }  // namespace distopt::optim::detail
+
+DISTOPT_PR105593_ON

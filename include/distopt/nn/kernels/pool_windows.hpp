@@ -1,7 +1,7 @@
-// The vector paths of MaxPool2d (nn/maxpool2d.hpp) for float rows: AVX-512 with masked loads and
-// stores (any number of windows, no tail), AVX2 eight windows at a time and the tail under
-// maskload/maskstore (measured faster than copies through a buffer, on an AMD EPYC with AVX-512
-// built for x86-64-v3), nothing otherwise (the caller's scalar loop takes every window).
+// The vector paths of MaxPool2d's windows (nn/kernels/pool-inl.hpp) for float rows: AVX-512 with
+// masked loads and stores (any number of windows, no tail), AVX2 eight windows at a time and the
+// tail under maskload/maskstore (measured faster than copies through a buffer, on an AMD EPYC with AVX-512
+// built for x86-64-v3), nothing on the portable path (the caller's scalar loop takes every window).
 //
 // Why intrinsics and not Eigen's packets: a window is a pair of neighbours, and taking the even
 // and odd elements of a row apart (and putting them back together in the backward pass) is a
@@ -13,13 +13,17 @@
 #include <cstddef>
 #include <cstdint>
 
-#if defined(__AVX2__) || defined(__AVX512F__)
+#include "distopt/nn/kernels/targets.hpp"
+
+#if DISTOPT_KERNELS_X86
 #include <immintrin.h>
-#endif
 
-namespace distopt::nn::detail {
+#if DISTOPT_KERNELS_AVX512
+DISTOPT_TARGET_AVX512_BEGIN
+namespace distopt::nn::kernels::avx512 {
 
-#if defined(__AVX512F__)
+// Zero-masked conversions throughout: the unmasked ones start from an undefined register, which
+// GCC before 12.3 reports as maybe-uninitialized wherever they are inlined (PR 105593).
 
 // The first n of 16 lanes (n clamped to [0, 16]).
 inline __mmask16 first_lanes(std::ptrdiff_t n) {
@@ -28,22 +32,10 @@ inline __mmask16 first_lanes(std::ptrdiff_t n) {
 
 // n < 16 bytes to and from the low lanes of a vector, with byte masks where the CPU has them.
 inline void store_bytes(std::uint8_t* out, __m128i bytes, std::ptrdiff_t n) {
-#if defined(__AVX512BW__) && defined(__AVX512VL__)
   _mm_mask_storeu_epi8(out, first_lanes(n), bytes);
-#else
-  alignas(16) std::uint8_t all[16];
-  _mm_store_si128(reinterpret_cast<__m128i*>(all), bytes);
-  std::copy_n(all, n, out);
-#endif
 }
 inline __m128i load_bytes(const std::uint8_t* in, std::ptrdiff_t n) {
-#if defined(__AVX512BW__) && defined(__AVX512VL__)
   return _mm_maskz_loadu_epi8(first_lanes(n), in);
-#else
-  alignas(16) std::uint8_t all[16] = {};
-  std::copy_n(in, n, all);
-  return _mm_load_si128(reinterpret_cast<const __m128i*>(all));
-#endif
 }
 
 // Windows [0, ow) of a row pair, 16 at a time; returns ow (every window done).
@@ -68,7 +60,7 @@ inline std::ptrdiff_t pool_windows(const float* top, const float* bottom, std::p
     const auto right = static_cast<__mmask16>((lower_wins & lower_right) | (~lower_wins & upper_right));
     const __m512i index = _mm512_or_si512(_mm512_maskz_mov_epi32(lower_wins, _mm512_set1_epi32(2)),
                                           _mm512_maskz_mov_epi32(right, _mm512_set1_epi32(1)));
-    store_bytes(where + q, _mm512_cvtepi32_epi8(index), n);
+    store_bytes(where + q, _mm512_maskz_cvtepi32_epi8(0xFFFF, index), n);
   }
   return ow;
 }
@@ -84,7 +76,7 @@ inline std::ptrdiff_t unpool_windows(const float* g, const float* kept, const st
     const __mmask16 valid = first_lanes(n), low = first_lanes(2 * n), high = first_lanes(2 * n - 16);
     __m512 v = _mm512_maskz_loadu_ps(valid, g + q);
     if (kept != nullptr) v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(valid, kept + q), zero, _CMP_GT_OQ), v);
-    const __m512i index = _mm512_cvtepu8_epi32(load_bytes(where + q, n));
+    const __m512i index = _mm512_maskz_cvtepu8_epi32(0xFFFF, load_bytes(where + q, n));
     const auto at = [&](int k) { return _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(index, _mm512_set1_epi32(k)), v); };
     // Windows' left and right values back into the even and odd elements of each row.
     const auto put = [&](__m512 left, __m512 right, float* row) {
@@ -97,7 +89,13 @@ inline std::ptrdiff_t unpool_windows(const float* g, const float* kept, const st
   return ow;
 }
 
-#elif defined(__AVX2__)
+}  // namespace distopt::nn::kernels::avx512
+DISTOPT_TARGET_END
+#endif
+
+#if DISTOPT_KERNELS_AVX2
+DISTOPT_TARGET_AVX2_BEGIN
+namespace distopt::nn::kernels::avx2 {
 
 // The first n of 8 lanes (n clamped to [0, 8]), as a mask for maskload/maskstore.
 inline __m256i first_lanes(std::ptrdiff_t n) {
@@ -205,7 +203,13 @@ inline std::ptrdiff_t unpool_windows(const float* g, const float* kept, const st
   return ow;
 }
 
-#else
+}  // namespace distopt::nn::kernels::avx2
+DISTOPT_TARGET_END
+#endif
+#endif  // DISTOPT_KERNELS_X86
+
+#if DISTOPT_KERNELS_PORTABLE
+namespace distopt::nn::kernels::portable {
 
 // No vector path: the caller's scalar loop takes every window.
 inline std::ptrdiff_t pool_windows(const float*, const float*, std::ptrdiff_t, bool, float*, std::uint8_t*) { return 0; }
@@ -213,6 +217,5 @@ inline std::ptrdiff_t unpool_windows(const float*, const float*, const std::uint
   return 0;
 }
 
+}  // namespace distopt::nn::kernels::portable
 #endif
-
-}  // namespace distopt::nn::detail
