@@ -6,11 +6,14 @@
 // so a CPU without AVX never executes an AVX instruction before the dispatch (nn/isa.hpp) has
 // chosen.
 //
-// Why this and not Highway or xsimd: measured (the note of issue 30) and argued there; in short,
-// the kernels were already written against a small packet interface (Eigen's pset1, pmadd, ...),
-// which each path below provides in a few lines of intrinsics, so the sums keep their order and
-// bits; three targets cost three compilations of the kernels, where Highway's default set for
-// x86 is five; and the consumer links nothing new (Highway's dynamic dispatch needs libhwy).
+// Why this and not Highway's dynamic dispatch or xsimd's: the kernels were already written
+// against a small packet interface (Eigen's pset1, pmadd, predux, ...), which each path provides
+// in a few lines of intrinsics (nn/kernels/packets.hpp), so the avx2 path gives the bits the
+// earlier -march=native AVX2 build gave (checked: the same training runs, byte for byte); three
+// targets cost three compilations of the kernels, where Highway compiles its whole attainable set
+// (SSSE3 to AVX3_DL on x86); the consumer links nothing new (Highway's dispatch calls libhwy's
+// target detection); and xsimd's dispatch wants each target in a translation unit built with that
+// target's flags, which a header-only library cannot give. Highway itself was not measured here.
 #pragma once
 
 #include "distopt/core/compiler.hpp"
@@ -32,8 +35,7 @@
 
 // Vector types named as template arguments lose their alignment attributes, harmlessly (nothing
 // here keys on them); GCC would say so in a consumer's build. Eigen silences the same warning
-// inside its own headers.
-// And GCC before 12.3 reports its own AVX-512 intrinsics (core/compiler.hpp).
+// inside its own headers. And GCC before 12.3 reports its own AVX-512 intrinsics (core/compiler.hpp).
 #if defined(__GNUC__) && !defined(__clang__)
 #define DISTOPT_KERNELS_WARNINGS_OFF \
   _Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Wignored-attributes\"") DISTOPT_PR105593_OFF
