@@ -7,12 +7,11 @@
 
 #include <Eigen/Core>
 
+#include "distopt/core/compiler.hpp"
 #include "distopt/core/error.hpp"
 #include "distopt/nn/direct_conv.hpp"
 #include "distopt/nn/gemm/kernel.hpp"
 #include "distopt/nn/isa.hpp"
-#include "distopt/core/compiler.hpp"
-
 
 DISTOPT_PR105593_OFF
 

@@ -16,6 +16,7 @@
 #include <omp.h>
 
 #include "distopt/core/aligned_buffer.hpp"
+#include "distopt/core/compiler.hpp"
 #include "distopt/core/error.hpp"
 #include "distopt/core/parallel.hpp"
 #include "distopt/core/parameter_set.hpp"
@@ -28,8 +29,6 @@
 #include "distopt/nn/loss.hpp"
 #include "distopt/nn/maxpool2d.hpp"
 #include "distopt/nn/model.hpp"
-#include "distopt/core/compiler.hpp"
-
 
 DISTOPT_PR105593_OFF
 

@@ -6,10 +6,6 @@
 
 #include "distopt/nn/gemm/kernel.hpp"
 #include "distopt/nn/gemm/matrix.hpp"
-#include "distopt/core/compiler.hpp"
-
-
-DISTOPT_PR105593_OFF
 
 namespace distopt::nn {
 
@@ -61,5 +57,3 @@ struct Linear {
 };
 
 }  // namespace distopt::nn
-
-DISTOPT_PR105593_ON

@@ -11,10 +11,6 @@
 
 #include "distopt/core/error.hpp"
 #include "distopt/core/samples.hpp"
-#include "distopt/core/compiler.hpp"
-
-
-DISTOPT_PR105593_OFF
 
 namespace distopt::nn {
 
@@ -130,5 +126,3 @@ struct Loss {
 };
 
 }  // namespace distopt::nn
-
-DISTOPT_PR105593_ON

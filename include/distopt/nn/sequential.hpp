@@ -15,6 +15,7 @@
 #include <omp.h>
 
 #include "distopt/core/aligned_buffer.hpp"
+#include "distopt/core/compiler.hpp"
 #include "distopt/core/error.hpp"
 #include "distopt/core/parallel.hpp"
 #include "distopt/core/parameter_set.hpp"
@@ -31,8 +32,6 @@
 #include "distopt/nn/model.hpp"
 #include "distopt/nn/relu.hpp"
 #include "distopt/nn/tanh.hpp"
-#include "distopt/core/compiler.hpp"
-
 
 DISTOPT_PR105593_OFF
 

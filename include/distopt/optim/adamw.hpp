@@ -4,10 +4,9 @@
 #include <cmath>
 #include <vector>
 
+#include "distopt/core/compiler.hpp"
 #include "distopt/core/concepts.hpp"
 #include "distopt/optim/optimizer.hpp"
-#include "distopt/core/compiler.hpp"
-
 
 DISTOPT_PR105593_OFF
 

@@ -7,10 +7,9 @@
 
 #include <Eigen/Core>
 
+#include "distopt/core/compiler.hpp"
 #include "distopt/core/concepts.hpp"
 #include "distopt/optim/optimizer.hpp"
-#include "distopt/core/compiler.hpp"
-
 
 DISTOPT_PR105593_OFF
 

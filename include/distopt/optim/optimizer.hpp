@@ -12,12 +12,11 @@
 #include <type_traits>
 #include <vector>
 
+#include "distopt/core/compiler.hpp"
 #include "distopt/core/concepts.hpp"
 #include "distopt/core/error.hpp"
 #include "distopt/optim/detail/work.hpp"
 #include "distopt/optim/state.hpp"
-#include "distopt/core/compiler.hpp"
-
 
 DISTOPT_PR105593_OFF
 

@@ -5,10 +5,6 @@
 
 #include "distopt/core/concepts.hpp"
 #include "distopt/optim/optimizer.hpp"
-#include "distopt/core/compiler.hpp"
-
-
-DISTOPT_PR105593_OFF
 
 namespace distopt::optim {
 
@@ -102,5 +98,3 @@ class Sgdm : public detail::OptimizerBase<P> {
 };
 
 }  // namespace distopt::optim
-
-DISTOPT_PR105593_ON

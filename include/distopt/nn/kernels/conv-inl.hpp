@@ -40,6 +40,18 @@ inline void add_run(T* out, const T* src, Index n) {
   }
 }
 
+/// out[0, n) = the first n < lanes elements of v: under a mask, or through a buffer.
+template <class T>
+inline void store_first(T* out, const Packet<T>& v, Index n) {
+  if constexpr (masked_packets<T>) {
+    pstoreu_first(out, v, n);
+  } else {
+    alignas(64) T all[lanes<T>];
+    pstore(all, v);
+    for (Index t = 0; t < n; ++t) out[t] = all[t];
+  }
+}
+
 namespace convolution {
 
 /// The gather's packets of an input row of `width`: one when narrower than a packet.
@@ -283,7 +295,7 @@ void backward_input_gather(const Conv2d& conv, const T* weight, const T* dy, con
           for (Index b = 0; b < cb; ++b) {
             T* out = dx + in.at(c0 + b, i, y, x0);
             if (width < L)
-              pstoreu_first(out, acc[b], width);
+              store_first(out, acc[b], width);
             else
               pstoreu(out, acc[b]);
           }

@@ -4,8 +4,10 @@
 //   pstore(p, v), pstoreu(p, v)     stores
 //   padd, pmul, pand, pmadd(a,b,c)  a + b, a * b, bitwise and, a * b + c (one rounding with FMA)
 //   predux(v)                       the sum of the lanes, in Eigen's order
-//   masked_packets<T>               whether ploadu_first / pstoreu_first touch only n < lanes
-//                                   elements in one instruction (AVX-512's masks)
+//   masked_packets<T>               whether the path has ploadu_first / pstoreu_first, which touch
+//                                   only the first n < lanes elements (AVX-512's masks)
+//   padd_halves(out, src, u, n)     (paths without masks) the tail of a run added in half-width
+//                                   packets where the path has them
 // The vector paths give the bits Eigen's packets gave under -march=native on the same CPU: the
 // same instructions (pmadd is one FMA) and the same reduction tree.
 #pragma once
@@ -92,8 +94,6 @@ inline double predux(__m512d a) {
   const __m256d t = _mm256_hadd_pd(sum, _mm256_permute2f128_pd(sum, sum, 1));
   return _mm_cvtsd_f64(_mm256_castpd256_pd128(_mm256_hadd_pd(t, t)));
 }
-template <class T>
-inline void padd_halves(T*, const T*, Index&, Index) {}  // masked packets take the tail
 inline __m512 ploadu_first(const float* p, Index n) { return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1u), p); }
 inline __m512d ploadu_first(const double* p, Index n) { return _mm512_maskz_loadu_pd(static_cast<__mmask8>((1u << n) - 1u), p); }
 inline void pstoreu_first(float* p, __m512 v, Index n) { _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << n) - 1u), v); }
@@ -169,18 +169,6 @@ inline void padd_halves(float* out, const float* src, Index& u, Index n) {
 inline void padd_halves(double* out, const double* src, Index& u, Index n) {
   for (; u + 2 <= n; u += 2) _mm_storeu_pd(out + u, _mm_add_pd(_mm_loadu_pd(out + u), _mm_loadu_pd(src + u)));
 }
-template <class T>
-inline Packet<T> ploadu_first(const T* p, Index n) {
-  alignas(32) T all[lanes<T>] = {};
-  for (Index l = 0; l < n; ++l) all[l] = p[l];
-  return pload(all);
-}
-template <class T>
-inline void pstoreu_first(T* p, Packet<T> v, Index n) {
-  alignas(32) T all[lanes<T>];
-  pstore(all, v);
-  for (Index l = 0; l < n; ++l) p[l] = all[l];
-}
 
 }  // namespace avx2
 DISTOPT_TARGET_END
@@ -236,18 +224,6 @@ inline double predux(const Packet<double>& a) { return ei::predux(a); }
 // Eigen's SSE packets have no narrower half: the tail goes element by element.
 template <class T>
 inline void padd_halves(T*, const T*, Index&, Index) {}
-template <class T>
-inline Packet<T> ploadu_first(const T* p, Index n) {
-  alignas(64) T all[lanes<T>] = {};
-  for (Index l = 0; l < n; ++l) all[l] = p[l];
-  return pload(all);
-}
-template <class T>
-inline void pstoreu_first(T* p, const Packet<T>& v, Index n) {
-  alignas(64) T all[lanes<T>];
-  pstore(all, v);
-  for (Index l = 0; l < n; ++l) p[l] = all[l];
-}
 
 }  // namespace portable
 #endif

@@ -14,9 +14,8 @@
 #include <omp.h>
 
 #include "distopt/core/block.hpp"
-#include "distopt/core/concepts.hpp"
 #include "distopt/core/compiler.hpp"
-
+#include "distopt/core/concepts.hpp"
 
 DISTOPT_PR105593_OFF
 
