@@ -111,7 +111,51 @@ class GroupComm {
     forward([&](auto& c) { c.require_same(value, what); });
   }
 
+  /// The pending collective of whichever communicator runs.
+  struct Pending {
+    local::InProcess::Pending alone;
+#if defined(DISTOPT_STUDY_MPI)
+    local::MpiCommunicator::Pending mpi;
+#endif
+  };
+  [[nodiscard]] Pending start_allreduce_sum(std::span<double> buffer) {
+    Pending p;
+#if defined(DISTOPT_STUDY_MPI)
+    if (mpi_) p.mpi = mpi_->start_allreduce_sum(buffer);
+#endif
+    if (!mpi_active()) p.alone = alone_.start_allreduce_sum(buffer);
+    return p;
+  }
+  [[nodiscard]] Pending start_allgather_bytes(const std::vector<std::uint8_t>& bytes) {
+    Pending p;
+#if defined(DISTOPT_STUDY_MPI)
+    if (mpi_) p.mpi = mpi_->start_allgather_bytes(bytes);
+#endif
+    if (!mpi_active()) p.alone = alone_.start_allgather_bytes(bytes);
+    return p;
+  }
+  [[nodiscard]] bool test(Pending& p) {
+#if defined(DISTOPT_STUDY_MPI)
+    if (mpi_) return mpi_->test(p.mpi);
+#endif
+    return alone_.test(p.alone);
+  }
+  [[nodiscard]] std::vector<std::vector<std::uint8_t>> wait(Pending& p) {
+#if defined(DISTOPT_STUDY_MPI)
+    if (mpi_) return mpi_->wait(p.mpi);
+#endif
+    return alone_.wait(p.alone);
+  }
+
  private:
+  [[nodiscard]] bool mpi_active() const noexcept {
+#if defined(DISTOPT_STUDY_MPI)
+    return mpi_.has_value();
+#else
+    return false;
+#endif
+  }
+
   local::InProcess alone_;
 #if defined(DISTOPT_STUDY_MPI)
   std::optional<local::MpiCommunicator> mpi_;

@@ -8,6 +8,11 @@
 //                             absent: none)
 //   progress.epochs_done
 //   communication.*           the cost so far (rounds, values and bytes, modelled and measured time)
+//   streaming.{fragments,delay,alpha}  Streaming DiLoCo's settings (absent: none, from before it)
+//   clock.{simulated,compute,link_free}  the simulated wall clock (absent: from before it, 0)
+//   exchange.count, exchange.<i>.{fragment,started,gamma,arrives,average}  the exchanges in flight, in
+//                             the order they started, each completed before saving (its average
+//                             is the same bits whenever it arrives)
 //   worker.<k>.optimizer.*    every worker's inner optimizer, worker.<k>.loader_{epoch,batch} its
 //                             loader's position, and worker.<k>.model.* its weights unless the
 //                             inner buffers are reset every round, worker.<k>.residual its
@@ -20,6 +25,7 @@
 #include <cstdint>
 #include <exception>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <span>
 #include <stdexcept>
@@ -44,6 +50,7 @@ struct LocalCheckpoint {
   template <class Trainer>
   static void save(Trainer& trainer, const std::filesystem::path& file, const Archive& fields) {
     Archive archive = fields;
+    trainer.complete_exchanges();
     put(trainer, archive);
     auto& comm = trainer.comm_;
     if (comm.ranks() > 1) {
@@ -91,6 +98,35 @@ struct LocalCheckpoint {
     const std::string compression = archive.contains("local.compression") ? archive.get_string("local.compression") : "none";
     require(compression == trainer.options_.compression.label(), "checkpoint '", file.string(), "': field 'local.compression' is '",
             compression, "', this trainer sends '", trainer.options_.compression.label(), "'");
+    const Streaming& streaming = trainer.options_.streaming;
+    if (archive.contains("streaming.fragments")) {
+      field_is("streaming.fragments", streaming.fragments);
+      field_is("streaming.delay", streaming.delay);
+      const double alpha = archive.get_scalar<double>("streaming.alpha");
+      require(alpha == streaming.alpha, "checkpoint '", file.string(), "': field 'streaming.alpha' is ", alpha, ", this trainer has ",
+              streaming.alpha);
+    } else {
+      require(!streaming.overlaps(), "checkpoint '", file.string(), "': field 'streaming.fragments' is missing (a run without streaming)");
+    }
+    using Exchange = typename std::remove_cvref_t<decltype(*trainer.in_flight_.front())>;
+    std::vector<std::unique_ptr<Exchange>> exchanges;
+    const std::uint64_t count = archive.contains("exchange.count") ? archive.get_scalar<std::uint64_t>("exchange.count") : 0;
+    for (std::uint64_t i = 0; i < count; ++i) {
+      const std::string prefix = message("exchange.", i, ".");
+      auto e = std::make_unique<Exchange>();
+      e->fragment = static_cast<std::size_t>(archive.get_scalar<std::uint64_t>(prefix + "fragment"));
+      require(e->fragment < trainer.fragments_.size(), "checkpoint '", file.string(), "': field '", prefix, "fragment' is ", e->fragment,
+              ", this trainer has ", trainer.fragments_.size(), " fragments");
+      e->started = archive.get_scalar<std::int64_t>(prefix + "started");
+      e->gamma = archive.get_scalar<double>(prefix + "gamma");
+      e->arrives = archive.get_scalar<double>(prefix + "arrives");
+      const auto average = archive.get<double>(prefix + "average");
+      require(average.size() == trainer.fragments_[e->fragment].size(), "checkpoint '", file.string(), "': field '", prefix,
+              "average' holds ", average.size(), " values, fragment ", e->fragment, " has ", trainer.fragments_[e->fragment].size());
+      e->average.assign(average.begin(), average.end());
+      e->complete = true;
+      exchanges.push_back(std::move(e));
+    }
     check_blocks(archive, trainer.global_.parameters(), "model.");
     auto outer_state = trainer.outer_;
     outer_state.load(archive, "outer.");
@@ -128,6 +164,10 @@ struct LocalCheckpoint {
         std::copy(residual.begin(), residual.end(), w.residual.begin());
       }
     }
+    trainer.complete_exchanges();  // what was in flight before is replaced
+    trainer.in_flight_ = std::move(exchanges);
+    const auto clock = [&](const char* name) { return archive.contains(name) ? archive.get_scalar<double>(name) : 0.0; };
+    trainer.clock_ = {clock("clock.simulated"), clock("clock.compute"), clock("clock.link_free")};
     trainer.step_ = archive.get_scalar<std::int64_t>("local.step");
     trainer.epochs_done_ = archive.get_scalar<std::uint64_t>("progress.epochs_done");
     auto& c = trainer.communication_;
@@ -200,6 +240,23 @@ struct LocalCheckpoint {
     archive.put_scalar<std::uint64_t>("local.local_steps", trainer.options_.local_steps);
     archive.put_scalar<std::uint64_t>("local.seed", trainer.options_.seed);
     archive.put_string("local.compression", trainer.options_.compression.label());
+    const Streaming& streaming = trainer.options_.streaming;
+    archive.put_scalar<std::uint64_t>("streaming.fragments", streaming.fragments);
+    archive.put_scalar<std::uint64_t>("streaming.delay", streaming.delay);
+    archive.put_scalar<double>("streaming.alpha", streaming.alpha);
+    archive.put_scalar<double>("clock.simulated", trainer.clock_.now);
+    archive.put_scalar<double>("clock.compute", trainer.clock_.compute);
+    archive.put_scalar<double>("clock.link_free", trainer.clock_.link_free);
+    archive.put_scalar<std::uint64_t>("exchange.count", trainer.in_flight_.size());
+    for (std::size_t i = 0; i < trainer.in_flight_.size(); ++i) {
+      const auto& e = *trainer.in_flight_[i];
+      const std::string prefix = message("exchange.", i, ".");
+      archive.put_scalar<std::uint64_t>(prefix + "fragment", e.fragment);
+      archive.put_scalar<std::int64_t>(prefix + "started", e.started);
+      archive.put_scalar<double>(prefix + "gamma", e.gamma);
+      archive.put_scalar<double>(prefix + "arrives", e.arrives);
+      archive.put<double>(prefix + "average", std::span<const double>(e.average), {static_cast<std::ptrdiff_t>(e.average.size())});
+    }
     if (!archive.contains("progress.epochs_done")) archive.put_scalar<std::uint64_t>("progress.epochs_done", trainer.epochs_done_);
     const auto& c = trainer.communication_;
     archive.put_scalar<std::int64_t>("communication.rounds", c.rounds);

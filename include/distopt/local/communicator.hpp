@@ -28,9 +28,22 @@ namespace distopt::local {
 /// every rank, naming `what`, unless all ranks pass the same value. Every one of them is called
 /// by every rank. The in-process communicator has one rank and does nothing (gather_bytes returns
 /// its own bytes); MpiCommunicator (local/mpi.hpp) runs MPI's collectives.
+///
+/// Non-blocking forms, for exchanges that overlap the inner steps (Streaming DiLoCo):
+/// `start_allreduce_sum(buffer)` and `start_allgather_bytes(bytes)` start the collective and
+/// return a `Pending`; `buffer` must stay where it is until `wait(pending)` returns, which it
+/// does once the collective is complete, with every rank's bytes in rank order for an all-gather
+/// (nothing for an all-reduce). `test(pending)` moves the collective on and says whether it is
+/// complete. Collectives start in the same order on every rank.
 template <class C>
 concept Communicator = requires(C& c, const C& cc, std::span<double> buffer, std::size_t workers, std::vector<std::uint8_t>& bytes,
-                                const std::vector<std::uint8_t>& mine, std::uint64_t value, std::string_view what) {
+                                const std::vector<std::uint8_t>& mine, std::uint64_t value, std::string_view what,
+                                typename C::Pending& pending) {
+  requires std::movable<typename C::Pending>;
+  { c.start_allreduce_sum(buffer) } -> std::same_as<typename C::Pending>;
+  { c.start_allgather_bytes(mine) } -> std::same_as<typename C::Pending>;
+  { c.test(pending) } -> std::convertible_to<bool>;
+  { c.wait(pending) } -> std::same_as<std::vector<std::vector<std::uint8_t>>>;
   { cc.rank() } -> std::convertible_to<int>;
   { cc.ranks() } -> std::convertible_to<int>;
   { cc.first_worker(workers) } -> std::convertible_to<std::size_t>;
@@ -53,6 +66,15 @@ struct InProcess {
   [[nodiscard]] std::vector<std::vector<std::uint8_t>> gather_bytes(const std::vector<std::uint8_t>& bytes) const { return {bytes}; }
   void barrier() noexcept {}
   void require_same(std::uint64_t, std::string_view) noexcept {}
+
+  /// A collective of one rank is complete when it starts.
+  struct Pending {
+    std::vector<std::vector<std::uint8_t>> parts;
+  };
+  [[nodiscard]] Pending start_allreduce_sum(std::span<double>) const { return {}; }
+  [[nodiscard]] Pending start_allgather_bytes(const std::vector<std::uint8_t>& bytes) const { return {{bytes}}; }
+  [[nodiscard]] bool test(Pending&) const noexcept { return true; }
+  [[nodiscard]] std::vector<std::vector<std::uint8_t>> wait(Pending& pending) const { return std::move(pending.parts); }
 };
 static_assert(Communicator<InProcess>);
 

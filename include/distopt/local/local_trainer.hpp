@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <span>
@@ -48,7 +49,31 @@ namespace distopt::local {
 /// none unless asked for (the study asks for crop and flip on its images; a crop on a table is
 /// refused, naming both). `threads` hosts the workers (0: all of OpenMP's). `compression` is
 /// what each worker sends at a synchronisation (local/compression.hpp; by default its float32
-/// model through the all-reduce).
+/// model through the all-reduce). `streaming` overlaps the exchanges with the inner steps
+/// (Streaming DiLoCo; by default none).
+struct LocalOptions;
+
+/// Streaming DiLoCo (Douillard et al. 2025, "Streaming DiLoCo with overlapping communication",
+/// arXiv 2501.18512). The model is split into P = `fragments` fragments of whole blocks
+/// (split_fragments). Fragment p starts an exchange after every step s = o_p + m H, m >= 1,
+/// o_p = floor(p H / P): each worker sends its values of the fragment (or its pseudo-gradient, per
+/// the compression), whose average arrives while the workers take tau = `delay` more inner steps.
+/// After step s + tau the fragment's outer step runs on the global x_p with the pseudo-gradient
+/// delta = x_p - avg_k x_k,p(s), and every worker merges it into the fragment it kept training:
+///   x_k,p <- alpha x_k,p + (1 - alpha) x_p,       alpha = `alpha`.
+/// With P = 1, tau = 0 and alpha = 0 (the default) this is DiLoCo's round (or LocalSGD's and
+/// SlowMo's, with their outer policies), bit for bit: the workers restart from x every round.
+/// Anything else "overlaps": the workers keep their models across rounds, the inner buffers
+/// are kept (InnerBuffers::maintain), the outer policy steps per fragment (FragmentedOuterPolicy)
+/// and a post-local switch is refused. tau <= H: with tau = H an exchange overlaps a whole round.
+struct Streaming {
+  std::size_t fragments = 1;
+  std::size_t delay = 0;
+  double alpha = 0.0;
+
+  [[nodiscard]] bool overlaps() const noexcept { return fragments != 1 || delay != 0 || alpha != 0.0; }
+};
+
 struct LocalOptions {
   std::size_t workers = 4;
   std::size_t local_steps = 8;
@@ -61,6 +86,7 @@ struct LocalOptions {
   int threads = 0;
   NetworkModel network{};
   Compression compression{};
+  Streaming streaming{};
 };
 
 /// The seed of worker k's loader, derived from the run's seed: a centralized run with this seed
@@ -123,6 +149,7 @@ class LocalTrainer {
     require(options_.threads >= 0, "LocalOptions.threads must be >= 0, got ", options_.threads);
     if (options_.switch_step) require(*options_.switch_step >= 0, "LocalOptions.switch_step must be >= 0");
     options_.compression.validate();
+    validate_streaming();
     shards_ = shards ? std::move(*shards) : data::iid_shards(train, options_.workers, options_.seed);
     require(shards_.size() == options_.workers, "LocalTrainer: ", shards_.size(), " shards for LocalOptions.workers = ",
             options_.workers);
@@ -141,15 +168,37 @@ class LocalTrainer {
           shards_[k]);
       workers_.push_back(std::move(worker));
     }
-    average_.assign(static_cast<std::size_t>(global_.parameters().size()), 0.0);
     comm_.require_same(options_.workers, "LocalOptions.workers (K)");
     comm_.require_same(options_.local_steps, "LocalOptions.local_steps (H)");
     comm_.require_same(options_.batch_size, "LocalOptions.batch_size");
     comm_.require_same(options_.seed, "LocalOptions.seed");
     comm_.require_same(static_cast<std::uint64_t>(options_.compression.codec), "LocalOptions.compression.codec");
     comm_.require_same(static_cast<std::uint64_t>(global_.parameters().size()), "the parameter count (model layout)");
+    comm_.require_same(options_.streaming.fragments, "LocalOptions.streaming.fragments (P)");
+    comm_.require_same(options_.streaming.delay, "LocalOptions.streaming.delay (tau)");
     // One initial model for all: rank 0's (the same already when every rank seeds alike).
     broadcast_values(comm_, global_values());
+    fragments_ = split_fragments(global_.parameters(), options_.streaming.fragments);
+    if (fragments_.size() > 1) {
+      if constexpr (FragmentedOuterPolicy<Outer>)
+        outer_.split(fragments_);
+      else
+        fail("LocalOptions.streaming.fragments: the outer policy '", outer_.name(), "' cannot step per fragment");
+    }
+    // Overlapping workers never restart from x: they start from it here.
+    for (auto& w : workers_) std::copy_n(global_values().data(), global_values().size(), w->model.parameters().values().data());
+  }
+
+  LocalTrainer(LocalTrainer&&) = default;
+  LocalTrainer& operator=(LocalTrainer&&) = default;
+  LocalTrainer(const LocalTrainer&) = delete;
+  LocalTrainer& operator=(const LocalTrainer&) = delete;
+  /// Waits for the exchanges still in flight: every rank started them, so none is left waiting.
+  ~LocalTrainer() {
+    for (auto& exchange : in_flight_) try {
+        if (!exchange->complete) (void)comm_.wait(exchange->pending);
+      } catch (...) {
+      }
   }
 
   /// The study's form: uint8 images normalised per channel.
@@ -174,6 +223,20 @@ class LocalTrainer {
   /// Worker k's model and inner optimizer (for tests and inspection; k counts this rank's workers).
   [[nodiscard]] Model& worker_model(std::size_t k) { return workers_.at(k)->model; }
   [[nodiscard]] Inner& worker_optimizer(std::size_t k) { return workers_.at(k)->optimizer; }
+  /// A wall clock of this run on `options().network`, K machines of one worker each: every step
+  /// takes the compute time this rank measured (and each round the slowest rank's), and every exchange is a transfer
+  /// of the bytes it really sends (the all-reduce of the workers' sums in double, or the codec's
+  /// payloads) over one link the exchanges take in turn: it starts when the exchange starts or
+  /// when the link frees, and the outer step waits for its end. Without overlap that is compute
+  /// plus transfers; with it, only what the tau steps between start and outer step do not hide.
+  /// (communication().modelled_seconds instead counts a float32 all-reduce, never overlapped.)
+  [[nodiscard]] double simulated_seconds() const noexcept { return clock_.now; }
+  /// The compute time of the steps so far, measured on this rank.
+  [[nodiscard]] double compute_seconds() const noexcept { return clock_.compute; }
+  /// The fragments of the model (one, the whole model, without streaming).
+  [[nodiscard]] const std::vector<Fragment>& fragments() const noexcept { return fragments_; }
+  /// Exchanges started and not yet applied (their outer steps come `streaming.delay` steps after).
+  [[nodiscard]] std::size_t exchanges_in_flight() const noexcept { return in_flight_.size(); }
   /// Worker k's error-feedback residual (empty without error feedback).
   [[nodiscard]] std::span<const double> worker_residual(std::size_t k) const { return workers_.at(k)->residual; }
 
@@ -192,90 +255,54 @@ class LocalTrainer {
   }
 
   /// One round of at most `max_steps` local steps (H by default). Throws optim::Diverged when a
-  /// worker's loss or gradient stops being finite; the global model is then left as it was.
+  /// worker's loss or gradient stops being finite; without streaming the global model is then
+  /// left as it was (with it, the round's exchanges have run: resume from a checkpoint).
+  /// Without streaming, the round ends with the synchronisation; with it, the round's steps run
+  /// in segments between the steps at which exchanges start or end.
   RoundReport round(const optim::Schedule& schedule, std::optional<std::size_t> max_steps = std::nullopt) {
     using clock = std::chrono::steady_clock;
     const auto start = clock::now();
     const std::size_t h = next_round_steps(step_ + static_cast<std::int64_t>(max_steps.value_or(options_.local_steps)));
     require(h > 0, "LocalTrainer::round: no local steps to take");
-    const std::span<scalar_type> x = global_values();
-    const std::size_t n = workers_.size();
-    std::vector<std::exception_ptr> errors(n);
-    std::vector<double> loss(n, 0.0);
-    std::vector<std::int64_t> correct(n, 0), samples(n, 0);
-
-    const auto run_worker = [&](std::size_t w) {
-      try {
-        Worker& worker = *workers_[w];
-        auto& params = worker.model.parameters();
-        std::copy_n(x.data(), x.size(), params.values().data());
-        if (options_.inner_buffers == InnerBuffers::reset) worker.optimizer.reset_state();
-        for (std::size_t s = 0; s < h; ++s) {
-          const data::Batch* batch = worker.loader->next();
-          if (batch == nullptr) {
-            worker.loader->start_epoch(worker.loader->position().epoch + 1);
-            batch = worker.loader->next();
-          }
-          const auto t = step_ + static_cast<std::int64_t>(s);
-          const optim::StepStats stats =
-              optim::step(worker.model, worker.optimizer, batch->inputs(), batch->targets(), schedule(t), batch->inputs().count,
-                          message("worker ", worker.index, ": "), t + 1);
-          loss[w] += stats.loss * static_cast<double>(stats.count);
-          correct[w] += stats.correct;
-          samples[w] += stats.count;
-        }
-      } catch (...) {
-        errors[w] = std::current_exception();
+    const std::int64_t first = step_, end = step_ + static_cast<std::int64_t>(h);
+    const bool overlaps = options_.streaming.overlaps();
+    if (!overlaps)
+      for (auto& w : workers_) {
+        std::copy_n(global_values().data(), global_values().size(), w->model.parameters().values().data());
+        if (options_.inner_buffers == InnerBuffers::reset) w->optimizer.reset_state();
       }
-    };
-    const int threads = options_.threads > 0 ? options_.threads : parallel::max_threads();
-    if (threads > 1 && n > 1 && !parallel::in_parallel()) {
-      const int team = static_cast<int>(std::min<std::size_t>(static_cast<std::size_t>(threads), n));
-#pragma omp parallel for num_threads(team) schedule(dynamic, 1)
-      for (std::size_t w = 0; w < n; ++w) run_worker(w);
-    } else {
-      parallel::ThreadCount all(threads);
-      for (std::size_t w = 0; w < n; ++w) run_worker(w);
+    Tally tally(workers_.size());
+    double totals[3] = {0, 0, 0};  // loss sum, correct, samples over all workers
+    double sync_seconds = 0;
+    CommunicationCost cost;
+    while (step_ < end) {
+      const std::int64_t until = std::min(end, next_event());
+      take_steps(schedule, until, tally);
+      step_ = until;
+      // Without overlap the workers' failures are known before the synchronisation, which then
+      // never touches x; with it, exchanges start mid-round on every rank alike whatever a worker
+      // did, and a failure is reported at the round's end (one small blocking collective per
+      // round, not one per segment queued behind the exchanges' bytes on a slow link).
+      if (!overlaps && step_ == end) reduce(tally, totals);
+      const auto sync_start = clock::now();
+      cost += synchronise(schedule, step_ == end);
+      sync_seconds += std::chrono::duration<double>(clock::now() - sync_start).count();
     }
-    // Every rank learns whether any worker anywhere failed, so all stop together (never one rank
-    // waiting in an all-reduce the others left).
-    double local_stats[4] = {0, 0, 0, 0};
-    for (std::size_t w = 0; w < n; ++w) {
-      local_stats[0] += errors[w] ? 1.0 : 0.0;
-      local_stats[1] += loss[w];
-      local_stats[2] += static_cast<double>(correct[w]);
-      local_stats[3] += static_cast<double>(samples[w]);
-    }
-    comm_.allreduce_sum(std::span<double>(local_stats, 4));
-    for (const auto& error : errors)
-      if (error) std::rethrow_exception(error);
-    if (local_stats[0] > 0) throw optim::Diverged(message("a worker on another rank failed (", local_stats[0], " workers in all)"));
-
-    const auto sync_start = clock::now();
-    const double gamma = schedule(step_ + static_cast<std::int64_t>(h) - 1);
-    const double allreduce_seconds = options_.compression.gathers() ? compressed_average(x) : average_values(static_cast<std::ptrdiff_t>(x.size()));
-    outer_.apply(x, std::span<const double>(average_), gamma);
-    CommunicationCost cost =
-        sync_cost(options_.compression, static_cast<std::int64_t>(x.size()), sizeof(scalar_type), options_.workers, options_.network);
-    if (options_.inner_buffers == InnerBuffers::average) cost += average_inner_buffers();
-    cost.rounds = 1;
-    const auto end = clock::now();
-    cost.measured_seconds = std::chrono::duration<double>(end - sync_start).count();
-    cost.allreduce_seconds += allreduce_seconds;
+    if (overlaps) reduce(tally, totals);
+    cost.measured_seconds = sync_seconds;
     communication_ += cost;
 
     RoundReport report;
-    report.first_step = step_;
+    report.first_step = first;
     report.local_steps = h;
-    report.gamma = gamma;
-    report.samples = static_cast<std::int64_t>(local_stats[3]);
-    report.loss = local_stats[1] / local_stats[3];
-    report.accuracy = classified_ ? local_stats[2] / local_stats[3] : std::nan("");
-    report.seconds = std::chrono::duration<double>(end - start).count();
-    report.sync_seconds = std::chrono::duration<double>(end - sync_start).count();
+    report.gamma = schedule(end - 1);
+    report.samples = static_cast<std::int64_t>(totals[2]);
+    report.loss = totals[0] / totals[2];
+    report.accuracy = classified_ ? totals[1] / totals[2] : std::nan("");
+    report.seconds = std::chrono::duration<double>(clock::now() - start).count();
+    report.sync_seconds = sync_seconds;
     report.communication = cost;
-    step_ += static_cast<std::int64_t>(h);
-    sync_seconds_ += report.sync_seconds;
+    sync_seconds_ += sync_seconds;
     return report;
   }
 
@@ -351,58 +378,257 @@ class LocalTrainer {
     std::vector<double> residual;  // error feedback: what compression has not sent yet
   };
 
-  // x_avg = (1/K) sum_k x_k in double, workers added in index order, then summed across ranks.
-  // Returns the seconds inside the all-reduce: the round's statistics were reduced just before,
-  // so every rank arrives here within its share of the summation and the time is the transfer's.
-  double average_values(std::ptrdiff_t size) {
-    std::fill(average_.begin(), average_.end(), 0.0);
-    const auto total = static_cast<std::size_t>(size);
-    parallel::for_each_chunk(size, 1 << 14, [&](std::ptrdiff_t begin, std::ptrdiff_t end) {
-      for (const auto& w : workers_) {
-        const scalar_type* xk = w->model.parameters().values().data();
-        for (auto i = static_cast<std::size_t>(begin); i < static_cast<std::size_t>(end); ++i) average_[i] += static_cast<double>(xk[i]);
-      }
-    });
-    const double seconds = timed_allreduce(std::span<double>(average_.data(), total));
-    const double inverse = 1.0 / static_cast<double>(options_.workers);
-    for (auto& v : average_) v *= inverse;
-    return seconds;
+  // An exchange of one fragment: started after step `started`, applied `streaming.delay` steps
+  // later. `average` holds the workers' sum in flight (all-reduce), then their average.
+  struct Exchange {
+    std::size_t fragment = 0;
+    std::int64_t started = 0;
+    double gamma = 0;  // the inner lr of the step before the start (SlowMo's gamma)
+    std::vector<double> average;
+    typename Comm::Pending pending{};
+    bool complete = false;
+    double arrives = 0;  // on the simulated clock
+  };
+
+  struct Clock {
+    double now = 0;        // simulated seconds
+    double compute = 0;    // measured compute seconds
+    double link_free = 0;  // when the simulated link has sent what it was given
+  };
+
+  void validate_streaming() const {
+    const Streaming& s = options_.streaming;
+    require(s.fragments >= 1, "LocalOptions.streaming.fragments (P) must be at least 1");
+    require(s.delay <= options_.local_steps, "LocalOptions.streaming.delay (tau) must be at most H = ", options_.local_steps,
+            ", got ", s.delay);
+    require(std::isfinite(s.alpha) && s.alpha >= 0.0 && s.alpha <= 1.0, "LocalOptions.streaming.alpha must be in [0, 1], got ",
+            s.alpha);
+    if (!s.overlaps()) return;
+    require(options_.inner_buffers == InnerBuffers::maintain,
+            "LocalOptions.inner_buffers: overlapping exchanges (LocalOptions.streaming) keep the inner buffers (maintain)");
+    require(!options_.switch_step, "LocalOptions.switch_step: a post-local switch does not overlap (LocalOptions.streaming)");
   }
 
-  // x_avg from compressed messages: every worker encodes its message (its model for fp32, else
-  // its pseudo-gradient plus residual), rank 0 gathers them all, rebuilds each worker's model in
-  // double and adds them in worker order, and every rank receives the average. The sum never
-  // depends on how workers are spread over ranks, so in-process and MPI agree to the bit.
-  // Returns the seconds spent in the communicator.
-  double compressed_average(std::span<const scalar_type> x) {
+  // The first step after the current one at which an exchange starts or is applied (rounds end
+  // the segments without streaming: their last step is the synchronisation).
+  [[nodiscard]] std::int64_t next_event() const {
+    std::int64_t next = std::numeric_limits<std::int64_t>::max();
+    const auto delay = static_cast<std::int64_t>(options_.streaming.delay);
+    for (const auto& e : in_flight_) next = std::min(next, e->started + delay);
+    if (fragments_.size() > 1)
+      for (std::size_t p = 0; p < fragments_.size(); ++p) {
+        const std::int64_t h = static_cast<std::int64_t>(options_.local_steps), offset = fragment_offset(p);
+        const std::int64_t m = std::max<std::int64_t>(1, (step_ - offset) / h + 1);  // the first o_p + m H after step_
+        next = std::min(next, offset + m * h);
+      }
+    return next;
+  }
+
+  [[nodiscard]] std::int64_t fragment_offset(std::size_t p) const {
+    return static_cast<std::int64_t>(p * options_.local_steps / fragments_.size());
+  }
+
+  // What the hosted workers did in a round: a failure each, their loss sums, correct answers, samples.
+  struct Tally {
+    explicit Tally(std::size_t n) : errors(n), loss(n, 0.0), correct(n, 0), samples(n, 0) {}
+    std::vector<std::exception_ptr> errors;
+    std::vector<double> loss;
+    std::vector<std::int64_t> correct, samples;
+    double compute = 0;  // seconds this rank took for the round's steps
+  };
+
+  // Every hosted worker takes the steps from step_ to `until` (each step's workers on the OpenMP
+  // team), the exchanges in flight tested between steps: MPI moves a non-blocking collective on
+  // only inside its calls, and testing between steps costs nothing a step would notice, where a
+  // progress thread would need MPI_THREAD_MULTIPLE of the caller's MPI_Init. A worker that failed
+  // takes no more steps. The segment's time goes on the simulated clock as compute.
+  void take_steps(const optim::Schedule& schedule, std::int64_t until, Tally& tally) {
+    const std::size_t n = workers_.size();
+    const auto run_worker = [&](std::size_t w, std::int64_t t) {
+      if (tally.errors[w]) return;
+      try {
+        Worker& worker = *workers_[w];
+        const data::Batch* batch = worker.loader->next();
+        if (batch == nullptr) {
+          worker.loader->start_epoch(worker.loader->position().epoch + 1);
+          batch = worker.loader->next();
+        }
+        const optim::StepStats stats = optim::step(worker.model, worker.optimizer, batch->inputs(), batch->targets(), schedule(t),
+                                                   batch->inputs().count, message("worker ", worker.index, ": "), t + 1);
+        tally.loss[w] += stats.loss * static_cast<double>(stats.count);
+        tally.correct[w] += stats.correct;
+        tally.samples[w] += stats.count;
+      } catch (...) {
+        tally.errors[w] = std::current_exception();
+      }
+    };
+    const auto started = std::chrono::steady_clock::now();
+    const int threads = options_.threads > 0 ? options_.threads : parallel::max_threads();
+    const bool team = threads > 1 && n > 1 && !parallel::in_parallel();
+    const int size = static_cast<int>(std::min<std::size_t>(static_cast<std::size_t>(std::max(threads, 1)), n));
+    if (in_flight_.empty()) {
+      // Nothing to move on between steps: each worker takes all its steps in one go.
+      if (team) {
+#pragma omp parallel for num_threads(size) schedule(dynamic, 1)
+        for (std::size_t w = 0; w < n; ++w)
+          for (std::int64_t t = step_; t < until; ++t) run_worker(w, t);
+      } else {
+        parallel::ThreadCount all(threads);
+        for (std::size_t w = 0; w < n; ++w)
+          for (std::int64_t t = step_; t < until; ++t) run_worker(w, t);
+      }
+    } else {
+      for (std::int64_t t = step_; t < until; ++t) {
+        if (team) {
+#pragma omp parallel for num_threads(size) schedule(dynamic, 1)
+          for (std::size_t w = 0; w < n; ++w) run_worker(w, t);
+        } else {
+          parallel::ThreadCount all(threads);
+          for (std::size_t w = 0; w < n; ++w) run_worker(w, t);
+        }
+        for (auto& e : in_flight_)
+          if (!e->complete) (void)comm_.test(e->pending);
+      }
+    }
+    const double compute = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    tally.compute += compute;
+    clock_.compute += compute;
+    clock_.now += compute;
+  }
+
+  // Every rank learns whether any worker anywhere failed, so all stop together (never one rank
+  // waiting in a collective the others left); the round's statistics are added to `totals`.
+  // The slowest rank's compute time of the round goes on the simulated clock too: the first
+  // collective after it waits for that rank, on a real network as here.
+  void reduce(const Tally& tally, double* totals) {
+    std::vector<double> local_stats(4 + static_cast<std::size_t>(comm_.ranks()), 0.0);
+    for (std::size_t w = 0; w < tally.errors.size(); ++w) {
+      local_stats[0] += tally.errors[w] ? 1.0 : 0.0;
+      local_stats[1] += tally.loss[w];
+      local_stats[2] += static_cast<double>(tally.correct[w]);
+      local_stats[3] += static_cast<double>(tally.samples[w]);
+    }
+    local_stats[4 + static_cast<std::size_t>(comm_.rank())] = tally.compute;
+    comm_.allreduce_sum(std::span<double>(local_stats));
+    for (const auto& error : tally.errors)
+      if (error) std::rethrow_exception(error);
+    if (local_stats[0] > 0) throw optim::Diverged(message("a worker on another rank failed (", local_stats[0], " workers in all)"));
+    for (int i = 0; i < 3; ++i) totals[i] += local_stats[static_cast<std::size_t>(i) + 1];
+    const double slowest = *std::max_element(local_stats.begin() + 4, local_stats.end());
+    clock_.now += slowest - tally.compute;
+  }
+
+  // At step_: the outer steps of the exchanges due (started tau steps ago), then the exchanges
+  // that start (each fragment at its offset; the whole model at `round_end` with one fragment),
+  // then with tau = 0 their outer steps at once. An exchange due and one starting for the same
+  // fragment (tau = H) come in that order: the new one's pseudo-gradient is taken from the
+  // stepped x_p.
+  CommunicationCost synchronise(const optim::Schedule& schedule, bool round_end) {
+    CommunicationCost cost;
+    apply_due(cost);
+    const double gamma = schedule(step_ - 1);
+    if (fragments_.size() == 1) {
+      if (round_end) cost += start_exchange(0, gamma);
+    } else {
+      for (std::size_t p = 0; p < fragments_.size(); ++p) {
+        const std::int64_t since = step_ - fragment_offset(p), h = static_cast<std::int64_t>(options_.local_steps);
+        if (since >= h && since % h == 0) cost += start_exchange(p, gamma);
+      }
+    }
+    apply_due(cost);
+    return cost;
+  }
+
+  void apply_due(CommunicationCost& cost) {
+    const auto delay = static_cast<std::int64_t>(options_.streaming.delay);
+    while (!in_flight_.empty() && in_flight_.front()->started + delay == step_) {
+      cost.allreduce_seconds += complete(*in_flight_.front());
+      cost += apply_exchange(*in_flight_.front());
+      in_flight_.erase(in_flight_.begin());
+    }
+  }
+
+  // Sends every hosted worker's values of fragment p: their sum in double, workers added in index
+  // order (then summed across ranks), or with compression each worker's encoded message (its
+  // model for fp32, else its pseudo-gradient plus residual), gathered on every rank.
+  CommunicationCost start_exchange(std::size_t p, double gamma) {
+    const auto start = std::chrono::steady_clock::now();
+    const Fragment& f = fragments_[p];
+    auto exchange = std::make_unique<Exchange>();
+    exchange->fragment = p;
+    exchange->started = step_;
+    exchange->gamma = gamma;
+    exchange->average.assign(f.size(), 0.0);
     const Compression& c = options_.compression;
-    const std::size_t n = x.size();
-    std::vector<std::uint8_t> mine;
+    if (c.gathers()) {
+      exchange->pending = comm_.start_allgather_bytes(encode_messages(f));
+    } else {
+      std::vector<double>& sum = exchange->average;
+      parallel::for_each_chunk(static_cast<std::ptrdiff_t>(f.size()), 1 << 14, [&](std::ptrdiff_t begin, std::ptrdiff_t end) {
+        for (const auto& w : workers_) {
+          const scalar_type* xk = w->model.parameters().values().data() + f.begin;
+          for (auto i = static_cast<std::size_t>(begin); i < static_cast<std::size_t>(end); ++i) sum[i] += static_cast<double>(xk[i]);
+        }
+      });
+      exchange->pending = comm_.start_allreduce_sum(std::span<double>(sum));
+    }
+    // The simulated transfer: what goes on the wire (doubles through the all-reduce).
+    const double transfer = c.gathers() ? sync_cost(c, static_cast<std::int64_t>(f.size()), sizeof(scalar_type), options_.workers,
+                                                    options_.network).modelled_seconds
+                                        : options_.network.ring_allreduce_seconds(static_cast<double>(f.size() * sizeof(double)),
+                                                                                  options_.workers);
+    exchange->arrives = std::max(clock_.now, clock_.link_free) + transfer;
+    clock_.link_free = exchange->arrives;
+    in_flight_.push_back(std::move(exchange));
+    CommunicationCost cost = sync_cost(c, static_cast<std::int64_t>(f.size()), sizeof(scalar_type), options_.workers, options_.network);
+    cost.rounds = 1;
+    cost.allreduce_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return cost;
+  }
+
+  std::vector<std::uint8_t> encode_messages(const Fragment& f) {
+    const Compression& c = options_.compression;
+    const std::span<const scalar_type> x = global_values().subspan(f.begin, f.size());
+    const std::size_t n = f.size();
+    std::vector<std::uint8_t> mine, payload;
     std::vector<double> values(n), sent(n);
-    std::vector<std::uint8_t> payload;
     for (const auto& w : workers_) {
-      const scalar_type* xk = w->model.parameters().values().data();
+      const scalar_type* xk = w->model.parameters().values().data() + f.begin;
+      double* residual = w->residual.empty() ? nullptr : w->residual.data() + f.begin;
       if (c.lossy()) {
         for (std::size_t i = 0; i < n; ++i) values[i] = static_cast<double>(xk[i]) - static_cast<double>(x[i]);
-        if (!w->residual.empty())
-          for (std::size_t i = 0; i < n; ++i) values[i] += w->residual[i];
+        if (residual != nullptr)
+          for (std::size_t i = 0; i < n; ++i) values[i] += residual[i];
       } else {
         for (std::size_t i = 0; i < n; ++i) values[i] = static_cast<double>(xk[i]);
       }
       encode(c, values, payload);
-      if (!w->residual.empty()) {
+      if (residual != nullptr) {
         decode(c, payload, sent);
-        for (std::size_t i = 0; i < n; ++i) w->residual[i] = values[i] - sent[i];
+        for (std::size_t i = 0; i < n; ++i) residual[i] = values[i] - sent[i];
       }
       const std::uint64_t size = payload.size();
       const auto* raw = reinterpret_cast<const std::uint8_t*>(&size);
       mine.insert(mine.end(), raw, raw + sizeof size);
       mine.insert(mine.end(), payload.begin(), payload.end());
     }
+    return mine;
+  }
+
+  // Waits for the exchange and turns what arrived into the average: the all-reduced sum divided
+  // by K, or every worker's message decoded (x_p + D(m_k) for a pseudo-gradient) and added in
+  // worker order, which never depends on how the workers are spread over ranks. Returns the
+  // seconds spent waiting.
+  double complete(Exchange& e) {
+    if (e.complete) return 0.0;
     const auto start = std::chrono::steady_clock::now();
-    const auto parts = comm_.gather_bytes(mine);
-    if (comm_.rank() == 0) {
-      std::fill(average_.begin(), average_.end(), 0.0);
+    const auto parts = comm_.wait(e.pending);
+    const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const Compression& c = options_.compression;
+    const Fragment& f = fragments_[e.fragment];
+    if (c.gathers()) {
+      const std::span<const scalar_type> x = global_values().subspan(f.begin, f.size());
+      std::vector<double> sent(f.size());
       std::size_t received = 0;
       for (std::size_t r = 0; r < parts.size(); ++r) {
         const std::span<const std::uint8_t> part(parts[r]);
@@ -415,18 +641,52 @@ class LocalTrainer {
           decode(c, part.subspan(at, static_cast<std::size_t>(size)), sent);
           at += static_cast<std::size_t>(size);
           if (c.lossy())
-            for (std::size_t i = 0; i < n; ++i) average_[i] += static_cast<double>(x[i]) + sent[i];
+            for (std::size_t i = 0; i < f.size(); ++i) e.average[i] += static_cast<double>(x[i]) + sent[i];
           else
-            for (std::size_t i = 0; i < n; ++i) average_[i] += sent[i];
+            for (std::size_t i = 0; i < f.size(); ++i) e.average[i] += sent[i];
           ++received;
         }
       }
       require(received == options_.workers, "LocalTrainer: ", received, " messages for ", options_.workers, " workers");
-      const double inverse = 1.0 / static_cast<double>(options_.workers);
-      for (auto& v : average_) v *= inverse;
     }
-    broadcast_values(comm_, std::span<double>(average_));
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double inverse = 1.0 / static_cast<double>(options_.workers);
+    for (auto& v : e.average) v *= inverse;
+    e.complete = true;
+    return waited;
+  }
+
+  // The fragment's outer step, then (overlapping) each worker's merge of it, or SlowMo's averaged
+  // inner buffers.
+  CommunicationCost apply_exchange(const Exchange& e) {
+    const Fragment& f = fragments_[e.fragment];
+    const std::span<scalar_type> x = global_values().subspan(f.begin, f.size());
+    const std::span<const double> average(e.average);
+    clock_.now = std::max(clock_.now, e.arrives);
+    if (fragments_.size() == 1)
+      outer_.apply(x, average, e.gamma);
+    else if constexpr (FragmentedOuterPolicy<Outer>)
+      outer_.apply(e.fragment, x, average, e.gamma);
+    CommunicationCost cost;
+    if (options_.inner_buffers == InnerBuffers::average) cost += average_inner_buffers();
+    if (options_.streaming.overlaps()) {
+      const double alpha = options_.streaming.alpha;
+      for (auto& w : workers_) {
+        scalar_type* xk = w->model.parameters().values().data() + f.begin;
+        if (alpha == 0.0)
+          std::copy(x.begin(), x.end(), xk);
+        else
+          for (std::size_t i = 0; i < x.size(); ++i)
+            xk[i] = static_cast<scalar_type>(alpha * static_cast<double>(xk[i]) + (1.0 - alpha) * static_cast<double>(x[i]));
+      }
+    }
+    cost.rounds = 0;
+    return cost;
+  }
+
+  // Completes every exchange in flight (a checkpoint holds their averages, which are the same
+  // bits whenever they arrive).
+  void complete_exchanges() {
+    for (auto& e : in_flight_) (void)complete(*e);
   }
 
   double timed_allreduce(std::span<double> buffer) {
@@ -468,7 +728,9 @@ class LocalTrainer {
   Comm comm_;
   data::Shards shards_;
   std::vector<std::unique_ptr<Worker>> workers_;
-  std::vector<double> average_;
+  std::vector<Fragment> fragments_;
+  std::vector<std::unique_ptr<Exchange>> in_flight_;  // in the order they started
+  Clock clock_;
   std::int64_t step_ = 0;
   std::uint64_t epochs_done_ = 0;
   bool classified_ = true;  // targets are classes: rounds report an accuracy

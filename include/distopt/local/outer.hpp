@@ -37,12 +37,66 @@ concept OuterPolicy = requires(P& p, const P& cp, std::span<float> x, std::span<
   { cp.name() } -> std::convertible_to<std::string>;
 };
 
+/// A fragment of the model (Streaming DiLoCo, Douillard et al. 2025): blocks [first_block,
+/// end_block) of the parameter table, which hold the values [begin, end) of the flat buffer (the
+/// alignment padding between them included, averaged like the rest: it stays zero).
+struct Fragment {
+  std::size_t first_block = 0, end_block = 0;
+  std::size_t begin = 0, end = 0;
+  [[nodiscard]] std::size_t size() const noexcept { return end - begin; }
+  friend bool operator==(const Fragment&, const Fragment&) = default;
+};
+
+/// `count` fragments of consecutive whole blocks of `layout` (blocks are never cut: an outer
+/// optimizer's per-block rules, LARS's and LAMB's trust ratios, need them whole). Fragment p
+/// starts at the first block with at least p/count of the values before it, moved on so that
+/// every fragment keeps at least one block. Throws std::invalid_argument naming the field when
+/// there are fewer blocks than fragments.
+template <class Layout>
+[[nodiscard]] std::vector<Fragment> split_fragments(const Layout& layout, std::size_t count) {
+  const auto blocks = layout.blocks();
+  const std::size_t n = blocks.size();
+  require(count >= 1, "Streaming.fragments must be at least 1");
+  require(count <= n, "Streaming.fragments: ", count, " fragments of a model of ", n, " blocks (blocks are never cut)");
+  std::vector<double> before(n + 1, 0.0);
+  for (std::size_t b = 0; b < n; ++b) before[b + 1] = before[b] + static_cast<double>(blocks[b].size);
+  std::vector<std::size_t> cut(count + 1, 0);
+  cut[count] = n;
+  for (std::size_t p = 1; p < count; ++p) {
+    const double target = before[n] * static_cast<double>(p) / static_cast<double>(count);
+    std::size_t b = 0;
+    while (b < n && before[b] < target) ++b;
+    cut[p] = std::min(std::max(b, cut[p - 1] + 1), n - (count - p));
+  }
+  std::vector<Fragment> fragments;
+  for (std::size_t p = 0; p < count; ++p) {
+    Fragment f{cut[p], cut[p + 1], static_cast<std::size_t>(blocks[cut[p]].offset), 0};
+    f.end = p + 1 < count ? static_cast<std::size_t>(blocks[cut[p + 1]].offset) : static_cast<std::size_t>(layout.size());
+    fragments.push_back(f);
+  }
+  return fragments;
+}
+
+/// An outer policy that can run once per fragment (Streaming DiLoCo): `split(fragments)` before
+/// its first step, then `apply(p, x, x_avg, gamma)` with the values of fragment p alone.
+template <class P>
+concept FragmentedOuterPolicy = OuterPolicy<P> && requires(P& p, std::span<const Fragment> fragments, std::size_t index,
+                                                           std::span<float> x, std::span<const double> avg, double gamma) {
+  p.split(fragments);
+  p.apply(index, x, avg, gamma);
+};
+
 /// LocalSGD (Lin, Stich, Patel, Jaggi 2020, "Don't use large mini-batches, use local SGD"):
 /// after H local steps the global model is the workers' average, x <- (1/K) sum_k x_k.
 struct LocalSgd {
   template <class T>
   void apply(std::span<T> x, std::span<const double> x_avg, double /*gamma*/) const {
     for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<T>(x_avg[i]);
+  }
+  void split(std::span<const Fragment>) const noexcept {}
+  template <class T>
+  void apply(std::size_t /*fragment*/, std::span<T> x, std::span<const double> x_avg, double gamma) const {
+    apply(x, x_avg, gamma);
   }
   void save(Archive&, std::string_view) const {}
   void load(const Archive&, std::string_view) {}
@@ -80,15 +134,18 @@ class SlowMo {
 
   template <class T>
   void apply(std::span<T> x, std::span<const double> x_avg, double gamma) {
-    require(std::isfinite(gamma) && gamma >= 0.0, "SlowMo: inner learning rate gamma must be finite and >= 0, got ", gamma);
     if (u_.size() != x.size()) u_.assign(x.size(), 0.0);
-    const double alpha = options_.alpha, beta = options_.beta;
-    for (std::size_t i = 0; i < x.size(); ++i) {
-      const double xi = static_cast<double>(x[i]);
-      const double u_old = u_[i];
-      u_[i] = beta * u_old + (gamma > 0.0 ? (xi - x_avg[i]) / gamma : 0.0);
-      x[i] = static_cast<T>((1.0 - alpha) * xi + alpha * x_avg[i] - alpha * gamma * beta * u_old);
-    }
+    update(x, x_avg, gamma, std::span<double>(u_));
+  }
+
+  /// Fragments share one buffer u: each fragment's step reads and writes its own values of it.
+  void split(std::span<const Fragment> fragments) { fragments_.assign(fragments.begin(), fragments.end()); }
+  template <class T>
+  void apply(std::size_t fragment, std::span<T> x, std::span<const double> x_avg, double gamma) {
+    require(fragment < fragments_.size() && fragments_[fragment].size() == x.size(), "SlowMo: fragment ", fragment,
+            " is not one of the ", fragments_.size(), " it was split into");
+    if (u_.size() != fragments_.back().end) u_.assign(fragments_.back().end, 0.0);
+    update(x, x_avg, gamma, std::span<double>(u_).subspan(fragments_[fragment].begin, x.size()));
   }
 
   void save(Archive& archive, std::string_view prefix) const {
@@ -104,8 +161,21 @@ class SlowMo {
   [[nodiscard]] std::string name() const { return "slowmo"; }
 
  private:
+  template <class T>
+  void update(std::span<T> x, std::span<const double> x_avg, double gamma, std::span<double> u) const {
+    require(std::isfinite(gamma) && gamma >= 0.0, "SlowMo: inner learning rate gamma must be finite and >= 0, got ", gamma);
+    const double alpha = options_.alpha, beta = options_.beta;
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      const double xi = static_cast<double>(x[i]);
+      const double u_old = u[i];
+      u[i] = beta * u_old + (gamma > 0.0 ? (xi - x_avg[i]) / gamma : 0.0);
+      x[i] = static_cast<T>((1.0 - alpha) * xi + alpha * x_avg[i] - alpha * gamma * beta * u_old);
+    }
+  }
+
   SlowMoOptions options_;
   std::vector<double> u_;
+  std::vector<Fragment> fragments_;
 };
 
 /// Any of the library's optimizers as the outer step, applied to the pseudo-gradient
@@ -133,59 +203,109 @@ class OuterOptimizer {
   /// optimizer's; `label` names the policy in reports and checkpoints ("diloco", "outer-sgdm", ...).
   template <class Layout>
   OuterOptimizer(const Layout& layout, typename O::options_type options, std::string label)
-      : params_(copy_layout(layout)), optimizer_(params_, options), label_(std::move(label)),
-        model_size_(static_cast<std::size_t>(layout.size())) {
-    const auto blocks = layout.blocks();
-    for (std::size_t b = 0; b < blocks.size(); ++b)
-      spans_.push_back({static_cast<std::size_t>(blocks[b].offset), static_cast<std::size_t>(params_.blocks()[b].offset),
-                        static_cast<std::size_t>(blocks[b].size)});
+      : options_(options), label_(std::move(label)), model_size_(static_cast<std::size_t>(layout.size())) {
+    for (const auto& block : layout.blocks()) blocks_.push_back(block);
+    parts_.push_back(make_part(0, blocks_.size(), 0));
   }
 
-  [[nodiscard]] const O& optimizer() const noexcept { return optimizer_; }
+  /// The outer optimizer (of fragment `fragment` once split).
+  [[nodiscard]] const O& optimizer(std::size_t fragment = 0) const { return parts_.at(fragment).optimizer; }
 
   /// x and x_avg are the global model's flat buffers (padding included, which stays as it is).
   template <class T>
   void apply(std::span<T> x, std::span<const double> x_avg, double /*gamma*/) {
+    require(parts_.size() == 1, "OuterOptimizer '", label_, "': split into ", parts_.size(), " fragments, stepped whole");
     require(x.size() == model_size_ && x_avg.size() == x.size(), "OuterOptimizer '", label_, "': ", x.size(),
             " values for a model of ", model_size_);
-    using S = typename params_type::scalar_type;
-    S* w = params_.values().data();
-    S* g = params_.grads().data();
-    for (const Span& span : spans_)
-      for (std::size_t i = 0; i < span.size; ++i) {
-        w[span.to + i] = static_cast<S>(x[span.from + i]);
-        g[span.to + i] = static_cast<S>(static_cast<double>(x[span.from + i]) - x_avg[span.from + i]);
-      }
-    optimizer_.step(params_);
-    for (const Span& span : spans_)
-      for (std::size_t i = 0; i < span.size; ++i) x[span.from + i] = static_cast<T>(w[span.to + i]);
+    step(parts_.front(), x, x_avg);
   }
 
-  void save(Archive& archive, std::string_view prefix) const { optimizer_.save_state(archive, std::string(prefix) + "optimizer."); }
+  /// One optimizer per fragment from now on (Streaming DiLoCo: each fragment's outer state is its
+  /// own, as its steps come at their own times). Before the first step only.
+  void split(std::span<const Fragment> fragments) {
+    require(!stepped_, "OuterOptimizer '", label_, "': split after a step");
+    std::vector<Part> parts;
+    for (const Fragment& f : fragments) {
+      require(f.first_block < f.end_block && f.end_block <= blocks_.size() &&
+                  f.begin == static_cast<std::size_t>(blocks_[f.first_block].offset),
+              "OuterOptimizer '", label_, "': fragment of blocks [", f.first_block, ", ", f.end_block, ") does not fit the model");
+      parts.push_back(make_part(f.first_block, f.end_block, f.begin));
+      parts.back().size = f.size();
+    }
+    parts_ = std::move(parts);
+  }
+
+  /// The outer step of fragment `fragment`: x and x_avg hold that fragment's values alone.
+  template <class T>
+  void apply(std::size_t fragment, std::span<T> x, std::span<const double> x_avg, double /*gamma*/) {
+    require(fragment < parts_.size() && x.size() == parts_[fragment].size && x_avg.size() == x.size(), "OuterOptimizer '",
+            label_, "': ", x.size(), " values for fragment ", fragment, " of ", parts_.size());
+    step(parts_[fragment], x, x_avg);
+  }
+
+  /// Under `prefix`: "optimizer." whole, "fragment.<p>.optimizer." once split.
+  void save(Archive& archive, std::string_view prefix) const {
+    for (std::size_t p = 0; p < parts_.size(); ++p) parts_[p].optimizer.save_state(archive, part_prefix(prefix, p));
+  }
   void load(const Archive& archive, std::string_view prefix) {
-    O candidate = optimizer_;
-    candidate.load_state(archive, std::string(prefix) + "optimizer.");
-    optimizer_ = std::move(candidate);
+    std::vector<O> loaded;
+    for (std::size_t p = 0; p < parts_.size(); ++p) {
+      loaded.push_back(parts_[p].optimizer);
+      loaded.back().load_state(archive, part_prefix(prefix, p));
+    }
+    for (std::size_t p = 0; p < parts_.size(); ++p) parts_[p].optimizer = std::move(loaded[p]);
+    stepped_ = true;
   }
   [[nodiscard]] std::string name() const { return label_; }
 
  private:
   struct Span {
-    std::size_t from, to, size;  // a block's first element in the model's buffer and in params_
+    std::size_t from, to, size;  // a block's first element in the values given to apply and in params
+  };
+  struct Part {
+    params_type params;  // x and delta in the outer optimizer's precision; only the step keeps state
+    O optimizer;
+    std::vector<Span> spans;
+    std::size_t size = 0;  // values given to apply
   };
 
-  template <class Layout>
-  static params_type copy_layout(const Layout& layout) {
-    params_type p;
-    for (const auto& block : layout.blocks()) p.add(block.name, block.shape, block.options);
-    return p;
+  Part make_part(std::size_t first, std::size_t end, std::size_t begin) const {
+    params_type params;
+    for (std::size_t b = first; b < end; ++b) params.add(blocks_[b].name, blocks_[b].shape, blocks_[b].options);
+    O optimizer(params, options_);
+    std::vector<Span> spans;
+    for (std::size_t b = first; b < end; ++b)
+      spans.push_back({static_cast<std::size_t>(blocks_[b].offset) - begin, static_cast<std::size_t>(params.blocks()[b - first].offset),
+                       static_cast<std::size_t>(blocks_[b].size)});
+    return {std::move(params), std::move(optimizer), std::move(spans), model_size_};
   }
 
-  params_type params_;  // x and delta in the outer optimizer's precision; only the step keeps state
-  O optimizer_;
+  std::string part_prefix(std::string_view prefix, std::size_t p) const {
+    return parts_.size() == 1 ? std::string(prefix) + "optimizer." : message(prefix, "fragment.", p, ".optimizer.");
+  }
+
+  template <class T>
+  void step(Part& part, std::span<T> x, std::span<const double> x_avg) {
+    using S = typename params_type::scalar_type;
+    S* w = part.params.values().data();
+    S* g = part.params.grads().data();
+    for (const Span& span : part.spans)
+      for (std::size_t i = 0; i < span.size; ++i) {
+        w[span.to + i] = static_cast<S>(x[span.from + i]);
+        g[span.to + i] = static_cast<S>(static_cast<double>(x[span.from + i]) - x_avg[span.from + i]);
+      }
+    part.optimizer.step(part.params);
+    for (const Span& span : part.spans)
+      for (std::size_t i = 0; i < span.size; ++i) x[span.from + i] = static_cast<T>(w[span.to + i]);
+    stepped_ = true;
+  }
+
+  typename O::options_type options_;
   std::string label_;
   std::size_t model_size_;
-  std::vector<Span> spans_;
+  std::vector<Block> blocks_;  // the global model's table (offsets in its flat buffer)
+  std::vector<Part> parts_;    // one per fragment; one for the whole model until split
+  bool stepped_ = false;
 };
 
 /// DiLoCo's outer step (Douillard et al. 2023): SGD with Nesterov momentum on the pseudo-gradient,
@@ -195,7 +315,7 @@ template <class Layout>
   return {layout, {.lr = lr, .momentum = momentum, .nesterov = true}, "diloco"};
 }
 
-static_assert(OuterPolicy<LocalSgd>);
-static_assert(OuterPolicy<SlowMo>);
+static_assert(FragmentedOuterPolicy<LocalSgd>);
+static_assert(FragmentedOuterPolicy<SlowMo>);
 
 }  // namespace distopt::local
