@@ -69,6 +69,11 @@ def run_all(args):
                                "--fragments", str(args.fragments), "--delay", str(args.delay), "--alpha", str(args.alpha),
                                "--test-images", str(args.test_images), "--out", out]
                     status = lab.mpirun(command, {"OMP_NUM_THREADS": "1"})
+                    if status != 0 and not os.path.exists(out):
+                        # Once an orted crashed at start-up (in hwloc_shmem_topology_write, before
+                        # our program ran): one more try.
+                        print(f"time_to_accuracy: {run_name(model, rate, method)}: mpirun exit {status}, trying again", flush=True)
+                        status = lab.mpirun(command, {"OMP_NUM_THREADS": "1"})
                     if status != 0:
                         print(f"time_to_accuracy: {run_name(model, rate, method)} failed (mpirun exit {status})", flush=True)
 

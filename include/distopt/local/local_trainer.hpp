@@ -528,11 +528,11 @@ class LocalTrainer {
     apply_due(cost);
     const double gamma = schedule(step_ - 1);
     if (fragments_.size() == 1) {
-      if (round_end) cost += start_exchange(0, gamma);
+      if (round_end) cost += start_exchange(0, gamma, cost);
     } else {
       for (std::size_t p = 0; p < fragments_.size(); ++p) {
         const std::int64_t since = step_ - fragment_offset(p), h = static_cast<std::int64_t>(options_.local_steps);
-        if (since >= h && since % h == 0) cost += start_exchange(p, gamma);
+        if (since >= h && since % h == 0) cost += start_exchange(p, gamma, cost);
       }
     }
     apply_due(cost);
@@ -551,7 +551,17 @@ class LocalTrainer {
   // Sends every hosted worker's values of fragment p: their sum in double, workers added in index
   // order (then summed across ranks), or with compression each worker's encoded message (its
   // model for fp32, else its pseudo-gradient plus residual), gathered on every rank.
-  CommunicationCost start_exchange(std::size_t p, double gamma) {
+  CommunicationCost start_exchange(std::size_t p, double gamma, CommunicationCost& earlier) {
+    // One exchange per fragment in flight: a round cut short (the last of a run) may start the
+    // next before the last one is due; that one is completed and applied first.
+    for (auto it = in_flight_.begin(); it != in_flight_.end();)
+      if ((*it)->fragment == p) {
+        earlier.allreduce_seconds += complete(**it);
+        earlier += apply_exchange(**it);
+        it = in_flight_.erase(it);
+      } else {
+        ++it;
+      }
     const auto start = std::chrono::steady_clock::now();
     const Fragment& f = fragments_[p];
     auto exchange = std::make_unique<Exchange>();
