@@ -224,10 +224,10 @@ class LocalTrainer {
   [[nodiscard]] Model& worker_model(std::size_t k) { return workers_.at(k)->model; }
   [[nodiscard]] Inner& worker_optimizer(std::size_t k) { return workers_.at(k)->optimizer; }
   /// A wall clock of this run on `options().network`, K machines of one worker each: every step
-  /// takes the compute time this rank measured (and each round the slowest rank's), and every exchange is a transfer
-  /// of the bytes it really sends (the all-reduce of the workers' sums in double, or the codec's
-  /// payloads) over one link the exchanges take in turn: it starts when the exchange starts or
-  /// when the link frees, and the outer step waits for its end. Without overlap that is compute
+  /// takes the compute time this rank measured (and each round the slowest rank's), and every
+  /// exchange is a transfer of the bytes it really sends (the all-reduce of the workers' sums in
+  /// double, or the codec's payloads) over one link the exchanges take in turn: it starts when
+  /// the exchange starts or when the link frees, and the outer step waits for its end. Without overlap that is compute
   /// plus transfers; with it, only what the tau steps between start and outer step do not hide.
   /// (communication().modelled_seconds instead counts a float32 all-reduce, never overlapped.)
   [[nodiscard]] double simulated_seconds() const noexcept { return clock_.now; }
@@ -428,7 +428,7 @@ class LocalTrainer {
     return static_cast<std::int64_t>(p * options_.local_steps / fragments_.size());
   }
 
-  // What the hosted workers did in a round: a failure each, their loss sums, correct answers, samples.
+  // What the hosted workers did in a round: a failure each, loss sums, correct answers, samples.
   struct Tally {
     explicit Tally(std::size_t n) : errors(n), loss(n, 0.0), correct(n, 0), samples(n, 0) {}
     std::vector<std::exception_ptr> errors;
@@ -439,9 +439,10 @@ class LocalTrainer {
 
   // Every hosted worker takes the steps from step_ to `until` (each step's workers on the OpenMP
   // team), the exchanges in flight tested between steps: MPI moves a non-blocking collective on
-  // only inside its calls, and testing between steps costs nothing a step would notice, where a
-  // progress thread would need MPI_THREAD_MULTIPLE of the caller's MPI_Init. A worker that failed
-  // takes no more steps. The segment's time goes on the simulated clock as compute.
+  // only inside its calls, and a test between steps costs nothing a step would notice (within a
+  // step, only MpiCommunicator's optional progress thread moves them on: it needs
+  // MPI_THREAD_MULTIPLE, which the caller's MPI_Init decides). A worker that failed takes no more
+  // steps. The segment's time goes on the simulated clock as compute.
   void take_steps(const optim::Schedule& schedule, std::int64_t until, Tally& tally) {
     const std::size_t n = workers_.size();
     const auto run_worker = [&](std::size_t w, std::int64_t t) {
