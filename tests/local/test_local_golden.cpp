@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <xtensor/xarray.hpp>
@@ -241,6 +242,20 @@ namespace {
 
 using Adam = optim::AdamW<ParameterSet>;
 
+// Runs with an outer optimizer against PyTorch: the worst absolute and norm errors of the global
+// model over the rounds, and the worst absolute error of a round's loss.
+std::pair<Errors, double> worst_over_rounds(const Run& cpp, const std::string& golden, const xt::xarray<double>& losses) {
+  Errors worst;
+  double worst_loss = 0;
+  for (std::size_t r = 0; r < rounds; ++r) {
+    const Errors e = compare(cpp.models[r], golden, r);
+    worst.absolute = std::max(worst.absolute, e.absolute);
+    worst.norm = std::max(worst.norm, e.norm);
+    worst_loss = std::max(worst_loss, std::abs(cpp.losses[r] - losses(r)));
+  }
+  return {worst, worst_loss};
+}
+
 Run run_diloco(optim::SgdmOptions outer) {
   const Model start = initial_model();
   const local::LocalOptions options{.workers = 3, .local_steps = 5, .batch_size = 4, .augmentation = std::nullopt, .shuffle = false};
@@ -270,14 +285,7 @@ TEST_CASE("LocalTrainer with an outer optimizer follows PyTorch's DiLoCo within 
     const std::string golden = "../diloco/" + name;  // tests/data/diloco/<case>, inputs from tests/data/local/
     const auto losses = load<double>(golden + "/loss.npy");
     REQUIRE(losses.size() == rounds);
-    Errors worst;
-    double worst_loss = 0;
-    for (std::size_t r = 0; r < rounds; ++r) {
-      const Errors e = compare(cpp.models[r], golden, r);
-      worst.absolute = std::max(worst.absolute, e.absolute);
-      worst.norm = std::max(worst.norm, e.norm);
-      worst_loss = std::max(worst_loss, std::abs(cpp.losses[r] - losses(r)));
-    }
+    const auto [worst, worst_loss] = worst_over_rounds(cpp, golden, losses);
     INFO("case " << name << ": max |C++ - PyTorch| " << worst.absolute << ", norms " << worst.norm << ", loss " << worst_loss);
     CHECK(worst.absolute <= 1e-5);
     CHECK(worst.norm <= 1e-5);
@@ -316,14 +324,7 @@ TEST_CASE("Streaming DiLoCo follows PyTorch's float64 trajectory within 1e-5", "
   CHECK(trainer.exchanges_in_flight() == 1);
   const auto losses = load<double>(golden + "/loss.npy");
   REQUIRE(losses.size() == rounds);
-  Errors worst;
-  double worst_loss = 0;
-  for (std::size_t r = 0; r < rounds; ++r) {
-    const Errors e = compare(cpp.models[r], golden, r);
-    worst.absolute = std::max(worst.absolute, e.absolute);
-    worst.norm = std::max(worst.norm, e.norm);
-    worst_loss = std::max(worst_loss, std::abs(cpp.losses[r] - losses(r)));
-  }
+  const auto [worst, worst_loss] = worst_over_rounds(cpp, golden, losses);
   // Every worker's model after the last merge (fragment 1's at step 23) and two steps since.
   double worst_worker = 0;
   for (std::size_t k = 0; k < 3; ++k) {
